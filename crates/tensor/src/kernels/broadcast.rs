@@ -1,0 +1,283 @@
+//! NumPy broadcasting over contiguous buffers.
+//!
+//! The output index space is coalesced (size-1 axes dropped, neighbouring
+//! axes merged where every operand is contiguous across them) into `outer`
+//! rows of `inner` elements. Along a row each operand is either contiguous
+//! (stride 1) or constant (stride 0), so the inner loop is one of four
+//! vectorizable shapes; rows are split across rayon for large outputs.
+
+use rayon::prelude::*;
+use smallvec::SmallVec;
+
+use super::{PAR_CHUNK, PAR_THRESHOLD};
+use crate::shape::broadcast_strides;
+use crate::{Element, Shape};
+
+type Dims = SmallVec<[usize; 4]>;
+
+/// How `N` operands are read along the rows of a broadcast output.
+pub(crate) struct Plan<const N: usize> {
+    /// Coalesced outer dims (every axis but the innermost).
+    outer_dims: Dims,
+    /// Per operand, its stride along each outer dim.
+    outer_strides: [Dims; N],
+    /// Length of a row.
+    pub inner: usize,
+    /// Per operand, its stride along a row (0 or 1).
+    pub inner_stride: [usize; N],
+}
+
+impl<const N: usize> Plan<N> {
+    /// Plans reading operands of `shapes` in the index space of `out`
+    /// (every shape must broadcast to `out`).
+    pub fn new(shapes: [&Shape; N], out: &Shape) -> Self {
+        let strides: [Dims; N] = std::array::from_fn(|k| broadcast_strides(shapes[k], out));
+        // drop size-1 axes, then merge neighbours contiguous in every operand
+        let mut dims: Dims = SmallVec::new();
+        let mut st: [Dims; N] = std::array::from_fn(|_| SmallVec::new());
+        for (i, &d) in out.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let mergeable =
+                !dims.is_empty() && (0..N).all(|k| *st[k].last().unwrap() == strides[k][i] * d);
+            if mergeable {
+                *dims.last_mut().unwrap() *= d;
+                for k in 0..N {
+                    *st[k].last_mut().unwrap() = strides[k][i];
+                }
+            } else {
+                dims.push(d);
+                for k in 0..N {
+                    st[k].push(strides[k][i]);
+                }
+            }
+        }
+        let inner = dims.pop().unwrap_or(1);
+        let inner_stride = std::array::from_fn(|k| st[k].pop().unwrap_or(0));
+        Plan {
+            outer_dims: dims,
+            outer_strides: st,
+            inner,
+            inner_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub fn outer(&self) -> usize {
+        self.outer_dims.iter().product()
+    }
+
+    /// Calls `f(row, offsets)` for rows `start..end` in order, with each
+    /// operand's offset at the start of the row.
+    #[inline]
+    pub fn for_rows(&self, start: usize, end: usize, mut f: impl FnMut(usize, [usize; N])) {
+        if start >= end {
+            return;
+        }
+        let r = self.outer_dims.len();
+        // decompose `start` into a multi-index, then count like an odometer
+        let mut idx: Dims = SmallVec::from_elem(0, r);
+        let mut rem = start;
+        for j in (0..r).rev() {
+            idx[j] = rem % self.outer_dims[j];
+            rem /= self.outer_dims[j];
+        }
+        let mut off: [usize; N] =
+            std::array::from_fn(|k| (0..r).map(|j| idx[j] * self.outer_strides[k][j]).sum());
+        for row in start..end {
+            f(row, off);
+            for j in (0..r).rev() {
+                idx[j] += 1;
+                for (k, o) in off.iter_mut().enumerate() {
+                    *o += self.outer_strides[k][j];
+                }
+                if idx[j] < self.outer_dims[j] {
+                    break;
+                }
+                for (k, o) in off.iter_mut().enumerate() {
+                    *o -= self.outer_strides[k][j] * self.outer_dims[j];
+                }
+                idx[j] = 0;
+            }
+        }
+    }
+}
+
+/// `out = f(a, b)` with broadcasting; `out_shape` is the broadcast shape.
+pub(crate) fn binary<T: Element, F>(
+    a: &[T],
+    a_shape: &Shape,
+    b: &[T],
+    b_shape: &Shape,
+    out_shape: &Shape,
+    f: F,
+) -> Vec<T>
+where
+    F: Fn(T, T) -> T + Sync + Send,
+{
+    let n = out_shape.numel();
+    if a_shape == b_shape {
+        return super::zip_map(a, b, f);
+    }
+    let plan = Plan::new([a_shape, b_shape], out_shape);
+    let inner = plan.inner;
+    let [sa, sb] = plan.inner_stride;
+    let mut out = Vec::<T>::with_capacity(n);
+    // SAFETY: the rows below cover every element exactly once; T is Copy.
+    unsafe { out.set_len(n) };
+    let row = |o: &mut [T], [oa, ob]: [usize; 2]| match (sa, sb) {
+        (1, 1) => {
+            for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {
+                *o = f(x, y);
+            }
+        }
+        (1, 0) => {
+            let y = b[ob];
+            for (o, &x) in o.iter_mut().zip(&a[oa..oa + inner]) {
+                *o = f(x, y);
+            }
+        }
+        (0, 1) => {
+            let x = a[oa];
+            for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
+                *o = f(x, y);
+            }
+        }
+        _ => o.fill(f(a[oa], b[ob])),
+    };
+    if n == 0 {
+        return out;
+    }
+    let rows_per_task = (PAR_CHUNK / inner).max(1);
+    if n >= PAR_THRESHOLD && plan.outer() > 1 {
+        out.par_chunks_mut(rows_per_task * inner)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                let start = t * rows_per_task;
+                let end = start + chunk.len() / inner;
+                plan.for_rows(start, end, |r, off| {
+                    let s = (r - start) * inner;
+                    row(&mut chunk[s..s + inner], off)
+                });
+            });
+    } else {
+        plan.for_rows(0, plan.outer(), |r, off| {
+            row(&mut out[r * inner..(r + 1) * inner], off)
+        });
+    }
+    out
+}
+
+/// `out = f(a, b, c)` with broadcasting (used by `select`).
+pub(crate) fn ternary<T: Element, F>(inputs: [(&[T], &Shape); 3], out_shape: &Shape, f: F) -> Vec<T>
+where
+    F: Fn(T, T, T) -> T,
+{
+    let n = out_shape.numel();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let plan = Plan::new([inputs[0].1, inputs[1].1, inputs[2].1], out_shape);
+    let [s0, s1, s2] = plan.inner_stride;
+    let (x, y, z) = (inputs[0].0, inputs[1].0, inputs[2].0);
+    plan.for_rows(0, plan.outer(), |_, [o0, o1, o2]| {
+        for i in 0..plan.inner {
+            out.push(f(x[o0 + i * s0], y[o1 + i * s1], z[o2 + i * s2]));
+        }
+    });
+    out
+}
+
+/// Materializes `x` broadcast to `out_shape`.
+pub(crate) fn expand<T: Element>(x: &[T], x_shape: &Shape, out_shape: &Shape) -> Vec<T> {
+    let n = out_shape.numel();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let plan = Plan::new([x_shape], out_shape);
+    let [s] = plan.inner_stride;
+    plan.for_rows(0, plan.outer(), |_, [o]| {
+        if s == 1 {
+            out.extend_from_slice(&x[o..o + plan.inner]);
+        } else {
+            out.extend(std::iter::repeat_n(x[o], plan.inner));
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], so: &[usize]) -> Vec<f64> {
+        let (sa, sb, so) = (Shape::from(sa), Shape::from(sb), Shape::from(so));
+        let (ta, tb) = (broadcast_strides(&sa, &so), broadcast_strides(&sb, &so));
+        let ostr = so.strides();
+        (0..so.numel())
+            .map(|i| {
+                let (mut ia, mut ib) = (0, 0);
+                for d in 0..so.rank() {
+                    let c = (i / ostr[d]) % so[d];
+                    ia += c * ta[d];
+                    ib += c * tb[d];
+                }
+                a[ia] * 10.0 + b[ib]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_indexing() {
+        let cases: &[(&[usize], &[usize], &[usize])] = &[
+            (&[2, 3], &[3], &[2, 3]),
+            (&[2, 1], &[1, 3], &[2, 3]),
+            (&[4, 1, 3], &[5, 1], &[4, 5, 3]),
+            (&[], &[2, 2], &[2, 2]),
+            (&[3, 1, 1], &[1, 2, 1], &[3, 2, 1]),
+            (&[1], &[1], &[1]),
+        ];
+        for &(sa, sb, so) in cases {
+            let a: Vec<f64> = (0..Shape::from(sa).numel()).map(|i| i as f64).collect();
+            let b: Vec<f64> = (0..Shape::from(sb).numel()).map(|i| -(i as f64)).collect();
+            let got = binary(&a, &sa.into(), &b, &sb.into(), &so.into(), |x, y| {
+                x * 10.0 + y
+            });
+            assert_eq!(got, naive(&a, sa, &b, sb, so), "{sa:?} {sb:?}");
+        }
+    }
+
+    #[test]
+    fn parallel_rows_match_serial() {
+        let (r, c) = (300, 257);
+        let a: Vec<f64> = (0..r * c).map(|i| i as f64).collect();
+        let b: Vec<f64> = (0..c).map(|i| i as f64 * 0.5).collect();
+        let got = binary(
+            &a,
+            &[r, c].into(),
+            &b,
+            &[c].into(),
+            &[r, c].into(),
+            |x, y| x - y,
+        );
+        for i in 0..r * c {
+            assert_eq!(got[i], a[i] - b[i % c]);
+        }
+    }
+
+    #[test]
+    fn expand_repeats() {
+        let x = [1.0f32, 2.0];
+        assert_eq!(
+            expand(&x, &[2, 1].into(), &[2, 3].into()),
+            vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+        );
+        assert_eq!(
+            expand(&x, &[2].into(), &[2, 2].into()),
+            vec![1.0, 2.0, 1.0, 2.0]
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! # rime-tensor
+//!
+//! A fast n-d array for `f32` and `f64`: NumPy broadcasting, reductions over
+//! any axes, the softmax family, gather/scatter, and matrix products on
+//! matrixmultiply's SIMD kernels split across rayon's pool.
+//!
+//! A [`Tensor`] is an immutable value with cheap `clone`. Every op whose
+//! validity depends on shapes or arguments returns [`Result`], and the
+//! [`Error`] names the op and the shapes involved.
+//!
+//! ```
+//! use rime_tensor::Tensor;
+//! let x = Tensor::<f32>::from_vec(vec![1.0, -2.0, 3.0, -4.0], [2, 2])?;
+//! let w = Tensor::<f32>::eye(2);
+//! let y = x.matmul(&w)?.relu().sum(&[1], false)?;
+//! assert_eq!(y.to_vec(), vec![1.0, 3.0]);
+//! # Ok::<(), rime_tensor::Error>(())
+//! ```
+//!
+//! Ops report themselves to a gradient tape through [`record`]; rime-tape
+//! supplies the tape. With no tape active that costs one thread-local check.
+
+#![warn(missing_docs)]
+
+mod element;
+mod error;
+mod kernels;
+pub mod ops;
+mod random;
+pub mod record;
+mod shape;
+mod tensor;
+
+pub use element::{DType, DynTensor, Element};
+pub use error::{Error, Result};
+pub use ops::arith::BinaryOp;
+pub use ops::index::IndexOp;
+pub use ops::layout::LayoutOp;
+pub use ops::nn::NnOp;
+pub use ops::reduce::{ReduceKind, ReduceOp};
+pub use ops::unary::UnaryOp;
+pub use random::{Rng, seeded_rng};
+pub use record::Op;
+pub use shape::{Shape, broadcast_shapes};
+pub use tensor::{Tensor, TensorId};

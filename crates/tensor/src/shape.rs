@@ -1,0 +1,291 @@
+//! [`Shape`]: the dimensions of a tensor, and the shape arithmetic ops share
+//! (NumPy broadcasting, axis normalisation, strides).
+
+use std::fmt;
+use std::ops::Deref;
+
+use smallvec::SmallVec;
+
+use crate::{Error, Result};
+
+/// Inline capacity: tensors of rank <= 4 keep their shape off the heap.
+pub(crate) type Dims = SmallVec<[usize; 4]>;
+
+/// The dimensions of a tensor, outermost first (row-major).
+///
+/// A rank-0 shape (`[]`) is a scalar. `Shape` derefs to `[usize]`, and
+/// converts from arrays, slices and vectors.
+///
+/// ```
+/// use rime_tensor::Shape;
+/// let s = Shape::from([2, 3, 4]);
+/// assert_eq!(s.rank(), 3);
+/// assert_eq!(s.numel(), 24);
+/// assert_eq!(&s[..], &[2, 3, 4]);
+/// assert_eq!(format!("{s}"), "[2, 3, 4]");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Shape(pub(crate) Dims);
+
+impl Shape {
+    /// The rank-0 (scalar) shape.
+    pub fn scalar() -> Self {
+        Shape(Dims::new())
+    }
+
+    /// Number of axes.
+    #[inline]
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Number of elements (1 for a scalar).
+    #[inline]
+    pub fn numel(&self) -> usize {
+        self.0.iter().product()
+    }
+
+    /// The dimensions as a slice.
+    #[inline]
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+
+    /// Row-major strides, in elements.
+    ///
+    /// ```
+    /// use rime_tensor::Shape;
+    /// assert_eq!(&Shape::from([2, 3, 4]).strides()[..], &[12, 4, 1]);
+    /// ```
+    pub fn strides(&self) -> SmallVec<[usize; 4]> {
+        let mut s: SmallVec<[usize; 4]> = SmallVec::from_elem(0, self.rank());
+        let mut acc = 1;
+        for i in (0..self.rank()).rev() {
+            s[i] = acc;
+            acc *= self.0[i];
+        }
+        s
+    }
+
+    /// Resolves a possibly negative axis (`-1` is the last) against this rank.
+    ///
+    /// ```
+    /// use rime_tensor::Shape;
+    /// assert_eq!(Shape::from([2, 3]).axis("sum", -1).unwrap(), 1);
+    /// assert!(Shape::from([2, 3]).axis("sum", 2).is_err());
+    /// ```
+    pub fn axis(&self, op: &'static str, axis: isize) -> Result<usize> {
+        normalize_axis(op, axis, self.rank())
+    }
+
+    /// Resolves a list of axes: sorted, deduplicated, each in range.
+    /// An empty list means every axis.
+    pub fn axes(&self, op: &'static str, axes: &[isize]) -> Result<SmallVec<[usize; 4]>> {
+        if axes.is_empty() {
+            return Ok((0..self.rank()).collect());
+        }
+        let mut out: SmallVec<[usize; 4]> = SmallVec::new();
+        for &a in axes {
+            let a = self.axis(op, a)?;
+            if out.contains(&a) {
+                return Err(Error::InvalidArgument {
+                    op,
+                    msg: format!("axis {a} given twice in {axes:?} for shape {self}"),
+                });
+            }
+            out.push(a);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+}
+
+pub(crate) fn normalize_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
+    let r = rank as isize;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        Err(Error::InvalidAxis { op, axis, rank })
+    } else {
+        Ok(a as usize)
+    }
+}
+
+/// The NumPy broadcast of two shapes, or an error naming `op` and both shapes.
+///
+/// ```
+/// use rime_tensor::{broadcast_shapes, Shape};
+/// let s = broadcast_shapes("add", &Shape::from([4, 1, 3]), &Shape::from([5, 1])).unwrap();
+/// assert_eq!(&s[..], &[4, 5, 3]);
+/// assert!(broadcast_shapes("add", &Shape::from([2]), &Shape::from([3])).is_err());
+/// ```
+pub fn broadcast_shapes(op: &'static str, a: &Shape, b: &Shape) -> Result<Shape> {
+    if a == b {
+        return Ok(a.clone());
+    }
+    let rank = a.rank().max(b.rank());
+    let mut out: Dims = SmallVec::from_elem(0, rank);
+    for i in 0..rank {
+        let da = if i + a.rank() >= rank {
+            a.0[i + a.rank() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.rank() >= rank {
+            b.0[i + b.rank() - rank]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::Broadcast {
+                op,
+                lhs: a.clone(),
+                rhs: b.clone(),
+            });
+        };
+    }
+    Ok(Shape(out))
+}
+
+/// Strides of `from` when read in the index space of the broadcast shape `to`
+/// (0 along broadcast axes). `from` must broadcast to `to`.
+pub(crate) fn broadcast_strides(from: &Shape, to: &Shape) -> SmallVec<[usize; 4]> {
+    let own = from.strides();
+    let off = to.rank() - from.rank();
+    (0..to.rank())
+        .map(|i| {
+            if i < off || from.0[i - off] == 1 {
+                0
+            } else {
+                own[i - off]
+            }
+        })
+        .collect()
+}
+
+impl Deref for Shape {
+    type Target = [usize];
+    #[inline]
+    fn deref(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(d: [usize; N]) -> Self {
+        Shape(d.iter().copied().collect())
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(d: &[usize]) -> Self {
+        Shape(d.iter().copied().collect())
+    }
+}
+
+impl<const N: usize> From<&[usize; N]> for Shape {
+    fn from(d: &[usize; N]) -> Self {
+        Shape(d.iter().copied().collect())
+    }
+}
+
+impl From<Vec<usize>> for Shape {
+    fn from(d: Vec<usize>) -> Self {
+        Shape(Dims::from_vec(d))
+    }
+}
+
+impl From<&Vec<usize>> for Shape {
+    fn from(d: &Vec<usize>) -> Self {
+        Shape(d.iter().copied().collect())
+    }
+}
+
+impl From<&Shape> for Shape {
+    fn from(s: &Shape) -> Self {
+        s.clone()
+    }
+}
+
+impl From<SmallVec<[usize; 4]>> for Shape {
+    fn from(d: SmallVec<[usize; 4]>) -> Self {
+        Shape(d)
+    }
+}
+
+impl PartialEq<[usize]> for Shape {
+    fn eq(&self, other: &[usize]) -> bool {
+        self.0.as_slice() == other
+    }
+}
+
+impl<const N: usize> PartialEq<[usize; N]> for Shape {
+    fn eq(&self, other: &[usize; N]) -> bool {
+        self.0.as_slice() == other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_rules() {
+        let b = |a: &[usize], c: &[usize]| broadcast_shapes("t", &a.into(), &c.into());
+        assert_eq!(b(&[], &[3]).unwrap(), [3]);
+        assert_eq!(b(&[2, 1], &[1, 3]).unwrap(), [2, 3]);
+        assert_eq!(b(&[3], &[2, 1]).unwrap(), [2, 3]);
+        assert_eq!(b(&[0], &[1]).unwrap(), [0]);
+        assert!(matches!(
+            b(&[2], &[3]),
+            Err(Error::Broadcast { op: "t", .. })
+        ));
+    }
+
+    #[test]
+    fn strides_of_broadcast() {
+        let s = broadcast_strides(&Shape::from([3, 1]), &Shape::from([2, 3, 4]));
+        assert_eq!(&s[..], &[0, 1, 0]);
+    }
+
+    #[test]
+    fn axes_are_checked() {
+        let s = Shape::from([2, 3, 4]);
+        assert_eq!(&s.axes("sum", &[-1, 0]).unwrap()[..], &[0, 2]);
+        assert_eq!(&s.axes("sum", &[]).unwrap()[..], &[0, 1, 2]);
+        assert!(matches!(
+            s.axes("sum", &[0, -3]),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            s.axes("sum", &[3]),
+            Err(Error::InvalidAxis {
+                axis: 3,
+                rank: 3,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,563 @@
+//! [`Tensor`]: an immutable n-d value with cheap clone, its constructors and
+//! accessors. The ops live in `ops/`, one file per family.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Element, Error, Result, Shape};
+
+/// The identity of a tensor value: two handles with the same id are clones
+/// of one value. A gradient tape tracks tensors by id.
+///
+/// ```
+/// use rime_tensor::Tensor;
+/// let a = Tensor::<f32>::ones([2]);
+/// let b = a.clone();
+/// assert_eq!(a.id(), b.id());
+/// assert_ne!(a.id(), a.detach().id());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl TensorId {
+    /// A fresh, process-unique id. rime-tape also uses these to name variables.
+    #[inline]
+    pub fn fresh() -> TensorId {
+        TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as an integer (for hashing and display).
+    #[inline]
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// An n-d array of `f32` (the default) or `f64`, row-major and contiguous.
+///
+/// A `Tensor` is an immutable value: ops return new tensors, and `clone` is
+/// cheap (the buffer is shared). Ops whose validity depends on shapes or
+/// arguments return [`Result`]; the error names the op and the shapes.
+///
+/// ```
+/// use rime_tensor::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2])?;
+/// let y = x.matmul(&x)?.add(&Tensor::scalar(1.0))?.relu();
+/// assert_eq!(y.to_vec(), vec![8.0, 11.0, 16.0, 23.0]);
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+pub struct Tensor<T: Element = f32> {
+    data: Arc<Vec<T>>,
+    shape: Shape,
+    id: TensorId,
+}
+
+impl<T: Element> Clone for Tensor<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        Tensor {
+            data: Arc::clone(&self.data),
+            shape: self.shape.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Builds a tensor from a buffer whose length the caller guarantees.
+    #[inline]
+    pub(crate) fn from_parts(data: Vec<T>, shape: Shape) -> Self {
+        debug_assert_eq!(data.len(), shape.numel(), "from_parts: {shape}");
+        Tensor {
+            data: Arc::new(data),
+            shape,
+            id: TensorId::fresh(),
+        }
+    }
+
+    /// A new tensor (new id) sharing this one's buffer under another shape.
+    #[inline]
+    pub(crate) fn share_with_shape(&self, shape: Shape) -> Self {
+        debug_assert_eq!(self.len(), shape.numel());
+        Tensor {
+            data: Arc::clone(&self.data),
+            shape,
+            id: TensorId::fresh(),
+        }
+    }
+
+    /// A tensor from a row-major buffer and a shape.
+    ///
+    /// ```
+    /// use rime_tensor::{Error, Tensor};
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])?;
+    /// assert_eq!(t.shape(), &[2, 3]);
+    /// assert!(matches!(Tensor::from_vec(vec![1.0f32; 5], [2, 3]), Err(Error::DataLength { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn from_vec(data: Vec<T>, shape: impl Into<Shape>) -> Result<Self> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(Error::DataLength {
+                op: "from_vec",
+                shape,
+                len: data.len(),
+            });
+        }
+        Ok(Self::from_parts(data, shape))
+    }
+
+    /// A tensor copied from a slice and a shape.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let t = Tensor::from_slice(&[1.0f64, 2.0], [2, 1])?;
+    /// assert_eq!(t.to_vec(), vec![1.0, 2.0]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn from_slice(data: &[T], shape: impl Into<Shape>) -> Result<Self> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(Error::DataLength {
+                op: "from_slice",
+                shape,
+                len: data.len(),
+            });
+        }
+        Ok(Self::from_parts(data.to_vec(), shape))
+    }
+
+    /// A rank-0 tensor.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let s = Tensor::scalar(2.5f32);
+    /// assert_eq!(s.rank(), 0);
+    /// assert_eq!(s.to_scalar().unwrap(), 2.5);
+    /// ```
+    pub fn scalar(value: T) -> Self {
+        Self::from_parts(vec![value], Shape::scalar())
+    }
+
+    /// A 1-D tensor holding `data`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::vector(vec![1.0f32, 2.0]).shape(), &[2]);
+    /// ```
+    pub fn vector(data: Vec<T>) -> Self {
+        let n = data.len();
+        Self::from_parts(data, Shape::from([n]))
+    }
+
+    /// A tensor filled with `value`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::full([2], 7.0f32).to_vec(), vec![7.0, 7.0]);
+    /// ```
+    pub fn full(shape: impl Into<Shape>, value: T) -> Self {
+        let shape = shape.into();
+        Self::from_parts(vec![value; shape.numel()], shape)
+    }
+
+    /// A tensor of zeros.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::<f32>::zeros([3]).to_vec(), vec![0.0; 3]);
+    /// ```
+    pub fn zeros(shape: impl Into<Shape>) -> Self {
+        Self::full(shape, T::zero())
+    }
+
+    /// A tensor of ones.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::<f64>::ones([2, 2]).to_vec(), vec![1.0; 4]);
+    /// ```
+    pub fn ones(shape: impl Into<Shape>) -> Self {
+        Self::full(shape, T::one())
+    }
+
+    /// Zeros with the shape of `other`.
+    pub fn zeros_like(other: &Tensor<T>) -> Self {
+        Self::zeros(other.shape.clone())
+    }
+
+    /// Ones with the shape of `other`.
+    pub fn ones_like(other: &Tensor<T>) -> Self {
+        Self::ones(other.shape.clone())
+    }
+
+    /// The `n×n` identity matrix.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::<f32>::eye(2).to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
+    /// ```
+    pub fn eye(n: usize) -> Self {
+        let mut v = vec![T::zero(); n * n];
+        for i in 0..n {
+            v[i * n + i] = T::one();
+        }
+        Self::from_parts(v, Shape::from([n, n]))
+    }
+
+    /// `start, start + step, ...` up to but excluding `end`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::arange(0.0f32, 1.0, 0.25)?.to_vec(), vec![0.0, 0.25, 0.5, 0.75]);
+    /// assert!(Tensor::arange(0.0f32, 1.0, 0.0).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn arange(start: T, end: T, step: T) -> Result<Self> {
+        if step == T::zero() || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!(
+                    "needs finite start, end and a non-zero step, got {start}, {end}, {step}"
+                ),
+            });
+        }
+        let n = ((end - start) / step).ceil().to_usize().unwrap_or(0);
+        let v = (0..n)
+            .map(|i| start + step * T::of(i as f64))
+            .collect::<Vec<_>>();
+        Ok(Self::vector(v))
+    }
+
+    /// `n` evenly spaced values from `start` to `end` inclusive.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::linspace(0.0f64, 1.0, 3).to_vec(), vec![0.0, 0.5, 1.0]);
+    /// ```
+    pub fn linspace(start: T, end: T, n: usize) -> Self {
+        let v = match n {
+            0 => vec![],
+            1 => vec![start],
+            _ => {
+                let step = (end - start) / T::of((n - 1) as f64);
+                (0..n)
+                    .map(|i| {
+                        if i == n - 1 {
+                            end
+                        } else {
+                            start + step * T::of(i as f64)
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Self::vector(v)
+    }
+
+    /// Identity of this value (see [`TensorId`]).
+    #[inline]
+    pub fn id(&self) -> TensorId {
+        self.id
+    }
+
+    /// The same values under a new identity: a gradient tape does not see
+    /// through it (this is `stop_gradient`).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let a = Tensor::<f32>::ones([2]);
+    /// assert_eq!(a.detach().to_vec(), a.to_vec());
+    /// ```
+    pub fn detach(&self) -> Self {
+        self.share_with_shape(self.shape.clone())
+    }
+
+    /// The shape.
+    #[inline]
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The dimensions as a slice.
+    #[inline]
+    pub fn dims(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of axes.
+    #[inline]
+    pub fn rank(&self) -> usize {
+        self.shape.rank()
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The elements in row-major order.
+    #[inline]
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    /// The elements in row-major order, copied.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.data.as_ref().clone()
+    }
+
+    /// Mutable access to the elements, copying the buffer first if another
+    /// handle shares it (copy-on-write). The tensor gets a new identity,
+    /// because its value changes.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let a = Tensor::<f32>::zeros([2]);
+    /// let mut b = a.clone();
+    /// b.make_mut()[0] = 1.0;
+    /// assert_eq!(a.to_vec(), vec![0.0, 0.0]);
+    /// assert_eq!(b.to_vec(), vec![1.0, 0.0]);
+    /// ```
+    pub fn make_mut(&mut self) -> &mut [T] {
+        self.id = TensorId::fresh();
+        Arc::make_mut(&mut self.data).as_mut_slice()
+    }
+
+    /// Takes the buffer out (without copying when this is the only handle).
+    pub fn into_vec(self) -> Vec<T> {
+        Arc::try_unwrap(self.data).unwrap_or_else(|shared| shared.as_ref().clone())
+    }
+
+    /// The single value of a one-element tensor (any rank).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::from_vec(vec![3.0f32], [1, 1])?.to_scalar()?, 3.0);
+    /// assert!(Tensor::<f32>::zeros([2]).to_scalar().is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn to_scalar(&self) -> Result<T> {
+        if self.len() != 1 {
+            return Err(Error::InvalidArgument {
+                op: "to_scalar",
+                msg: format!("needs exactly one element, got shape {}", self.shape),
+            });
+        }
+        Ok(self.data[0])
+    }
+
+    /// The element at a multi-index.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2])?;
+    /// assert_eq!(t.get(&[1, 0])?, 3.0);
+    /// assert!(t.get(&[2, 0]).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn get(&self, index: &[usize]) -> Result<T> {
+        if index.len() != self.rank() {
+            return Err(Error::InvalidArgument {
+                op: "get",
+                msg: format!(
+                    "index {index:?} has {} entries for shape {}",
+                    index.len(),
+                    self.shape
+                ),
+            });
+        }
+        let mut off = 0;
+        for (axis, (&i, &d)) in index.iter().zip(self.shape.iter()).enumerate() {
+            if i >= d {
+                return Err(Error::IndexOutOfBounds {
+                    op: "get",
+                    index: i,
+                    axis,
+                    size: d,
+                });
+            }
+            off = off * d + i;
+        }
+        Ok(self.data[off])
+    }
+
+    /// Whether every element is finite.
+    pub fn all_finite(&self) -> bool {
+        self.data.iter().all(|v| v.is_finite())
+    }
+}
+
+impl<T: Element> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{}>{} ", T::DTYPE, self.shape)?;
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Shows the values nested by axis, NumPy style; axes longer than 6 show
+/// their first and last 3 entries around `...`.
+impl<T: Element> fmt::Display for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn rec<T: Element>(f: &mut fmt::Formatter<'_>, data: &[T], dims: &[usize]) -> fmt::Result {
+            const EDGE: usize = 3;
+            let Some((&n, rest)) = dims.split_first() else {
+                return write!(f, "{}", data[0]);
+            };
+            let inner: usize = rest.iter().product();
+            f.write_str("[")?;
+            let mut first = true;
+            for i in 0..n {
+                if n > 2 * EDGE && i >= EDGE && i < n - EDGE {
+                    if i == EDGE {
+                        f.write_str(", ...")?;
+                    }
+                    continue;
+                }
+                if !first {
+                    f.write_str(", ")?;
+                }
+                first = false;
+                rec(f, &data[i * inner..(i + 1) * inner], rest)?;
+            }
+            f.write_str("]")
+        }
+        if self.is_empty() {
+            return write!(f, "[] (shape {})", self.shape);
+        }
+        rec(f, &self.data, &self.shape)
+    }
+}
+
+impl<T: Element> approx::AbsDiffEq for Tensor<T> {
+    type Epsilon = T;
+    fn default_epsilon() -> T {
+        T::epsilon()
+    }
+    fn abs_diff_eq(&self, other: &Self, epsilon: T) -> bool {
+        self.shape == other.shape
+            && self
+                .data
+                .iter()
+                .zip(other.data.iter())
+                .all(|(a, b)| a == b || (*a - *b).abs() <= epsilon)
+    }
+}
+
+impl<T: Element> approx::RelativeEq for Tensor<T> {
+    fn default_max_relative() -> T {
+        T::epsilon()
+    }
+    fn relative_eq(&self, other: &Self, epsilon: T, max_relative: T) -> bool {
+        self.shape == other.shape
+            && self.data.iter().zip(other.data.iter()).all(|(a, b)| {
+                if a == b {
+                    return true;
+                }
+                let diff = (*a - *b).abs();
+                diff <= epsilon || diff <= a.abs().max(b.abs()) * max_relative
+            })
+    }
+}
+
+impl<T: Element> approx::UlpsEq for Tensor<T>
+where
+    T: approx::UlpsEq<Epsilon = T>,
+{
+    fn default_max_ulps() -> u32 {
+        4
+    }
+    fn ulps_eq(&self, other: &Self, epsilon: T, max_ulps: u32) -> bool {
+        self.shape == other.shape
+            && self
+                .data
+                .iter()
+                .zip(other.data.iter())
+                .all(|(a, b)| a.ulps_eq(b, epsilon, max_ulps))
+    }
+}
+
+/// Tensors compare by shape and values (not identity).
+impl<T: Element> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn constructors() {
+        let t = Tensor::<f64>::eye(3);
+        assert_eq!(t.get(&[2, 2]).unwrap(), 1.0);
+        assert_eq!(t.get(&[2, 1]).unwrap(), 0.0);
+        assert_eq!(
+            Tensor::arange(1.0f32, 2.0, 0.5).unwrap().to_vec(),
+            vec![1.0, 1.5]
+        );
+        assert_eq!(
+            Tensor::arange(2.0f32, 1.0, -0.5).unwrap().to_vec(),
+            vec![2.0, 1.5]
+        );
+        assert!(Tensor::arange(1.0f32, 2.0, -1.0).unwrap().is_empty());
+        assert_eq!(Tensor::<f32>::linspace(0.0, 1.0, 0).len(), 0);
+        assert_eq!(
+            Tensor::from_vec(Vec::<f32>::new(), [0, 3]).unwrap().shape(),
+            &[0, 3]
+        );
+        assert!(matches!(
+            Tensor::from_vec(vec![1.0f32; 5], [2, 3]),
+            Err(Error::DataLength {
+                op: "from_vec",
+                len: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Tensor::<f32>::zeros([2]).get(&[0, 0]),
+            Err(Error::InvalidArgument { op: "get", .. })
+        ));
+    }
+
+    #[test]
+    fn display_abbreviates() {
+        let t = Tensor::arange(0.0f32, 10.0, 1.0).unwrap();
+        assert_eq!(t.to_string(), "[0, 1, 2, ..., 7, 8, 9]");
+        let m = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).unwrap();
+        assert_eq!(format!("{m:?}"), "Tensor<f32>[2, 2] [[1, 2], [3, 4]]");
+        assert_eq!(Tensor::scalar(1.5f64).to_string(), "1.5");
+    }
+
+    #[test]
+    fn approx_requires_same_shape() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
+        let b = Tensor::from_vec(vec![1.0f32, 2.0 + 1e-7], [2]).unwrap();
+        assert_relative_eq!(a, b, epsilon = 1e-6);
+        let c = Tensor::from_vec(vec![1.0f32, 2.0], [1, 2]).unwrap();
+        assert!(!approx::relative_eq!(a, c, epsilon = 1.0));
+    }
+
+    #[test]
+    fn make_mut_is_copy_on_write() {
+        let a = Tensor::<f32>::zeros([2]);
+        let mut b = a.clone();
+        let old = b.id();
+        b.make_mut()[1] = 2.0;
+        assert_ne!(b.id(), old);
+        assert_eq!(a.to_vec(), vec![0.0, 0.0]);
+        assert_eq!(b.into_vec(), vec![0.0, 2.0]);
+    }
+}
