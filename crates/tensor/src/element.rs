@@ -72,6 +72,9 @@ pub trait Element:
     /// Borrows a tensor of this type out of a [`DynTensor`], if it holds one.
     fn from_dyn(t: &DynTensor) -> Option<&Tensor<Self>>;
 
+    /// A dtype-tagged reference, as the recording hook sees tensors.
+    fn as_dyn_ref(t: &Tensor<Self>) -> crate::record::DynRef<'_>;
+
     /// `C = alpha * A B + beta * C` over strided operands (matrixmultiply).
     ///
     /// # Safety
@@ -115,6 +118,9 @@ impl Element for f32 {
             DynTensor::F64(_) => None,
         }
     }
+    fn as_dyn_ref(t: &Tensor<Self>) -> crate::record::DynRef<'_> {
+        crate::record::DynRef::F32(t)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -156,6 +162,9 @@ impl Element for f64 {
             DynTensor::F64(t) => Some(t),
             DynTensor::F32(_) => None,
         }
+    }
+    fn as_dyn_ref(t: &Tensor<Self>) -> crate::record::DynRef<'_> {
+        crate::record::DynRef::F64(t)
     }
     unsafe fn gemm(
         m: usize,

@@ -58,11 +58,38 @@ pub enum Op {
     },
 }
 
-/// The inputs of one recorded op (inline for up to 3).
-pub type OpInputs = SmallVec<[DynTensor; 3]>;
+/// A borrowed tensor of either element type: what the hook sees of an op's
+/// inputs and output (a tape clones only what it keeps).
+#[derive(Clone, Copy, Debug)]
+pub enum DynRef<'a> {
+    /// An `f32` tensor.
+    F32(&'a Tensor<f32>),
+    /// An `f64` tensor.
+    F64(&'a Tensor<f64>),
+}
 
-/// What rime-tape installs: called for every op while recording is on.
-pub type RecordHook = fn(Op, OpInputs, DynTensor);
+impl DynRef<'_> {
+    /// The tensor's identity.
+    #[inline]
+    pub fn id(&self) -> crate::TensorId {
+        match self {
+            DynRef::F32(t) => t.id(),
+            DynRef::F64(t) => t.id(),
+        }
+    }
+
+    /// An owned handle (cheap: shares the buffer).
+    pub fn to_owned(&self) -> DynTensor {
+        match self {
+            DynRef::F32(t) => DynTensor::F32((*t).clone()),
+            DynRef::F64(t) => DynTensor::F64((*t).clone()),
+        }
+    }
+}
+
+/// What rime-tape installs: called for every op while recording is on,
+/// with the op, its inputs and its output.
+pub type RecordHook = fn(Op, &[DynRef<'_>], DynRef<'_>);
 
 static HOOK: OnceLock<RecordHook> = OnceLock::new();
 
@@ -103,14 +130,14 @@ pub(crate) fn record<T: Element>(
     output: &Tensor<T>,
 ) {
     if is_recording() {
-        let inputs = inputs.iter().map(|t| T::into_dyn((*t).clone())).collect();
-        record_dyn(op(), inputs, T::into_dyn(output.clone()));
+        let refs: SmallVec<[DynRef<'_>; 4]> = inputs.iter().map(|t| T::as_dyn_ref(t)).collect();
+        record_dyn(op(), &refs, T::as_dyn_ref(output));
     }
 }
 
 /// Reports an op whose inputs may differ in dtype (cast).
-#[cold]
-pub(crate) fn record_dyn(op: Op, inputs: OpInputs, output: DynTensor) {
+#[inline(never)]
+pub(crate) fn record_dyn(op: Op, inputs: &[DynRef<'_>], output: DynRef<'_>) {
     if let Some(hook) = HOOK.get() {
         hook(op, inputs, output);
     }

@@ -50,18 +50,30 @@ impl TensorId {
 /// # Ok::<(), rime_tensor::Error>(())
 /// ```
 pub struct Tensor<T: Element = f32> {
-    data: Arc<Vec<T>>,
-    shape: Shape,
+    inner: Arc<Inner<T>>,
+}
+
+/// One pointer per handle: cloning a tensor is one reference-count
+/// increment, and the tape's records of tensors stay small.
+struct Inner<T: Element> {
     id: TensorId,
+    shape: Shape,
+    data: Data<T>,
+}
+
+enum Data<T: Element> {
+    /// The tensor's own buffer.
+    Owned(Vec<T>),
+    /// Another tensor's buffer (reshape, detach). That tensor always owns
+    /// its buffer, so views are never more than one level deep.
+    View(Tensor<T>),
 }
 
 impl<T: Element> Clone for Tensor<T> {
     #[inline]
     fn clone(&self) -> Self {
         Tensor {
-            data: Arc::clone(&self.data),
-            shape: self.shape.clone(),
-            id: self.id,
+            inner: Arc::clone(&self.inner),
         }
     }
 }
@@ -72,9 +84,11 @@ impl<T: Element> Tensor<T> {
     pub(crate) fn from_parts(data: Vec<T>, shape: Shape) -> Self {
         debug_assert_eq!(data.len(), shape.numel(), "from_parts: {shape}");
         Tensor {
-            data: Arc::new(data),
-            shape,
-            id: TensorId::fresh(),
+            inner: Arc::new(Inner {
+                id: TensorId::fresh(),
+                shape,
+                data: Data::Owned(data),
+            }),
         }
     }
 
@@ -82,10 +96,16 @@ impl<T: Element> Tensor<T> {
     #[inline]
     pub(crate) fn share_with_shape(&self, shape: Shape) -> Self {
         debug_assert_eq!(self.len(), shape.numel());
+        let owner = match &self.inner.data {
+            Data::Owned(_) => self.clone(),
+            Data::View(owner) => owner.clone(),
+        };
         Tensor {
-            data: Arc::clone(&self.data),
-            shape,
-            id: TensorId::fresh(),
+            inner: Arc::new(Inner {
+                id: TensorId::fresh(),
+                shape,
+                data: Data::View(owner),
+            }),
         }
     }
 
@@ -186,12 +206,12 @@ impl<T: Element> Tensor<T> {
 
     /// Zeros with the shape of `other`.
     pub fn zeros_like(other: &Tensor<T>) -> Self {
-        Self::zeros(other.shape.clone())
+        Self::zeros(other.shape().clone())
     }
 
     /// Ones with the shape of `other`.
     pub fn ones_like(other: &Tensor<T>) -> Self {
-        Self::ones(other.shape.clone())
+        Self::ones(other.shape().clone())
     }
 
     /// The `n×n` identity matrix.
@@ -261,7 +281,7 @@ impl<T: Element> Tensor<T> {
     /// Identity of this value (see [`TensorId`]).
     #[inline]
     pub fn id(&self) -> TensorId {
-        self.id
+        self.inner.id
     }
 
     /// The same values under a new identity: a gradient tape does not see
@@ -273,48 +293,54 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(a.detach().to_vec(), a.to_vec());
     /// ```
     pub fn detach(&self) -> Self {
-        self.share_with_shape(self.shape.clone())
+        self.share_with_shape(self.shape().clone())
     }
 
     /// The shape.
     #[inline]
     pub fn shape(&self) -> &Shape {
-        &self.shape
+        &self.inner.shape
     }
 
     /// The dimensions as a slice.
     #[inline]
     pub fn dims(&self) -> &[usize] {
-        &self.shape
+        &self.inner.shape
     }
 
     /// Number of axes.
     #[inline]
     pub fn rank(&self) -> usize {
-        self.shape.rank()
+        self.inner.shape.rank()
     }
 
     /// Number of elements.
     #[inline]
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.as_slice().len()
     }
 
     /// Whether the tensor has no elements.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     /// The elements in row-major order.
     #[inline]
     pub fn as_slice(&self) -> &[T] {
-        &self.data
+        match &self.inner.data {
+            Data::Owned(v) => v,
+            Data::View(owner) => match &owner.inner.data {
+                Data::Owned(v) => v,
+                Data::View(_) => unreachable!("views point at owners"),
+            },
+        }
     }
 
     /// The elements in row-major order, copied.
     pub fn to_vec(&self) -> Vec<T> {
-        self.data.as_ref().clone()
+        self.as_slice().to_vec()
     }
 
     /// Mutable access to the elements, copying the buffer first if another
@@ -330,13 +356,37 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(b.to_vec(), vec![1.0, 0.0]);
     /// ```
     pub fn make_mut(&mut self) -> &mut [T] {
-        self.id = TensorId::fresh();
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        let owns_alone = matches!(
+            Arc::get_mut(&mut self.inner),
+            Some(Inner {
+                data: Data::Owned(_),
+                ..
+            })
+        );
+        if !owns_alone {
+            *self = Self::from_parts(self.to_vec(), self.shape().clone());
+        }
+        let inner = Arc::get_mut(&mut self.inner).expect("unique after the copy above");
+        inner.id = TensorId::fresh();
+        match &mut inner.data {
+            Data::Owned(v) => v,
+            Data::View(_) => unreachable!("replaced by an owned copy above"),
+        }
     }
 
     /// Takes the buffer out (without copying when this is the only handle).
     pub fn into_vec(self) -> Vec<T> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| shared.as_ref().clone())
+        match Arc::try_unwrap(self.inner) {
+            Ok(Inner {
+                data: Data::Owned(v),
+                ..
+            }) => v,
+            Ok(Inner {
+                data: Data::View(owner),
+                ..
+            }) => owner.to_vec(),
+            Err(shared) => Tensor { inner: shared }.to_vec(),
+        }
     }
 
     /// The single value of a one-element tensor (any rank).
@@ -351,10 +401,10 @@ impl<T: Element> Tensor<T> {
         if self.len() != 1 {
             return Err(Error::InvalidArgument {
                 op: "to_scalar",
-                msg: format!("needs exactly one element, got shape {}", self.shape),
+                msg: format!("needs exactly one element, got shape {}", self.shape()),
             });
         }
-        Ok(self.data[0])
+        Ok(self.as_slice()[0])
     }
 
     /// The element at a multi-index.
@@ -373,12 +423,12 @@ impl<T: Element> Tensor<T> {
                 msg: format!(
                     "index {index:?} has {} entries for shape {}",
                     index.len(),
-                    self.shape
+                    self.shape()
                 ),
             });
         }
         let mut off = 0;
-        for (axis, (&i, &d)) in index.iter().zip(self.shape.iter()).enumerate() {
+        for (axis, (&i, &d)) in index.iter().zip(self.shape().iter()).enumerate() {
             if i >= d {
                 return Err(Error::IndexOutOfBounds {
                     op: "get",
@@ -389,18 +439,18 @@ impl<T: Element> Tensor<T> {
             }
             off = off * d + i;
         }
-        Ok(self.data[off])
+        Ok(self.as_slice()[off])
     }
 
     /// Whether every element is finite.
     pub fn all_finite(&self) -> bool {
-        self.data.iter().all(|v| v.is_finite())
+        self.as_slice().iter().all(|v| v.is_finite())
     }
 }
 
 impl<T: Element> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor<{}>{} ", T::DTYPE, self.shape)?;
+        write!(f, "Tensor<{}>{} ", T::DTYPE, self.shape())?;
         fmt::Display::fmt(self, f)
     }
 }
@@ -433,9 +483,9 @@ impl<T: Element> fmt::Display for Tensor<T> {
             f.write_str("]")
         }
         if self.is_empty() {
-            return write!(f, "[] (shape {})", self.shape);
+            return write!(f, "[] (shape {})", self.shape());
         }
-        rec(f, &self.data, &self.shape)
+        rec(f, self.as_slice(), self.shape())
     }
 }
 
@@ -445,11 +495,11 @@ impl<T: Element> approx::AbsDiffEq for Tensor<T> {
         T::epsilon()
     }
     fn abs_diff_eq(&self, other: &Self, epsilon: T) -> bool {
-        self.shape == other.shape
+        self.shape() == other.shape()
             && self
-                .data
+                .as_slice()
                 .iter()
-                .zip(other.data.iter())
+                .zip(other.as_slice())
                 .all(|(a, b)| a == b || (*a - *b).abs() <= epsilon)
     }
 }
@@ -459,8 +509,8 @@ impl<T: Element> approx::RelativeEq for Tensor<T> {
         T::epsilon()
     }
     fn relative_eq(&self, other: &Self, epsilon: T, max_relative: T) -> bool {
-        self.shape == other.shape
-            && self.data.iter().zip(other.data.iter()).all(|(a, b)| {
+        self.shape() == other.shape()
+            && self.as_slice().iter().zip(other.as_slice()).all(|(a, b)| {
                 if a == b {
                     return true;
                 }
@@ -478,11 +528,11 @@ where
         4
     }
     fn ulps_eq(&self, other: &Self, epsilon: T, max_ulps: u32) -> bool {
-        self.shape == other.shape
+        self.shape() == other.shape()
             && self
-                .data
+                .as_slice()
                 .iter()
-                .zip(other.data.iter())
+                .zip(other.as_slice())
                 .all(|(a, b)| a.ulps_eq(b, epsilon, max_ulps))
     }
 }
@@ -490,7 +540,7 @@ where
 /// Tensors compare by shape and values (not identity).
 impl<T: Element> PartialEq for Tensor<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.shape == other.shape && self.data == other.data
+        self.shape() == other.shape() && self.as_slice() == other.as_slice()
     }
 }
 
@@ -559,5 +609,12 @@ mod tests {
         assert_ne!(b.id(), old);
         assert_eq!(a.to_vec(), vec![0.0, 0.0]);
         assert_eq!(b.into_vec(), vec![0.0, 2.0]);
+        // a view copies out of the shared buffer
+        let c = a.reshape([2, 1]).unwrap().reshape([1, 2]).unwrap();
+        let mut d = c.clone();
+        d.make_mut()[0] = 5.0;
+        assert_eq!(a.to_vec(), vec![0.0, 0.0]);
+        assert_eq!(d.to_vec(), vec![5.0, 0.0]);
+        assert_eq!(c.into_vec(), vec![0.0, 0.0]);
     }
 }

@@ -586,8 +586,8 @@ impl<T: Element> Tensor<T> {
                     from: T::DTYPE,
                     to: U::DTYPE,
                 },
-                std::iter::once(T::into_dyn(self.clone())).collect(),
-                U::into_dyn(out.clone()),
+                &[T::as_dyn_ref(self)],
+                U::as_dyn_ref(&out),
             );
         }
         out

@@ -1,0 +1,413 @@
+//! [`Variable`]: a shared, mutable tensor with an identity, a name, a
+//! `trainable` flag, an optional element mask and an optional constraint.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rime_tensor::{Element, Shape, Tensor, TensorId};
+
+use crate::mask::{ResolvedMask, TrainableMask};
+use crate::{Error, Result, tape};
+
+/// A projection applied to a variable's value after each optimizer update
+/// (Keras' `kernel_constraint`: non-negativity, max-norm, ...).
+///
+/// ```
+/// use rime_tape::Constraint;
+/// use rime_tensor::Tensor;
+/// #[derive(Debug)]
+/// struct NonNeg;
+/// impl Constraint<f32> for NonNeg {
+///     fn apply(&self, w: &Tensor<f32>) -> rime_tensor::Result<Tensor<f32>> {
+///         Ok(w.relu())
+///     }
+/// }
+/// assert_eq!(NonNeg.apply(&Tensor::vector(vec![-1.0, 2.0]))?.to_vec(), vec![0.0, 2.0]);
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+pub trait Constraint<T: Element>: Send + Sync + fmt::Debug {
+    /// The projected value (same shape as `w`).
+    fn apply(&self, w: &Tensor<T>) -> rime_tensor::Result<Tensor<T>>;
+}
+
+struct Inner<T: Element> {
+    id: TensorId,
+    name: String,
+    value: RwLock<Tensor<T>>,
+    trainable: AtomicBool,
+    mask: RwLock<Option<Arc<ResolvedMask>>>,
+    constraint: RwLock<Option<Arc<dyn Constraint<T>>>>,
+}
+
+/// A shared handle to a mutable tensor: cloning the handle shares the
+/// variable (this is how layers tie weights). `Send + Sync`.
+///
+/// Reading it with [`value`](Variable::value) while a [`GradientTape`]
+/// records connects the read to the variable, so gradients can be taken
+/// with respect to the variable itself; all reads add up.
+///
+/// [`GradientTape`]: crate::GradientTape
+///
+/// ```
+/// use rime_tape::{GradientTape, Variable};
+/// use rime_tensor::Tensor;
+/// let w = Variable::new("w", Tensor::from_vec(vec![1.0f32, 2.0], [2])?);
+/// let tape = GradientTape::new();
+/// let y = w.value().mul(&w.value())?.sum_all(); // Σ w²
+/// let g = tape.gradient(&y, &[&w])?;
+/// assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![2.0, 4.0]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
+pub struct Variable<T: Element = f32>(Arc<Inner<T>>);
+
+impl<T: Element> Clone for Variable<T> {
+    fn clone(&self) -> Self {
+        Variable(Arc::clone(&self.0))
+    }
+}
+
+fn read<X>(l: &RwLock<X>) -> RwLockReadGuard<'_, X> {
+    // a panic while holding the lock cannot leave a half-written tensor
+    // (writes swap whole values), so a poisoned lock is still consistent
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<X>(l: &RwLock<X>) -> RwLockWriteGuard<'_, X> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T: Element> Variable<T> {
+    /// A trainable variable holding `value`.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("bias", Tensor::<f32>::zeros([3]));
+    /// assert_eq!(v.name(), "bias");
+    /// assert!(v.trainable());
+    /// ```
+    pub fn new(name: impl Into<String>, value: Tensor<T>) -> Self {
+        Variable(Arc::new(Inner {
+            id: TensorId::fresh(),
+            name: name.into(),
+            value: RwLock::new(value),
+            trainable: AtomicBool::new(true),
+            mask: RwLock::new(None),
+            constraint: RwLock::new(None),
+        }))
+    }
+
+    /// A variable that gradient training never changes (`trainable =
+    /// false`), like BatchNormalization's moving statistics.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// assert!(!Variable::non_trainable("moving_mean", Tensor::<f32>::zeros([3])).trainable());
+    /// ```
+    pub fn non_trainable(name: impl Into<String>, value: Tensor<T>) -> Self {
+        let v = Self::new(name, value);
+        v.set_trainable(false);
+        v
+    }
+
+    /// The variable's identity (shared by clones of the handle).
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    /// The name given at creation.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The shape (fixed for the variable's life).
+    pub fn shape(&self) -> Shape {
+        read(&self.0.value).shape().clone()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        read(&self.0.value).len()
+    }
+
+    /// Whether the variable has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether two handles share one variable.
+    pub fn ptr_eq(&self, other: &Variable<T>) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The current value. While a tape records, the read is connected to
+    /// the variable (and, with `watch_accessed_variables`, a trainable
+    /// variable becomes watched).
+    pub fn value(&self) -> Tensor<T> {
+        let v = read(&self.0.value).clone();
+        if rime_tensor::record::is_recording() {
+            tape::on_variable_read(self, &v)
+        } else {
+            v
+        }
+    }
+
+    /// The current value, never connected to any tape.
+    pub fn value_untracked(&self) -> Tensor<T> {
+        read(&self.0.value).clone()
+    }
+
+    /// The elements, copied.
+    pub fn to_vec(&self) -> Vec<T> {
+        read(&self.0.value).to_vec()
+    }
+
+    fn check_shape(&self, got: &Shape) -> Result<()> {
+        let want = self.shape();
+        if &want != got {
+            return Err(Error::AssignShape {
+                variable: self.name().to_string(),
+                expected: want,
+                got: got.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the value; its shape must match.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f32>::zeros([2]));
+    /// v.assign(&Tensor::ones([2]))?;
+    /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
+    /// assert!(v.assign(&Tensor::ones([1])).is_err());
+    /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn assign(&self, value: &Tensor<T>) -> Result<()> {
+        let mut slot = write(&self.0.value);
+        if slot.shape() != value.shape() {
+            return Err(Error::AssignShape {
+                variable: self.name().to_string(),
+                expected: slot.shape().clone(),
+                got: value.shape().clone(),
+            });
+        }
+        *slot = value.detach();
+        Ok(())
+    }
+
+    /// Adds `delta` (of the variable's shape) to the value.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f64>::ones([2]));
+    /// v.assign_add(&Tensor::ones([2]))?;
+    /// assert_eq!(v.to_vec(), vec![2.0, 2.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn assign_add(&self, delta: &Tensor<T>) -> Result<()> {
+        self.check_shape(delta.shape())?;
+        self.update(|w| {
+            w.iter_mut()
+                .zip(delta.as_slice())
+                .for_each(|(w, &d)| *w += d)
+        });
+        Ok(())
+    }
+
+    /// Subtracts `delta` (of the variable's shape) from the value.
+    pub fn assign_sub(&self, delta: &Tensor<T>) -> Result<()> {
+        self.check_shape(delta.shape())?;
+        self.update(|w| {
+            w.iter_mut()
+                .zip(delta.as_slice())
+                .for_each(|(w, &d)| *w -= d)
+        });
+        Ok(())
+    }
+
+    /// Mutates the value in place (copying first only if a tensor read
+    /// earlier still shares the buffer). Optimizers update through this.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f32>::ones([3]));
+    /// let before = v.value();
+    /// v.update(|w| w[1] = 5.0);
+    /// assert_eq!(v.to_vec(), vec![1.0, 5.0, 1.0]);
+    /// assert_eq!(before.to_vec(), vec![1.0, 1.0, 1.0]); // earlier reads keep their value
+    /// ```
+    pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
+        let mut slot = write(&self.0.value);
+        f(slot.make_mut())
+    }
+
+    /// Whether gradient training may change this variable.
+    pub fn trainable(&self) -> bool {
+        self.0.trainable.load(Ordering::Relaxed)
+    }
+
+    /// Sets the `trainable` flag.
+    pub fn set_trainable(&self, trainable: bool) {
+        self.0.trainable.store(trainable, Ordering::Relaxed);
+    }
+
+    /// The element mask, resolved against the variable's shape.
+    pub fn mask(&self) -> Option<Arc<ResolvedMask>> {
+        read(&self.0.mask).clone()
+    }
+
+    /// Sets (or with `None` clears) the element mask. A mask that does not
+    /// fit the variable's shape is an error and changes nothing.
+    ///
+    /// ```
+    /// use rime_tape::{TrainableMask, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("kernel", Tensor::<f32>::zeros([4, 2]));
+    /// w.set_mask(Some(TrainableMask::freeze_rows([0..2])))?;
+    /// assert_eq!(w.mask().unwrap().trainable_count(), 4);
+    /// assert!(w.set_mask(Some(TrainableMask::rows([0..5]))).is_err());
+    /// assert_eq!(w.mask().unwrap().trainable_count(), 4);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn set_mask(&self, mask: Option<TrainableMask>) -> Result<()> {
+        let resolved = match mask {
+            Some(m) => Some(Arc::new(m.resolve(self.name(), &self.shape())?)),
+            None => None,
+        };
+        *write(&self.0.mask) = resolved;
+        Ok(())
+    }
+
+    /// The constraint applied after optimizer updates, if any.
+    pub fn constraint(&self) -> Option<Arc<dyn Constraint<T>>> {
+        read(&self.0.constraint).clone()
+    }
+
+    /// Sets (or clears) the constraint.
+    pub fn set_constraint(&self, constraint: Option<Arc<dyn Constraint<T>>>) {
+        *write(&self.0.constraint) = constraint;
+    }
+}
+
+impl<T: Element> fmt::Debug for Variable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Variable")
+            .field("name", &self.name())
+            .field("shape", &self.shape())
+            .field("dtype", &T::DTYPE)
+            .field("trainable", &self.trainable())
+            .field("masked", &self.mask().is_some())
+            .finish()
+    }
+}
+
+/// Handles are equal when they share one variable.
+impl<T: Element> PartialEq for Variable<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr_eq(other)
+    }
+}
+
+impl<T: Element> Eq for Variable<T> {}
+
+impl<T: Element> Hash for Variable<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+/// A variable of either element type (what a tape watches).
+#[derive(Clone, Debug)]
+pub enum AnyVariable {
+    /// An `f32` variable.
+    F32(Variable<f32>),
+    /// An `f64` variable.
+    F64(Variable<f64>),
+}
+
+/// Converting typed variables to and from [`AnyVariable`].
+pub trait VariableElement: Element {
+    /// Wraps.
+    fn wrap(v: Variable<Self>) -> AnyVariable;
+    /// Unwraps if the type matches.
+    fn unwrap(v: &AnyVariable) -> Option<&Variable<Self>>;
+}
+
+impl VariableElement for f32 {
+    fn wrap(v: Variable<Self>) -> AnyVariable {
+        AnyVariable::F32(v)
+    }
+    fn unwrap(v: &AnyVariable) -> Option<&Variable<Self>> {
+        match v {
+            AnyVariable::F32(v) => Some(v),
+            AnyVariable::F64(_) => None,
+        }
+    }
+}
+
+impl VariableElement for f64 {
+    fn wrap(v: Variable<Self>) -> AnyVariable {
+        AnyVariable::F64(v)
+    }
+    fn unwrap(v: &AnyVariable) -> Option<&Variable<Self>> {
+        match v {
+            AnyVariable::F64(v) => Some(v),
+            AnyVariable::F32(_) => None,
+        }
+    }
+}
+
+impl AnyVariable {
+    /// The variable's identity.
+    pub fn id(&self) -> TensorId {
+        match self {
+            AnyVariable::F32(v) => v.id(),
+            AnyVariable::F64(v) => v.id(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<X: Send + Sync>() {}
+
+    #[test]
+    fn variables_are_send_sync_and_shared() {
+        assert_send_sync::<Variable<f32>>();
+        assert_send_sync::<Variable<f64>>();
+        let a = Variable::new("a", Tensor::<f32>::zeros([2]));
+        let b = a.clone();
+        b.assign(&Tensor::ones([2])).unwrap();
+        assert_eq!(a.to_vec(), vec![1.0, 1.0]);
+        assert_eq!(a, b);
+        assert_ne!(a, Variable::new("a", Tensor::<f32>::zeros([2])));
+        std::thread::spawn(move || b.assign_add(&Tensor::ones([2])).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(a.to_vec(), vec![2.0, 2.0]);
+    }
+
+    #[test]
+    fn bad_assignments_change_nothing() {
+        let v = Variable::new("v", Tensor::<f32>::ones([2, 2]));
+        for r in [
+            v.assign(&Tensor::zeros([4])),
+            v.assign_add(&Tensor::zeros([2])),
+            v.assign_sub(&Tensor::zeros([2, 2, 1])),
+        ] {
+            assert!(matches!(r, Err(Error::AssignShape { ref variable, .. }) if variable == "v"));
+        }
+        assert_eq!(v.to_vec(), vec![1.0; 4]);
+    }
+}
