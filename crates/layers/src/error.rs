@@ -1,0 +1,75 @@
+//! The error of layer, model, optimizer and loss operations.
+
+use rime_tensor::Shape;
+
+/// What went wrong. Variants name the layer (or optimizer, loss, file) and
+/// the shapes involved; a call that returns an error changes nothing.
+///
+/// ```
+/// use rime_layers::Error;
+/// let e = Error::SetWeights { layer: "dense_1".into(), msg: "expected 2 arrays, got 1".into() };
+/// assert_eq!(e.to_string(), "set_weights on layer `dense_1`: expected 2 arrays, got 1");
+/// ```
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor op failed.
+    #[error(transparent)]
+    Tensor(#[from] rime_tensor::Error),
+    /// A tape, variable or mask operation failed.
+    #[error(transparent)]
+    Tape(#[from] rime_tape::Error),
+    /// `set_weights` got the wrong number of arrays or a wrong shape.
+    #[error("set_weights on layer `{layer}`: {msg}")]
+    SetWeights {
+        /// The layer or model.
+        layer: String,
+        /// What did not fit.
+        msg: String,
+    },
+    /// A layer cannot build for, or be called with, these inputs.
+    #[error("layer `{layer}`: {msg} (input shapes {shapes:?})")]
+    Input {
+        /// The layer.
+        layer: String,
+        /// Shapes of the inputs it was given.
+        shapes: Vec<Shape>,
+        /// What it needs.
+        msg: String,
+    },
+    /// An invalid layer, optimizer, loss or model argument.
+    #[error("{what}: {msg}")]
+    InvalidArgument {
+        /// Which layer, optimizer, loss or model (and argument).
+        what: String,
+        /// What was wrong.
+        msg: String,
+    },
+    /// A functional model whose graph cannot be built as asked.
+    #[error("model `{model}`: {msg}")]
+    Graph {
+        /// The model.
+        model: String,
+        /// What is wrong with the graph.
+        msg: String,
+    },
+    /// A configuration that cannot be turned into a layer or model.
+    #[error("config for `{class}`: {msg}")]
+    Config {
+        /// The class name.
+        class: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Reading or writing a weights file failed.
+    #[error("weights file `{path}`: {msg}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        msg: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
