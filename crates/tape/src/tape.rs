@@ -376,6 +376,38 @@ pub struct SourceRef<T: Element> {
     _t: std::marker::PhantomData<T>,
 }
 
+impl<T: Element> SourceRef<T> {
+    /// A variable as a source with an explicit mask instead of its current
+    /// one (a training step uses the masks it snapshotted when built).
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, SourceRef, TrainableMask, Variable};
+    /// use rime_tensor::Tensor;
+    /// use std::sync::Arc;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([2]));
+    /// let mask = Arc::new(TrainableMask::rows([1..2]).resolve("w", &w.shape())?);
+    /// let tape = GradientTape::new();
+    /// let y = w.value().sum_all();
+    /// let g = tape.gradient(&y, &[SourceRef::variable_with_mask(&w, Some(mask))])?;
+    /// assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![0.0, 1.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn variable_with_mask(var: &Variable<T>, mask: Option<Arc<ResolvedMask>>) -> Self {
+        SourceRef {
+            id: var.id(),
+            shape: var.shape(),
+            mask,
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Element> AsSource<T> for SourceRef<T> {
+    fn as_source(&self) -> SourceRef<T> {
+        self.clone()
+    }
+}
+
 /// Conversion into a [`SourceRef`], for `gradient`'s source list.
 pub trait AsSource<T: Element> {
     /// The source's identity, shape and mask.
