@@ -5,5 +5,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod losses;
+pub mod metrics;
+pub mod optimizers;
 
 pub use error::{Error, Result};

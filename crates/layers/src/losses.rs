@@ -1,0 +1,1 @@
+//! Losses with Keras 3's formulas.

@@ -1,0 +1,1 @@
+//! Metrics with Keras 3's semantics.

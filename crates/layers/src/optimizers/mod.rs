@@ -1,0 +1,1 @@
+//! Optimizers with Keras 3's update formulas and defaults.
