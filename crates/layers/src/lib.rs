@@ -1,12 +1,33 @@
 //! # rime-layers
 //!
 //! Layers, models, optimizers and losses with Keras' trainability rules.
+//!
+//! ```
+//! use rime_layers::{activations::Activation, Dense, Layer};
+//! use rime_tensor::Tensor;
+//! let hidden = Dense::new(8).activation(Activation::Relu);
+//! let out = Dense::new(1);
+//! let x = Tensor::<f32>::ones([4, 3]);
+//! let y = out.call(&hidden.call(&x, true)?, true)?;
+//! assert_eq!(y.shape(), &[4, 1]);
+//! assert_eq!(hidden.trainable_weights().len() + out.trainable_weights().len(), 4);
+//! # Ok::<(), rime_layers::Error>(())
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod activations;
+pub mod config;
+pub mod constraints;
 mod error;
+pub mod initializers;
+mod layer;
+pub mod layers;
 pub mod losses;
 pub mod metrics;
 pub mod optimizers;
+pub mod regularizers;
 
 pub use error::{Error, Result};
+pub use layer::{CallContext, Layer, LayerBase, LayerRef, WeightSpec, unique_name};
+pub use layers::{Dense, DenseConfig};

@@ -1,0 +1,113 @@
+//! Layer configs as serde data, and rebuilding layers from them.
+//!
+//! `get_config` describes a layer's constructor arguments (Keras'
+//! `get_config`); [`layer_from_config`] turns a [`LayerConfig`] back into a
+//! layer with fresh weights. Built-in classes are known; a custom layer
+//! class is added with [`register_layer`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rime_tensor::{DType, Element};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::layer::LayerRef;
+use crate::{Error, Layer, Result};
+
+/// A layer's class and constructor arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerConfig {
+    /// The class, e.g. `"Dense"`.
+    pub class_name: String,
+    /// The arguments.
+    pub config: serde_json::Value,
+}
+
+impl LayerConfig {
+    /// The config of a layer.
+    ///
+    /// ```
+    /// use rime_layers::{config::LayerConfig, Dense};
+    /// let c = LayerConfig::of(&Dense::<f32>::new(4));
+    /// assert_eq!(c.class_name, "Dense");
+    /// assert_eq!(c.config["units"], 4);
+    /// ```
+    pub fn of<T: Element>(layer: &dyn Layer<T>) -> Self {
+        LayerConfig {
+            class_name: layer.class_name().to_string(),
+            config: layer.get_config(),
+        }
+    }
+}
+
+type Constructor<T> = fn(&serde_json::Value) -> Result<LayerRef<T>>;
+
+static REGISTRY: Mutex<Option<HashMap<(String, DType), Box<dyn Any + Send>>>> = Mutex::new(None);
+
+/// Makes a custom layer class known to [`layer_from_config`] (and so to
+/// `clone_model` and model configs).
+///
+/// ```
+/// use rime_layers::config::{layer_from_config, register_layer, LayerConfig};
+/// use rime_layers::{CallContext, Layer, LayerBase, LayerRef, Result};
+/// use rime_tensor::Tensor;
+/// use std::sync::Arc;
+///
+/// struct Double(LayerBase);
+/// impl Layer for Double {
+///     fn base(&self) -> &LayerBase { &self.0 }
+///     fn class_name(&self) -> &'static str { "Double" }
+///     fn call_with(&self, x: &[Tensor], _: CallContext) -> Result<Vec<Tensor>> {
+///         Ok(vec![x[0].mul_scalar(2.0)])
+///     }
+///     fn get_config(&self) -> serde_json::Value { serde_json::json!({}) }
+/// }
+/// register_layer::<f32>("Double", |_| Ok(Arc::new(Double(LayerBase::new("Double", None))) as LayerRef));
+/// let l = layer_from_config::<f32>(&LayerConfig { class_name: "Double".into(), config: serde_json::json!({}) })?;
+/// assert_eq!(l.call(&Tensor::vector(vec![1.5]), false)?.to_vec(), vec![3.0]);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub fn register_layer<T: Element>(class_name: &str, constructor: Constructor<T>) {
+    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    reg.get_or_insert_with(HashMap::new)
+        .insert((class_name.to_string(), T::DTYPE), Box::new(constructor));
+}
+
+/// Deserializes a built-in layer config.
+pub(crate) fn parse<C: DeserializeOwned>(class: &str, v: &serde_json::Value) -> Result<C> {
+    serde_json::from_value(v.clone()).map_err(|e| Error::Config {
+        class: class.to_string(),
+        msg: e.to_string(),
+    })
+}
+
+/// A new layer (fresh weights) from its config: built-in classes, then
+/// classes added with [`register_layer`].
+pub fn layer_from_config<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
+    if let Some(layer) = crate::layers::builtin_from_config::<T>(cfg)? {
+        return Ok(layer);
+    }
+    let reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    let ctor = reg
+        .as_ref()
+        .and_then(|r| r.get(&(cfg.class_name.clone(), T::DTYPE)))
+        .and_then(|b| b.downcast_ref::<Constructor<T>>())
+        .copied();
+    drop(reg);
+    match ctor {
+        Some(f) => f(&cfg.config),
+        None => Err(Error::Config {
+            class: cfg.class_name.clone(),
+            msg: "unknown layer class; register it with rime_layers::config::register_layer \
+                  or implement Layer::fresh"
+                .into(),
+        }),
+    }
+}
+
+/// Shares one constructor between the registry and the builtin table.
+pub(crate) fn arc<T: Element, L: Layer<T> + 'static>(l: L) -> LayerRef<T> {
+    Arc::new(l)
+}

@@ -1,0 +1,705 @@
+//! The [`Layer`] trait and the state every layer shares ([`LayerBase`]).
+//!
+//! A layer is used through `&self`: it builds its weights lazily on the
+//! first call (from the input shapes) and keeps them behind interior
+//! mutability, so one layer can sit in several models, or be called twice
+//! in one, and share its weights. Models hold layers as [`LayerRef`]s
+//! (`Arc<dyn Layer>`).
+//!
+//! ## Who decides what trains
+//!
+//! - A [`Variable`] created with `trainable = false` (BatchNormalization's
+//!   moving statistics) is never trained by gradient.
+//! - [`Layer::set_trainable`]`(false)` freezes the layer — and the variables
+//!   it created as trainable — in every model that holds it (Keras 3 sets
+//!   the variables' flags too, so a tied use elsewhere is frozen as well).
+//!   It does not touch sublayers' flags.
+//! - A model's flag ([`Layer::set_trainable`] on a model) only changes what
+//!   that model reports: a frozen model has no trainable weights and calls
+//!   its layers in a frozen context ([`CallContext::trainable`] false), but
+//!   a layer it shares with another model still trains there.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use rime_tape::{Constraint, Variable};
+use rime_tensor::{Element, Shape, Tensor, TensorId};
+use rustc_hash::FxHashSet;
+
+use crate::initializers::Initializer;
+use crate::regularizers::Regularizer;
+use crate::{Error, Result};
+
+/// A shared layer handle, as models hold their layers.
+pub type LayerRef<T = f32> = Arc<dyn Layer<T>>;
+
+/// How a layer is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallContext {
+    /// Keras' `training` argument: dropout drops, batch normalization uses
+    /// and updates batch statistics.
+    pub training: bool,
+    /// False when the call comes through a frozen model: stateful layers
+    /// behave as frozen (a BatchNormalization runs in inference mode).
+    pub trainable: bool,
+}
+
+impl CallContext {
+    /// Training mode.
+    pub const TRAINING: CallContext = CallContext {
+        training: true,
+        trainable: true,
+    };
+    /// Inference mode.
+    pub const INFERENCE: CallContext = CallContext {
+        training: false,
+        trainable: true,
+    };
+
+    /// From Keras' `training` flag.
+    pub fn new(training: bool) -> Self {
+        CallContext {
+            training,
+            trainable: true,
+        }
+    }
+
+    /// The context a layer passes to its sublayers: frozen if it is.
+    pub fn within(self, layer_trainable: bool) -> Self {
+        CallContext {
+            trainable: self.trainable && layer_trainable,
+            ..self
+        }
+    }
+}
+
+/// A layer: a named, lazily built computation with weights.
+///
+/// Implementors provide [`base`](Layer::base), [`class_name`](Layer::class_name),
+/// [`build`](Layer::build) (create weights with [`LayerBase::add_weight`]),
+/// [`call_with`](Layer::call_with) and [`get_config`](Layer::get_config);
+/// composite layers also list their [`sublayers`](Layer::sublayers). Users
+/// call [`call`](Layer::call) (one input, one output) or
+/// [`call_many`](Layer::call_many), which build on first use.
+///
+/// ```
+/// use rime_layers::{Dense, Layer};
+/// use rime_tensor::Tensor;
+/// let dense = Dense::new(3);
+/// let y = dense.call(&Tensor::<f32>::ones([2, 4]), false)?;
+/// assert_eq!(y.shape(), &[2, 3]);
+/// assert_eq!(dense.weights().len(), 2); // kernel [4, 3] and bias [3]
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub trait Layer<T: Element = f32>: Send + Sync {
+    /// The state every layer has: name, trainable flag, weights, losses.
+    fn base(&self) -> &LayerBase<T>;
+
+    /// The class name, as in Keras (`"Dense"`).
+    fn class_name(&self) -> &'static str;
+
+    /// Creates the weights for inputs of these shapes. Called once, before
+    /// the first call; the default creates none.
+    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+        let _ = input_shapes;
+        Ok(())
+    }
+
+    /// The computation, on built weights.
+    fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>>;
+
+    /// The layer's constructor arguments as serde data (Keras' `get_config`).
+    fn get_config(&self) -> serde_json::Value;
+
+    /// Output shapes for inputs of these shapes. The default builds the
+    /// layer and runs it on zeros (unrecorded, inference mode).
+    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        let zeros: Vec<Tensor<T>> = input_shapes
+            .iter()
+            .map(|s| Tensor::zeros(s.clone()))
+            .collect();
+        let out = rime_tape::no_record(|| self.apply(&zeros, CallContext::INFERENCE))?;
+        Ok(out.iter().map(|t| t.shape().clone()).collect())
+    }
+
+    /// Layers whose weights this layer holds (composite layers, models).
+    fn sublayers(&self) -> Vec<LayerRef<T>> {
+        Vec::new()
+    }
+
+    /// A layer of the same class and config with fresh (unbuilt) weights.
+    /// The default rebuilds it from [`get_config`](Layer::get_config)
+    /// through [`crate::config::layer_from_config`].
+    fn fresh(&self) -> Result<LayerRef<T>> {
+        crate::config::layer_from_config(&crate::config::LayerConfig {
+            class_name: self.class_name().to_string(),
+            config: self.get_config(),
+        })
+    }
+
+    /// The layer's name (unique automatic names like `dense_1`).
+    fn name(&self) -> &str {
+        self.base().name()
+    }
+
+    /// Whether this layer's weights train.
+    fn trainable(&self) -> bool {
+        self.base().trainable()
+    }
+
+    /// Freezes or unfreezes this layer (see the module docs for the rules).
+    fn set_trainable(&self, trainable: bool) {
+        self.base().set_trainable(trainable)
+    }
+
+    /// Whether the weights exist.
+    fn built(&self) -> bool {
+        self.base().is_built()
+    }
+
+    /// Builds for these input shapes unless built.
+    fn ensure_built(&self, input_shapes: &[Shape]) -> Result<()> {
+        self.base().build_once(|| self.build(input_shapes))
+    }
+
+    /// Keras' `__call__`: builds if needed, then runs `call_with`. Models
+    /// call their layers through this.
+    fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
+        self.ensure_built(&shapes)?;
+        self.base().clear_call_losses();
+        self.call_with(inputs, ctx)
+    }
+
+    /// Calls the layer on one input, expecting one output.
+    fn call(&self, x: &Tensor<T>, training: bool) -> Result<Tensor<T>> {
+        let mut out = self.apply(std::slice::from_ref(x), CallContext::new(training))?;
+        if out.len() != 1 {
+            return Err(Error::InvalidArgument {
+                what: format!("layer `{}`", self.name()),
+                msg: format!(
+                    "call expects one output, the layer returned {}; use call_many",
+                    out.len()
+                ),
+            });
+        }
+        Ok(out.remove(0))
+    }
+
+    /// Calls the layer on several inputs.
+    fn call_many(&self, inputs: &[Tensor<T>], training: bool) -> Result<Vec<Tensor<T>>> {
+        self.apply(inputs, CallContext::new(training))
+    }
+
+    /// All weights, in creation order (own, then sublayers'), each once.
+    fn weights(&self) -> Vec<Variable<T>> {
+        let mut out = self.base().own_weights();
+        for l in self.sublayers() {
+            out.extend(l.weights());
+        }
+        dedup(out)
+    }
+
+    /// The weights a training step may change: none if this layer is
+    /// frozen; otherwise its trainable variables and its sublayers'
+    /// trainable weights.
+    fn trainable_weights(&self) -> Vec<Variable<T>> {
+        if !self.trainable() {
+            return Vec::new();
+        }
+        let mut out: Vec<Variable<T>> = self
+            .base()
+            .own_weights()
+            .into_iter()
+            .filter(|v| v.trainable())
+            .collect();
+        for l in self.sublayers() {
+            out.extend(l.trainable_weights());
+        }
+        dedup(out)
+    }
+
+    /// The weights that do not train: all of them if this layer is frozen.
+    fn non_trainable_weights(&self) -> Vec<Variable<T>> {
+        if !self.trainable() {
+            return self.weights();
+        }
+        let mut out: Vec<Variable<T>> = self
+            .base()
+            .own_weights()
+            .into_iter()
+            .filter(|v| !v.trainable())
+            .collect();
+        for l in self.sublayers() {
+            out.extend(l.non_trainable_weights());
+        }
+        dedup(out)
+    }
+
+    /// Copies of the weights' values, in [`weights`](Layer::weights) order.
+    fn get_weights(&self) -> Vec<Tensor<T>> {
+        self.weights().iter().map(|v| v.value_untracked()).collect()
+    }
+
+    /// Assigns values to all weights, in [`weights`](Layer::weights) order.
+    /// Checks the count and every shape first: a bad call assigns nothing.
+    fn set_weights(&self, values: &[Tensor<T>]) -> Result<()> {
+        let ws = self.weights();
+        let err = |msg: String| Error::SetWeights {
+            layer: self.name().to_string(),
+            msg,
+        };
+        if values.len() != ws.len() {
+            let hint = if ws.is_empty() && !self.built() {
+                " (the layer is not built yet)"
+            } else {
+                ""
+            };
+            return Err(err(format!(
+                "expected {} arrays, got {}{hint}",
+                ws.len(),
+                values.len()
+            )));
+        }
+        for (w, v) in ws.iter().zip(values) {
+            if w.shape() != *v.shape() {
+                return Err(err(format!(
+                    "weight `{}` has shape {}, got {}",
+                    w.name(),
+                    w.shape(),
+                    v.shape()
+                )));
+            }
+        }
+        for (w, v) in ws.iter().zip(values) {
+            w.assign(v)?;
+        }
+        Ok(())
+    }
+
+    /// Penalties to add to the loss: weight regularizers (computed now from
+    /// the current values, so they are recorded on an active tape), losses
+    /// added during the last call, and the sublayers' losses.
+    fn losses(&self) -> Result<Vec<Tensor<T>>> {
+        let mut out = self.base().own_losses()?;
+        for l in self.sublayers() {
+            out.extend(l.losses()?);
+        }
+        Ok(out)
+    }
+
+    /// Number of scalars in all weights.
+    fn count_params(&self) -> usize {
+        self.weights().iter().map(|v| v.len()).sum()
+    }
+}
+
+/// Keeps the first occurrence of each variable.
+pub(crate) fn dedup<T: Element>(vars: Vec<Variable<T>>) -> Vec<Variable<T>> {
+    let mut seen: FxHashSet<TensorId> = FxHashSet::default();
+    vars.into_iter().filter(|v| seen.insert(v.id())).collect()
+}
+
+/// How [`LayerBase::add_weight`] makes a weight (Keras' `add_weight`
+/// arguments: name, shape, initializer, trainable, regularizer,
+/// constraint).
+///
+/// ```
+/// use rime_layers::{initializers::Initializer, regularizers::Regularizer, WeightSpec};
+/// let spec = WeightSpec::<f32>::new("kernel", [4, 3])
+///     .initializer(Initializer::Zeros)
+///     .regularizer(Some(Regularizer::L2 { l2: 0.01 }));
+/// # let _ = spec;
+/// ```
+pub struct WeightSpec<T: Element = f32> {
+    name: String,
+    shape: Shape,
+    initializer: Initializer,
+    trainable: bool,
+    regularizer: Option<Regularizer>,
+    constraint: Option<Arc<dyn Constraint<T>>>,
+}
+
+impl<T: Element> WeightSpec<T> {
+    /// A trainable weight initialized with Glorot uniform.
+    pub fn new(name: impl Into<String>, shape: impl Into<Shape>) -> Self {
+        WeightSpec {
+            name: name.into(),
+            shape: shape.into(),
+            initializer: Initializer::glorot_uniform(),
+            trainable: true,
+            regularizer: None,
+            constraint: None,
+        }
+    }
+
+    /// The initializer.
+    pub fn initializer(mut self, i: Initializer) -> Self {
+        self.initializer = i;
+        self
+    }
+
+    /// Whether gradient training may change it (false: a statistic, a fixed bias).
+    pub fn trainable(mut self, trainable: bool) -> Self {
+        self.trainable = trainable;
+        self
+    }
+
+    /// A penalty added to the layer's losses.
+    pub fn regularizer(mut self, r: Option<Regularizer>) -> Self {
+        self.regularizer = r;
+        self
+    }
+
+    /// A projection optimizers apply after each update.
+    pub fn constraint(mut self, c: Option<Arc<dyn Constraint<T>>>) -> Self {
+        self.constraint = c;
+        self
+    }
+}
+
+struct Weight<T: Element> {
+    var: Variable<T>,
+    created_trainable: bool,
+    regularizer: Option<Regularizer>,
+}
+
+/// The state every layer has: its name, `trainable` flag, weights (in
+/// creation order), whether it is built, and losses added during a call.
+pub struct LayerBase<T: Element = f32> {
+    name: String,
+    trainable: AtomicBool,
+    built: Mutex<bool>,
+    weights: RwLock<Vec<Weight<T>>>,
+    call_losses: Mutex<Vec<Tensor<T>>>,
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+static NAME_COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+/// A unique name from a prefix: `dense`, then `dense_1`, `dense_2`, ...
+/// (Keras' automatic names).
+pub fn unique_name(prefix: &str) -> String {
+    let mut counts = lock(&NAME_COUNTS);
+    let n = counts
+        .get_or_insert_with(HashMap::new)
+        .entry(prefix.to_string())
+        .or_insert(0);
+    let name = if *n == 0 {
+        prefix.to_string()
+    } else {
+        format!("{prefix}_{n}")
+    };
+    *n += 1;
+    name
+}
+
+/// `BatchNormalization` → `batch_normalization`.
+pub(crate) fn snake_case(class: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in class.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+impl<T: Element> LayerBase<T> {
+    /// State for a layer of `class_name` (e.g. `"Dense"`), named `name` or,
+    /// if `None`, automatically (`dense`, `dense_1`, ...).
+    pub fn new(class_name: &str, name: Option<String>) -> Self {
+        LayerBase {
+            name: name.unwrap_or_else(|| unique_name(&snake_case(class_name))),
+            trainable: AtomicBool::new(true),
+            built: Mutex::new(false),
+            weights: RwLock::new(Vec::new()),
+            call_losses: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The layer's flag.
+    pub fn trainable(&self) -> bool {
+        self.trainable.load(Ordering::Relaxed)
+    }
+
+    /// Sets the flag, and the `trainable` flag of the variables this layer
+    /// created as trainable (Keras 3).
+    pub fn set_trainable(&self, trainable: bool) {
+        self.trainable.store(trainable, Ordering::Relaxed);
+        for w in self
+            .weights
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if w.created_trainable {
+                w.var.set_trainable(trainable);
+            }
+        }
+    }
+
+    /// Whether BatchNormalization-like state should update: training mode,
+    /// this layer trainable, and not called through a frozen model.
+    pub fn is_training(&self, ctx: CallContext) -> bool {
+        ctx.training && ctx.trainable && self.trainable()
+    }
+
+    /// Whether `build` has run.
+    pub fn is_built(&self) -> bool {
+        *lock(&self.built)
+    }
+
+    /// Marks the layer built without calling `build` (layers without
+    /// weights, models built at construction).
+    pub fn mark_built(&self) {
+        *lock(&self.built) = true;
+    }
+
+    /// Runs `build` once. If it fails, the weights it added are removed so a
+    /// later call can build again.
+    pub fn build_once(&self, build: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut built = lock(&self.built);
+        if *built {
+            return Ok(());
+        }
+        let before = self.weights.read().unwrap_or_else(|p| p.into_inner()).len();
+        match build() {
+            Ok(()) => {
+                *built = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.weights
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a weight (Keras' `add_weight`), named `<layer>/<name>`.
+    ///
+    /// ```
+    /// use rime_layers::{LayerBase, WeightSpec};
+    /// let base = LayerBase::<f32>::new("MyLayer", None);
+    /// let w = base.add_weight(WeightSpec::new("w", [2, 2]))?;
+    /// assert_eq!(w.name(), format!("{}/w", base.name()));
+    /// assert_eq!(base.own_weights(), vec![w]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn add_weight(&self, spec: WeightSpec<T>) -> Result<Variable<T>> {
+        if let Some(r) = &spec.regularizer {
+            r.validate()?;
+        }
+        let value = spec.initializer.init::<T>(&spec.shape)?;
+        let var = Variable::new(format!("{}/{}", self.name, spec.name), value);
+        // a weight created in a frozen layer starts frozen (Keras 3)
+        var.set_trainable(spec.trainable && self.trainable());
+        var.set_constraint(spec.constraint);
+        self.weights
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Weight {
+                var: var.clone(),
+                created_trainable: spec.trainable,
+                regularizer: spec.regularizer,
+            });
+        Ok(var)
+    }
+
+    /// Registers an existing variable as one of this layer's weights (a
+    /// tied weight: the variable of another layer, used here too).
+    pub fn track_weight(&self, var: Variable<T>) {
+        let created_trainable = var.trainable();
+        self.weights
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Weight {
+                var,
+                created_trainable,
+                regularizer: None,
+            });
+    }
+
+    /// This layer's own weights (not sublayers'), in creation order.
+    pub fn own_weights(&self) -> Vec<Variable<T>> {
+        self.weights
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|w| w.var.clone())
+            .collect()
+    }
+
+    /// Adds a loss for this call (Keras' `add_loss`, activity regularizers).
+    pub fn add_loss(&self, loss: Tensor<T>) {
+        lock(&self.call_losses).push(loss);
+    }
+
+    fn clear_call_losses(&self) {
+        lock(&self.call_losses).clear();
+    }
+
+    fn own_losses(&self) -> Result<Vec<Tensor<T>>> {
+        let mut out = Vec::new();
+        for w in self
+            .weights
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if let Some(r) = &w.regularizer {
+                out.push(r.penalty(&w.var.value())?);
+            }
+        }
+        out.extend(lock(&self.call_losses).iter().cloned());
+        Ok(out)
+    }
+
+    /// The error for using weights before the layer is built.
+    pub fn not_built(&self) -> Error {
+        Error::InvalidArgument {
+            what: format!("layer `{}`", self.name),
+            msg: "called before it was built (use `call`/`apply`, which build first)".into(),
+        }
+    }
+
+    /// The error for inputs a layer cannot take.
+    pub fn bad_input(&self, inputs: &[Shape], msg: impl Into<String>) -> Error {
+        Error::Input {
+            layer: self.name.clone(),
+            shapes: inputs.to_vec(),
+            msg: msg.into(),
+        }
+    }
+
+    /// The single input of a one-input layer, or an error naming the layer.
+    pub fn single<'a>(&self, inputs: &'a [Tensor<T>]) -> Result<&'a Tensor<T>> {
+        match inputs {
+            [x] => Ok(x),
+            _ => Err(self.bad_input(
+                &inputs.iter().map(|t| t.shape().clone()).collect::<Vec<_>>(),
+                format!("expects one input, got {}", inputs.len()),
+            )),
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for LayerBase<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LayerBase")
+            .field("name", &self.name)
+            .field("trainable", &self.trainable())
+            .field("built", &self.is_built())
+            .field(
+                "weights",
+                &self
+                    .own_weights()
+                    .iter()
+                    .map(|v| v.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Any `Arc` of a layer is a layer (the shared handle).
+impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
+    fn base(&self) -> &LayerBase<T> {
+        (**self).base()
+    }
+    fn class_name(&self) -> &'static str {
+        (**self).class_name()
+    }
+    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+        (**self).build(input_shapes)
+    }
+    fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).call_with(inputs, ctx)
+    }
+    fn get_config(&self) -> serde_json::Value {
+        (**self).get_config()
+    }
+    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        (**self).compute_output_shape(input_shapes)
+    }
+    fn sublayers(&self) -> Vec<LayerRef<T>> {
+        (**self).sublayers()
+    }
+    fn fresh(&self) -> Result<LayerRef<T>> {
+        (**self).fresh()
+    }
+    fn set_trainable(&self, trainable: bool) {
+        (**self).set_trainable(trainable)
+    }
+    fn trainable_weights(&self) -> Vec<Variable<T>> {
+        (**self).trainable_weights()
+    }
+    fn non_trainable_weights(&self) -> Vec<Variable<T>> {
+        (**self).non_trainable_weights()
+    }
+    fn weights(&self) -> Vec<Variable<T>> {
+        (**self).weights()
+    }
+    fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).apply(inputs, ctx)
+    }
+    fn losses(&self) -> Result<Vec<Tensor<T>>> {
+        (**self).losses()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_names_are_unique() {
+        let a = unique_name("unit_test_layer");
+        let b = unique_name("unit_test_layer");
+        assert_eq!(a, "unit_test_layer");
+        assert_eq!(b, "unit_test_layer_1");
+        assert_eq!(snake_case("BatchNormalization"), "batch_normalization");
+    }
+
+    #[test]
+    fn failed_build_leaves_no_weights() {
+        let base = LayerBase::<f32>::new("T", None);
+        let r = base.build_once(|| {
+            base.add_weight(WeightSpec::new("a", [2]))?;
+            Err(base.bad_input(&[], "nope"))
+        });
+        assert!(r.is_err());
+        assert!(base.own_weights().is_empty());
+        assert!(!base.is_built());
+        base.build_once(|| base.add_weight(WeightSpec::new("a", [2])).map(|_| ()))
+            .unwrap();
+        assert_eq!(base.own_weights().len(), 1);
+    }
+
+    #[test]
+    fn freezing_flips_created_trainable_variables_only() {
+        let base = LayerBase::<f32>::new("T", None);
+        let w = base.add_weight(WeightSpec::new("w", [1])).unwrap();
+        let s = base
+            .add_weight(WeightSpec::new("s", [1]).trainable(false))
+            .unwrap();
+        base.set_trainable(false);
+        assert!(!w.trainable() && !s.trainable());
+        base.set_trainable(true);
+        assert!(w.trainable() && !s.trainable());
+    }
+}
