@@ -93,7 +93,7 @@ impl CallContext {
 /// assert_eq!(dense.weights().len(), 2); // kernel [4, 3] and bias [3]
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
-pub trait Layer<T: Element = f32>: Send + Sync {
+pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// The state every layer has: name, trainable flag, weights, losses.
     fn base(&self) -> &LayerBase<T>;
 
@@ -294,6 +294,15 @@ pub trait Layer<T: Element = f32>: Send + Sync {
     fn count_params(&self) -> usize {
         self.weights().iter().map(|v| v.len()).sum()
     }
+}
+
+/// Keeps the first occurrence of each layer (by identity).
+pub(crate) fn dedup_layers<T: Element>(layers: Vec<LayerRef<T>>) -> Vec<LayerRef<T>> {
+    let mut seen: FxHashSet<*const LayerBase<T>> = FxHashSet::default();
+    layers
+        .into_iter()
+        .filter(|l| seen.insert(l.base() as *const LayerBase<T>))
+        .collect()
 }
 
 /// Keeps the first occurrence of each variable.

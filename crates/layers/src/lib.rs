@@ -25,9 +25,13 @@ mod layer;
 pub mod layers;
 pub mod losses;
 pub mod metrics;
+pub mod models;
 pub mod optimizers;
 pub mod regularizers;
 
 pub use error::{Error, Result};
 pub use layer::{CallContext, Layer, LayerBase, LayerRef, WeightSpec, unique_name};
 pub use layers::{Dense, DenseConfig};
+pub use models::{
+    Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
+};

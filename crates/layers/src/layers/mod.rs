@@ -16,6 +16,6 @@ pub(crate) fn builtin_from_config<T: Element>(cfg: &LayerConfig) -> Result<Optio
     let name = cfg.class_name.as_str();
     Ok(Some(match name {
         "Dense" => arc(Dense::<T>::from_config(parse(name, c)?)?),
-        _ => return Ok(None),
+        _ => return crate::models::model_from_config::<T>(name, c),
     }))
 }

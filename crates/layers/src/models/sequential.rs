@@ -1,0 +1,245 @@
+//! `Sequential`: a stack of single-input, single-output layers.
+
+use std::sync::RwLock;
+
+use rime_tensor::{Element, Shape, Tensor};
+use serde_json::json;
+
+use super::IntoLayerRef;
+use crate::config::{LayerConfig, layer_from_config, parse};
+use crate::layer::LayerRef;
+use crate::{CallContext, Error, Layer, LayerBase, Result};
+
+/// A linear stack of layers, each fed the previous one's output.
+///
+/// A model is itself a layer. Its `trainable` flag only changes what this
+/// model reports and how it calls its layers: a layer it shares with
+/// another model keeps training there (see [`crate::layer`]).
+///
+/// ```
+/// use rime_layers::{activations::Activation, Dense, Layer, Sequential};
+/// use rime_tensor::Tensor;
+/// let model = Sequential::new()
+///     .add(Dense::new(16).activation(Activation::Relu))
+///     .add(Dense::new(3));
+/// let y = model.call(&Tensor::<f32>::ones([8, 4]), true)?;
+/// assert_eq!(y.shape(), &[8, 3]);
+/// assert_eq!(model.count_params(), 4 * 16 + 16 + 16 * 3 + 3);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub struct Sequential<T: Element = f32> {
+    base: LayerBase<T>,
+    layers: RwLock<Vec<LayerRef<T>>>,
+    /// Shape of one example, if declared: layers are then built at once.
+    input_shape: RwLock<Option<Shape>>,
+}
+
+impl<T: Element> Default for Sequential<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element> Sequential<T> {
+    /// An empty stack with an automatic name (`sequential`, ...).
+    pub fn new() -> Self {
+        Self::named(None)
+    }
+
+    /// An empty stack named `name` (None: automatic).
+    pub fn named(name: Option<String>) -> Self {
+        let base = LayerBase::new("Sequential", name);
+        base.mark_built();
+        Sequential {
+            base,
+            layers: RwLock::new(Vec::new()),
+            input_shape: RwLock::new(None),
+        }
+    }
+
+    /// Declares the shape of one example (without the batch axis), like a
+    /// Keras `Input`: every layer is built now and `summary` shows shapes.
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Layer, Sequential};
+    /// let model = Sequential::<f32>::new().add(Dense::new(4)).with_input_shape([3])?;
+    /// assert!(model.layers()[0].built());
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn with_input_shape(self, shape: impl Into<Shape>) -> Result<Self> {
+        let shape = shape.into();
+        *self.input_shape.write().unwrap_or_else(|p| p.into_inner()) = Some(shape);
+        self.output_shapes()?;
+        Ok(self)
+    }
+
+    /// Appends a layer (a layer value, or an `Arc` of one to share it).
+    pub fn add(self, layer: impl IntoLayerRef<T>) -> Self {
+        self.push(layer);
+        self
+    }
+
+    /// Appends a layer through a shared reference.
+    pub fn push(&self, layer: impl IntoLayerRef<T>) {
+        self.layers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(layer.into_layer_ref());
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> Vec<LayerRef<T>> {
+        self.layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The layer called `name`, if any.
+    pub fn get_layer(&self, name: &str) -> Option<LayerRef<T>> {
+        self.layers().into_iter().find(|l| l.name() == name)
+    }
+
+    /// The declared example shape, if any.
+    pub fn input_shape(&self) -> Option<Shape> {
+        self.input_shape
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Each layer's output shape (batch axis 1 standing for any batch), if
+    /// the input shape is declared; builds the layers.
+    pub(crate) fn output_shapes(&self) -> Result<Option<Vec<Shape>>> {
+        let Some(example) = self.input_shape() else {
+            return Ok(None);
+        };
+        let mut dims = vec![1];
+        dims.extend_from_slice(&example);
+        let mut shape = Shape::from(dims);
+        let mut out = Vec::new();
+        for l in self.layers() {
+            l.ensure_built(std::slice::from_ref(&shape))?;
+            shape = single_shape(&*l, l.compute_output_shape(std::slice::from_ref(&shape))?)?;
+            out.push(shape.clone());
+        }
+        Ok(Some(out))
+    }
+}
+
+fn single_shape<T: Element>(l: &dyn Layer<T>, mut shapes: Vec<Shape>) -> Result<Shape> {
+    if shapes.len() != 1 {
+        return Err(Error::Graph {
+            model: "sequential".into(),
+            msg: format!(
+                "layer `{}` has {} outputs; Sequential needs exactly one",
+                l.name(),
+                shapes.len()
+            ),
+        });
+    }
+    Ok(shapes.remove(0))
+}
+
+impl<T: Element> Layer<T> for Sequential<T> {
+    fn base(&self) -> &LayerBase<T> {
+        &self.base
+    }
+
+    fn class_name(&self) -> &'static str {
+        "Sequential"
+    }
+
+    fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let mut x = self.base.single(inputs)?.clone();
+        let ctx = ctx.within(self.trainable());
+        for l in self.layers() {
+            let mut out = l.apply(std::slice::from_ref(&x), ctx)?;
+            if out.len() != 1 {
+                return Err(Error::Graph {
+                    model: self.name().to_string(),
+                    msg: format!(
+                        "layer `{}` returned {} outputs; Sequential needs one",
+                        l.name(),
+                        out.len()
+                    ),
+                });
+            }
+            x = out.remove(0);
+        }
+        Ok(vec![x])
+    }
+
+    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        let mut shape = match input_shapes {
+            [s] => s.clone(),
+            _ => return Err(self.base.bad_input(input_shapes, "expects one input")),
+        };
+        for l in self.layers() {
+            l.ensure_built(std::slice::from_ref(&shape))?;
+            shape = single_shape(&*l, l.compute_output_shape(std::slice::from_ref(&shape))?)?;
+        }
+        Ok(vec![shape])
+    }
+
+    fn sublayers(&self) -> Vec<LayerRef<T>> {
+        self.layers()
+    }
+
+    fn get_config(&self) -> serde_json::Value {
+        let layers: Vec<LayerConfig> = self
+            .layers()
+            .iter()
+            .map(|l| LayerConfig::of(&**l))
+            .collect();
+        json!({
+            "name": self.name(),
+            "input_shape": self.input_shape().map(|s| s.to_vec()),
+            "layers": layers,
+        })
+    }
+
+    /// Same structure, every layer fresh (Keras' `clone_model`). A layer that
+    /// appears twice is cloned once and appears twice in the copy.
+    fn fresh(&self) -> Result<LayerRef<T>> {
+        let copy = Sequential::new();
+        let mut done: Vec<(*const LayerBase<T>, LayerRef<T>)> = Vec::new();
+        for l in self.layers() {
+            let key = l.base() as *const LayerBase<T>;
+            let new = match done.iter().find(|(k, _)| *k == key) {
+                Some((_, n)) => n.clone(),
+                None => {
+                    let n = l.fresh()?;
+                    done.push((key, n.clone()));
+                    n
+                }
+            };
+            copy.push(new);
+        }
+        let copy = match self.input_shape() {
+            Some(s) => copy.with_input_shape(s)?,
+            None => copy,
+        };
+        copy.set_trainable(self.trainable());
+        Ok(std::sync::Arc::new(copy))
+    }
+}
+
+/// Rebuilds a Sequential from its `get_config`.
+pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequential<T>> {
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        name: Option<String>,
+        input_shape: Option<Vec<usize>>,
+        layers: Vec<LayerConfig>,
+    }
+    let cfg: Cfg = parse("Sequential", config)?;
+    let model = Sequential::named(cfg.name);
+    for l in &cfg.layers {
+        model.push(layer_from_config::<T>(l)?);
+    }
+    match cfg.input_shape {
+        Some(s) => model.with_input_shape(s),
+        None => Ok(model),
+    }
+}
