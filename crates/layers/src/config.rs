@@ -44,7 +44,10 @@ impl LayerConfig {
 
 type Constructor<T> = fn(&serde_json::Value) -> Result<LayerRef<T>>;
 
-static REGISTRY: Mutex<Option<HashMap<(String, DType), Box<dyn Any + Send>>>> = Mutex::new(None);
+/// Constructors by (class name, dtype); each value is a boxed `Constructor<T>`.
+type Registry = HashMap<(String, DType), Box<dyn Any + Send>>;
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
 /// Makes a custom layer class known to [`layer_from_config`] (and so to
 /// `clone_model` and model configs).

@@ -468,6 +468,7 @@ impl ResolvedMask {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // one-range block lists are the point
 mod tests {
     use super::*;
 

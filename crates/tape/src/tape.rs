@@ -255,8 +255,8 @@ fn on_op(op: Op, inputs: &[DynRef<'_>], output: DynRef<'_>) {
 pub(crate) fn on_variable_read<T: Element>(var: &Variable<T>, value: &Tensor<T>) -> Tensor<T> {
     let mut read: Option<Tensor<T>> = None;
     for_each_recording_tape(|tape, st, _| {
-        let watched = st.tracked.contains_key(&var.id());
-        if !watched && !(tape.watch_accessed_variables && var.trainable()) {
+        let auto_watch = tape.watch_accessed_variables && var.trainable();
+        if !auto_watch && !st.tracked.contains_key(&var.id()) {
             return;
         }
         if st.watch(var.id()) {

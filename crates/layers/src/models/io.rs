@@ -21,7 +21,7 @@ fn io_err(path: &Path, msg: impl std::fmt::Display) -> Error {
 }
 
 fn le_bytes<T: Element>(v: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * std::mem::size_of::<T>());
+    let mut out = Vec::with_capacity(std::mem::size_of_val(v));
     for &x in v {
         match T::DTYPE {
             DType::F32 => out.extend_from_slice(&(x.to_f32().unwrap_or(f32::NAN)).to_le_bytes()),

@@ -74,6 +74,7 @@ impl<T: Element> Sequential<T> {
     }
 
     /// Appends a layer (a layer value, or an `Arc` of one to share it).
+    #[allow(clippy::should_implement_trait)] // Keras' name; builder style, not `+`
     pub fn add(self, layer: impl IntoLayerRef<T>) -> Self {
         self.push(layer);
         self

@@ -123,9 +123,7 @@ where
     let plan = Plan::new([a_shape, b_shape], out_shape);
     let inner = plan.inner;
     let [sa, sb] = plan.inner_stride;
-    let mut out = Vec::<T>::with_capacity(n);
-    // SAFETY: the rows below cover every element exactly once; T is Copy.
-    unsafe { out.set_len(n) };
+    let mut out = vec![T::zero(); n];
     let row = |o: &mut [T], [oa, ob]: [usize; 2]| match (sa, sb) {
         (1, 1) => {
             for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {

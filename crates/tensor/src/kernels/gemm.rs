@@ -58,6 +58,7 @@ impl<'a, T> MatRef<'a, T> {
 }
 
 /// `C[m×n] (row stride ldc) = A[m×k] · B[k×n]`, overwriting C.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
 pub(crate) fn gemm<T: Element>(
     m: usize,
     k: usize,

@@ -28,9 +28,7 @@ pub(crate) fn map<T: Element, F>(x: &[T], f: F) -> Vec<T>
 where
     F: Fn(T) -> T + Sync + Send,
 {
-    let mut out = Vec::<T>::with_capacity(x.len());
-    // SAFETY: every element is written below before the Vec is read; T is Copy.
-    unsafe { out.set_len(x.len()) };
+    let mut out = vec![T::zero(); x.len()];
     map_into(x, &mut out, f);
     out
 }
@@ -58,9 +56,7 @@ where
     F: Fn(T, T) -> T + Sync + Send,
 {
     debug_assert_eq!(a.len(), b.len());
-    let mut out = Vec::<T>::with_capacity(a.len());
-    // SAFETY: every element is written below before the Vec is read; T is Copy.
-    unsafe { out.set_len(a.len()) };
+    let mut out = vec![T::zero(); a.len()];
     if a.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(PAR_CHUNK)
             .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
@@ -99,7 +95,8 @@ pub(crate) fn sum_slice<T: Element>(x: &[T]) -> T {
     while w > 1 {
         w /= 2;
         for i in 0..w {
-            acc[i] = acc[i] + acc[i + w];
+            let hi = acc[i + w];
+            acc[i] += hi;
         }
     }
     acc[0] + s

@@ -402,7 +402,6 @@ impl<T: Element> ops::Neg for &Tensor<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Shape;
 
     fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
         Tensor::from_slice(v, s).unwrap()
@@ -501,7 +500,7 @@ mod tests {
             match r {
                 Err(Error::Broadcast { op, lhs, .. }) => {
                     assert_eq!(op, name);
-                    assert!(lhs == Shape::from([2, 3]));
+                    assert_eq!(lhs.dims(), &[2, 3]);
                 }
                 other => panic!("{name}: {other:?}"),
             }

@@ -153,7 +153,7 @@ impl<T: Element> Tensor<T> {
             });
         }
         let c = self.dims()[self.rank() - 1];
-        let rows = if c == 0 { 0 } else { self.len() / c };
+        let rows = self.len().checked_div(c).unwrap_or(0);
         let out_shape = Shape::from(&self.dims()[..self.rank() - 1]);
         if labels.len() != out_shape.numel() {
             return Err(Error::InvalidArgument {
