@@ -31,7 +31,13 @@ pub mod regularizers;
 
 pub use error::{Error, Result};
 pub use layer::{CallContext, Layer, LayerBase, LayerRef, WeightSpec, unique_name};
-pub use layers::{Dense, DenseConfig};
+pub use layers::{
+    ActivationConfig, ActivationLayer, Add, AddConfig, BatchNormalization,
+    BatchNormalizationConfig, Concatenate, ConcatenateConfig, DataFormat, Dense, DenseConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, EmbeddingTranspose,
+    EmbeddingTransposeConfig, Flatten, FlattenConfig, Lambda, LambdaConfig, LambdaFn,
+    LayerNormalization, LayerNormalizationConfig, Multiply, MultiplyConfig, Reshape, ReshapeConfig,
+};
 pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
