@@ -438,6 +438,12 @@ impl<T: Element> LayerBase<T> {
         &self.name
     }
 
+    /// Renames the layer (for `named(..)` builders, before the layer is
+    /// shared).
+    pub fn rename(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
     /// The layer's flag.
     pub fn trainable(&self) -> bool {
         self.trainable.load(Ordering::Relaxed)

@@ -79,12 +79,31 @@ pub struct Dense<T: Element = f32> {
 
 impl<T: Element> Dense<T> {
     /// `units` outputs, no activation, with bias; Keras' defaults.
+    /// (`units == 0` is reported when the layer is built.)
     pub fn new(units: usize) -> Self {
-        Self::from_config(DenseConfig {
+        let config = DenseConfig {
             units,
             ..DenseConfig::default()
-        })
-        .expect("the default config is valid for any units > 0")
+        };
+        Dense {
+            base: LayerBase::new("Dense", None),
+            config,
+            kernel: OnceLock::new(),
+            bias: OnceLock::new(),
+        }
+    }
+
+    /// Names the layer (Keras' `name=`); otherwise it is `dense`, `dense_1`, ...
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Layer};
+    /// assert_eq!(Dense::<f32>::new(3).named("head").name(), "head");
+    /// ```
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.base.rename(name.clone());
+        self.config.name = Some(name);
+        self
     }
 
     /// From a full config; errors if `units` is 0 or a regularizer is invalid.
@@ -179,6 +198,9 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 
     fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+        if self.config.units == 0 {
+            return Err(self.base.bad_input(input_shapes, "units must be > 0"));
+        }
         let input_dim = match input_shapes {
             [s] if s.rank() >= 1 => s[s.rank() - 1],
             _ => {
