@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod regularizers;
+mod train;
 
 pub use error::{Error, Result};
 pub use layer::{CallContext, Layer, LayerBase, LayerRef, WeightSpec, unique_name};
@@ -41,3 +42,4 @@ pub use layers::{
 pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
+pub use train::TrainStep;

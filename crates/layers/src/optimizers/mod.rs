@@ -1,1 +1,635 @@
-//! Optimizers with Keras 3's update formulas and defaults.
+//! Optimizers with Keras 3's update formulas and defaults: [`Sgd`]
+//! (momentum, Nesterov), [`RmsProp`] (momentum, centered), [`Adam`]
+//! (amsgrad) and [`AdamW`] (decoupled weight decay).
+//!
+//! Every optimizer shares Keras' base arguments: a learning rate or a
+//! [schedule](schedules), `weight_decay`, and one of `clipnorm`,
+//! `clipvalue`, `global_clipnorm`. An update runs in Keras' order: clip the
+//! gradients, decay the weights, apply the rule, apply the variable's
+//! constraint.
+//!
+//! **Masks are honoured.** For a variable with a [`TrainableMask`] only its
+//! trainable elements are touched: the rule, the weight decay and the
+//! constraint's projection run over the mask's trainable runs, and the
+//! optimizer state (momentum, moment estimates) of frozen elements is never
+//! written. Frozen elements stay bit-for-bit unchanged.
+//!
+//! A call that returns an error changes nothing: every count, shape and
+//! argument is checked, and every constraint projection computed, before
+//! the first variable is written.
+//!
+//! ```
+//! use rime_layers::optimizers::{Optimizer, Sgd};
+//! use rime_tape::{GradientTape, Variable};
+//! use rime_tensor::Tensor;
+//! let w = Variable::new("w", Tensor::<f32>::full([2], 1.0));
+//! let mut opt = Sgd::new().learning_rate(0.1);
+//! let tape = GradientTape::new();
+//! let loss = w.value().square().sum_all(); // gradient 2w
+//! let grads = tape.gradient(&loss, &[&w])?;
+//! opt.apply_gradients(&grads, &[w.clone()])?;
+//! assert_eq!(w.to_vec(), vec![0.8, 0.8]);
+//! assert_eq!(Optimizer::<f32>::iterations(&opt), 1);
+//! # Ok::<(), rime_layers::Error>(())
+//! ```
+//!
+//! [`TrainableMask`]: rime_tape::TrainableMask
+
+mod adam;
+mod rmsprop;
+pub mod schedules;
+mod sgd;
+
+use std::any::Any;
+use std::ops::Range;
+use std::sync::Arc;
+
+use rime_tape::{ResolvedMask, Variable};
+use rime_tensor::{Element, Tensor, TensorId};
+use rustc_hash::FxHashMap;
+use serde_json::{Value, json};
+
+pub use adam::{Adam, AdamW};
+pub use rmsprop::RmsProp;
+pub use schedules::{
+    CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, PiecewiseConstantDecay,
+};
+pub use sgd::Sgd;
+
+use crate::{Error, Result};
+
+/// Applies gradients to variables. Implemented by [`Sgd`], [`RmsProp`],
+/// [`Adam`] and [`AdamW`]; object safe, so a loop can hold a
+/// `Box<dyn Optimizer<f32>>`.
+pub trait Optimizer<T: Element = f32>: Send {
+    /// Keras' class name (`"SGD"`, `"Adam"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Number of updates applied so far (Keras' `iterations`).
+    fn iterations(&self) -> u64;
+
+    /// The learning rate the next update will use (a schedule evaluated at
+    /// [`iterations`](Optimizer::iterations)).
+    fn current_learning_rate(&self) -> f64;
+
+    /// Applies one update: `grads[i]` to `vars[i]`, each variable's current
+    /// mask honoured. `None` gradients are skipped (their variables are not
+    /// touched); all of them `None` is an error, as are mismatched counts
+    /// or shapes. An error changes nothing.
+    fn apply_gradients(&mut self, grads: &[Option<Tensor<T>>], vars: &[Variable<T>]) -> Result<()> {
+        let masks: Vec<_> = vars.iter().map(Variable::mask).collect();
+        self.apply_gradients_masked(grads, vars, &masks)
+    }
+
+    /// [`apply_gradients`](Optimizer::apply_gradients) with explicit masks
+    /// (`masks[i]` for `vars[i]`, `None`: all trainable) instead of the
+    /// variables' current ones; a training step passes the masks it
+    /// snapshotted when it was built.
+    fn apply_gradients_masked(
+        &mut self,
+        grads: &[Option<Tensor<T>>],
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()>;
+
+    /// The optimizer's state for `var` (Keras' slot variables: `momentum`,
+    /// `velocity`, ...), copied, in a fixed order. Empty before the first
+    /// update of `var`.
+    fn slots(&self, var: &Variable<T>) -> Vec<(&'static str, Tensor<T>)>;
+
+    /// Keras-style configuration (`learning_rate`, `momentum`, ...).
+    fn get_config(&self) -> Value;
+}
+
+/// An optimizer's update formula, applied to one run of consecutive
+/// trainable elements. The shared machinery (validation, masks, clipping,
+/// weight decay, constraints, state) lives in [`Common::apply`].
+pub(crate) trait Rule: Send {
+    /// Keras' class name.
+    const NAME: &'static str;
+
+    /// The names of the state slots this configuration keeps per variable.
+    fn slot_names(&self) -> &'static [&'static str];
+
+    /// Checks the hyperparameters.
+    fn validate(&self) -> Result<()>;
+
+    /// Updates `w[run]` from `g[run]` and the slots' `run` elements.
+    /// `iteration` is the number of updates before this one.
+    fn update<T: Element>(
+        &self,
+        lr: T,
+        iteration: u64,
+        w: &mut [T],
+        g: &[T],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
+    );
+
+    /// The rule's own hyperparameters, for `get_config`.
+    fn config(&self) -> Value;
+}
+
+/// Keras' base-optimizer arguments and the state every optimizer keeps.
+#[derive(Debug)]
+pub(crate) struct Common {
+    pub learning_rate: LearningRate,
+    pub weight_decay: Option<f64>,
+    pub clipnorm: Option<f64>,
+    pub clipvalue: Option<f64>,
+    pub global_clipnorm: Option<f64>,
+    pub exclude_from_weight_decay: Vec<String>,
+    iterations: u64,
+    state: State,
+}
+
+/// One variable's slots of element type `T`.
+struct Slots<T>(Vec<Vec<T>>);
+
+impl Common {
+    pub fn new(learning_rate: f64) -> Self {
+        Common {
+            learning_rate: LearningRate::Constant(learning_rate),
+            weight_decay: None,
+            clipnorm: None,
+            clipvalue: None,
+            global_clipnorm: None,
+            exclude_from_weight_decay: Vec::new(),
+            iterations: 0,
+            state: FxHashMap::default(),
+        }
+    }
+
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    pub fn current_learning_rate(&self) -> f64 {
+        self.learning_rate.at(self.iterations)
+    }
+
+    fn validate(&self, name: &str) -> Result<()> {
+        let bad = |msg: String| invalid(name, msg);
+        let positive = |what: &str, v: Option<f64>| match v {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                Err(bad(format!("{what} must be finite and > 0, got {v}")))
+            }
+            _ => Ok(()),
+        };
+        positive("clipnorm", self.clipnorm)?;
+        positive("clipvalue", self.clipvalue)?;
+        positive("global_clipnorm", self.global_clipnorm)?;
+        let set = [self.clipnorm, self.clipvalue, self.global_clipnorm]
+            .iter()
+            .filter(|c| c.is_some())
+            .count();
+        if set > 1 {
+            return Err(bad(
+                "only one of clipnorm, clipvalue and global_clipnorm can be set".into(),
+            ));
+        }
+        if let Some(wd) = self.weight_decay {
+            if !(wd.is_finite() && wd >= 0.0) {
+                return Err(bad(format!(
+                    "weight_decay must be finite and >= 0, got {wd}"
+                )));
+            }
+        }
+        let lr = self.current_learning_rate();
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(bad(format!(
+                "learning rate must be finite and >= 0, got {lr} at iteration {}",
+                self.iterations
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn config(&self, name: &str, rule: Value) -> Value {
+        let mut c = json!({
+            "name": name,
+            "learning_rate": self.learning_rate.config(),
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+            "global_clipnorm": self.global_clipnorm,
+            "iterations": self.iterations,
+        });
+        if let (Value::Object(c), Value::Object(r)) = (&mut c, rule) {
+            c.extend(r);
+        }
+        c
+    }
+
+    pub fn slots<T: Element>(
+        &self,
+        names: &'static [&'static str],
+        var: &Variable<T>,
+    ) -> Vec<(&'static str, Tensor<T>)> {
+        let Some(Slots(slots)) = self
+            .state
+            .get(&var.id())
+            .and_then(|s| s.downcast_ref::<Slots<T>>())
+        else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .zip(slots)
+            .map(|(&n, s)| {
+                let t = Tensor::from_vec(s.clone(), var.shape())
+                    .expect("slots have the variable's shape");
+                (n, t)
+            })
+            .collect()
+    }
+
+    /// One optimizer step (see the module docs for the order and the
+    /// guarantees).
+    pub fn apply<T: Element, R: Rule>(
+        &mut self,
+        rule: &R,
+        grads: &[Option<Tensor<T>>],
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        let name = R::NAME;
+        rule.validate()?;
+        self.validate(name)?;
+        let items = check_inputs(name, grads, vars, masks)?;
+        let lr = self.current_learning_rate();
+        let n_slots = rule.slot_names().len();
+
+        // Effective gradients: zero at frozen elements, then clipped.
+        let mut effective: Vec<Grad<'_, T>> = items
+            .iter()
+            .map(|&i| Grad::new(grads[i].as_ref().expect("checked"), masks[i].as_deref()))
+            .collect();
+        self.clip(&mut effective);
+
+        let iteration = self.iterations;
+        let (weight_decay, exclude) = (self.weight_decay, &self.exclude_from_weight_decay);
+        let decay = |var: &Variable<T>| -> Option<T> {
+            let wd = weight_decay.filter(|&wd| wd > 0.0)?;
+            let excluded = exclude.iter().any(|pat| var.name().contains(pat.as_str()));
+            (!excluded).then(|| T::of(wd) * T::of(lr))
+        };
+        let step = |var: &Variable<T>,
+                    w: &mut [T],
+                    g: &[T],
+                    slots: &mut [Vec<T>],
+                    runs: &[Range<usize>]| {
+            let decay = decay(var);
+            for run in runs {
+                if let Some(d) = decay {
+                    // Keras: variable - variable * wd * lr, before the rule
+                    w[run.clone()].iter_mut().for_each(|w| *w -= *w * d);
+                }
+                rule.update(T::of(lr), iteration, w, g, slots, run.clone());
+            }
+        };
+
+        // Constrained variables first, on copies: a failing projection
+        // must leave everything as it was.
+        let mut staged = Vec::new();
+        for (k, &i) in items.iter().enumerate() {
+            let var = &vars[i];
+            let Some(constraint) = var.constraint() else {
+                continue;
+            };
+            let all = [0..var.len()];
+            let runs = runs_of(masks[i].as_deref(), &all);
+            let mut w = var.to_vec();
+            let mut slots = slot_copy::<T>(&self.state, var.id(), n_slots, var.len());
+            step(var, &mut w, effective[k].as_slice(), &mut slots, runs);
+            let updated = Tensor::from_vec(w, var.shape()).expect("variable's own length");
+            let projected = constraint.apply(&updated).map_err(|e| {
+                invalid(name, format!("constraint of `{}` failed: {e}", var.name()))
+            })?;
+            if projected.shape() != updated.shape() {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "constraint of `{}` returned shape {}, the variable has {}",
+                        var.name(),
+                        projected.shape(),
+                        updated.shape()
+                    ),
+                ));
+            }
+            // frozen elements keep their value: only trainable runs take
+            // the projection
+            let mut merged = updated.into_vec();
+            for run in runs {
+                merged[run.clone()].copy_from_slice(&projected.as_slice()[run.clone()]);
+            }
+            staged.push((i, merged, slots));
+        }
+
+        // Nothing can fail from here on.
+        for (k, &i) in items.iter().enumerate() {
+            let var = &vars[i];
+            if var.constraint().is_some() {
+                continue;
+            }
+            let all = [0..var.len()];
+            let runs = runs_of(masks[i].as_deref(), &all);
+            let slots = slots_mut::<T>(&mut self.state, var.id(), n_slots, var.len());
+            var.update(|w| step(var, w, effective[k].as_slice(), slots, runs));
+        }
+        for (i, merged, slots) in staged {
+            let var = &vars[i];
+            var.update(|w| w.copy_from_slice(&merged));
+            if n_slots > 0 {
+                self.state.insert(var.id(), Box::new(Slots(slots)));
+            }
+        }
+        self.iterations += 1;
+        Ok(())
+    }
+
+    /// Scales or clamps the effective gradients (Keras' `_clip_gradients`).
+    fn clip<T: Element>(&self, grads: &mut [Grad<'_, T>]) {
+        if let Some(c) = self.clipnorm {
+            for g in grads {
+                let norm = g.norm_sq().sqrt();
+                g.scale(T::of(c / norm.max(c)));
+            }
+        } else if let Some(c) = self.global_clipnorm {
+            let norm = grads.iter().map(Grad::norm_sq).sum::<f64>().sqrt();
+            let s = T::of(c / norm.max(c));
+            grads.iter_mut().for_each(|g| g.scale(s));
+        } else if let Some(c) = self.clipvalue {
+            let (lo, hi) = (T::of(-c), T::of(c));
+            for g in grads {
+                g.owned().iter_mut().for_each(|x| *x = x.max(lo).min(hi));
+            }
+        }
+    }
+}
+
+type State = FxHashMap<TensorId, Box<dyn Any + Send>>;
+
+fn slot_copy<T: Element>(state: &State, id: TensorId, n: usize, len: usize) -> Vec<Vec<T>> {
+    match state.get(&id).and_then(|s| s.downcast_ref::<Slots<T>>()) {
+        Some(Slots(s)) => s.clone(),
+        None => vec![vec![T::zero(); len]; n],
+    }
+}
+
+fn slots_mut<T: Element>(
+    state: &mut State,
+    id: TensorId,
+    n: usize,
+    len: usize,
+) -> &mut Vec<Vec<T>> {
+    let entry = state
+        .entry(id)
+        .or_insert_with(|| Box::new(Slots(vec![vec![T::zero(); len]; n])));
+    if !entry.is::<Slots<T>>() {
+        // variable ids are unique, so this only happens for a new variable
+        *entry = Box::new(Slots(vec![vec![T::zero(); len]; n]));
+    }
+    &mut entry.downcast_mut::<Slots<T>>().expect("just checked").0
+}
+
+fn runs_of<'a>(mask: Option<&'a ResolvedMask>, all: &'a [Range<usize>; 1]) -> &'a [Range<usize>] {
+    match mask {
+        Some(m) => m.runs(),
+        None => all,
+    }
+}
+
+/// A gradient as the rule sees it: the caller's buffer while nothing needs
+/// changing, a copy once masking or clipping does.
+struct Grad<'a, T: Element> {
+    data: std::borrow::Cow<'a, [T]>,
+}
+
+impl<'a, T: Element> Grad<'a, T> {
+    fn new(g: &'a Tensor<T>, mask: Option<&ResolvedMask>) -> Self {
+        let mut grad = Grad {
+            data: std::borrow::Cow::Borrowed(g.as_slice()),
+        };
+        if let Some(mask) = mask {
+            let frozen_nonzero = mask
+                .frozen_runs()
+                .iter()
+                .any(|r| g.as_slice()[r.clone()].iter().any(|x| *x != T::zero()));
+            if frozen_nonzero {
+                mask.zero_frozen(grad.owned());
+            }
+        }
+        grad
+    }
+
+    fn owned(&mut self) -> &mut [T] {
+        self.data.to_mut()
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    fn norm_sq(&self) -> f64 {
+        self.data
+            .iter()
+            .map(|x| {
+                let x = x.to_f64().unwrap_or(f64::NAN);
+                x * x
+            })
+            .sum()
+    }
+
+    fn scale(&mut self, s: T) {
+        if s != T::one() {
+            self.owned().iter_mut().for_each(|x| *x *= s);
+        }
+    }
+}
+
+/// Validates counts, shapes and masks; returns the indices with a gradient.
+fn check_inputs<T: Element>(
+    name: &str,
+    grads: &[Option<Tensor<T>>],
+    vars: &[Variable<T>],
+    masks: &[Option<Arc<ResolvedMask>>],
+) -> Result<Vec<usize>> {
+    if grads.len() != vars.len() || masks.len() != vars.len() {
+        return Err(invalid(
+            name,
+            format!(
+                "apply_gradients got {} gradients and {} masks for {} variables",
+                grads.len(),
+                masks.len(),
+                vars.len()
+            ),
+        ));
+    }
+    let mut items = Vec::with_capacity(vars.len());
+    let mut seen = rustc_hash::FxHashSet::default();
+    for (i, (g, v)) in grads.iter().zip(vars).enumerate() {
+        let Some(g) = g else { continue };
+        if g.shape() != &v.shape() {
+            return Err(invalid(
+                name,
+                format!(
+                    "apply_gradients: gradient {i} has shape {}, variable `{}` has shape {}",
+                    g.shape(),
+                    v.name(),
+                    v.shape()
+                ),
+            ));
+        }
+        if let Some(m) = &masks[i] {
+            if m.shape() != &v.shape() {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "apply_gradients: mask {i} has shape {}, variable `{}` has shape {}",
+                        m.shape(),
+                        v.name(),
+                        v.shape()
+                    ),
+                ));
+            }
+        }
+        if !seen.insert(v.id()) {
+            return Err(invalid(
+                name,
+                format!(
+                    "apply_gradients: variable `{}` is listed twice (a tied variable is listed once)",
+                    v.name()
+                ),
+            ));
+        }
+        items.push(i);
+    }
+    if items.is_empty() {
+        let names: Vec<&str> = vars.iter().map(|v| v.name()).collect();
+        return Err(invalid(
+            name,
+            format!("apply_gradients: no gradients provided for any variable of {names:?}"),
+        ));
+    }
+    Ok(items)
+}
+
+pub(crate) fn invalid(name: &str, msg: String) -> Error {
+    Error::InvalidArgument {
+        what: format!("optimizer {name}"),
+        msg,
+    }
+}
+
+pub(crate) fn check_range(name: &str, what: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && v >= lo && v <= hi) {
+        return Err(invalid(
+            name,
+            format!("{what} must be in [{lo}, {hi}], got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The base-optimizer builder methods every optimizer has, and its
+/// [`Optimizer`] implementation over [`Common::apply`].
+macro_rules! optimizer_common {
+    ($ty:ident, $rule:ty) => {
+        impl $ty {
+            /// A constant learning rate.
+            pub fn learning_rate(mut self, lr: f64) -> Self {
+                self.common.learning_rate = $crate::optimizers::LearningRate::Constant(lr);
+                self
+            }
+
+            /// A learning-rate schedule, evaluated at the iteration count.
+            pub fn learning_rate_schedule(
+                mut self,
+                schedule: impl $crate::optimizers::LearningRateSchedule + 'static,
+            ) -> Self {
+                self.common.learning_rate =
+                    $crate::optimizers::LearningRate::Schedule(std::sync::Arc::new(schedule));
+                self
+            }
+
+            /// Decoupled weight decay: before each update a variable `w`
+            /// becomes `w - w * weight_decay * lr` (Keras 3's base
+            /// optimizer; trainable elements only).
+            pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+                self.common.weight_decay = Some(weight_decay);
+                self
+            }
+
+            /// Variables whose name contains any of these strings get no
+            /// weight decay (Keras' `exclude_from_weight_decay`).
+            pub fn exclude_from_weight_decay(
+                mut self,
+                names: impl IntoIterator<Item = impl Into<String>>,
+            ) -> Self {
+                self.common.exclude_from_weight_decay = names.into_iter().map(Into::into).collect();
+                self
+            }
+
+            /// Scales each gradient whose L2 norm exceeds `clipnorm` down to it.
+            pub fn clipnorm(mut self, clipnorm: f64) -> Self {
+                self.common.clipnorm = Some(clipnorm);
+                self
+            }
+
+            /// Clamps every gradient element into `[-clipvalue, clipvalue]`.
+            pub fn clipvalue(mut self, clipvalue: f64) -> Self {
+                self.common.clipvalue = Some(clipvalue);
+                self
+            }
+
+            /// Scales all gradients together when their joint L2 norm
+            /// exceeds `clipnorm`.
+            pub fn global_clipnorm(mut self, clipnorm: f64) -> Self {
+                self.common.global_clipnorm = Some(clipnorm);
+                self
+            }
+        }
+
+        impl<T: rime_tensor::Element> $crate::optimizers::Optimizer<T> for $ty {
+            fn name(&self) -> &'static str {
+                <$rule as $crate::optimizers::Rule>::NAME
+            }
+
+            fn iterations(&self) -> u64 {
+                self.common.iterations()
+            }
+
+            fn current_learning_rate(&self) -> f64 {
+                self.common.current_learning_rate()
+            }
+
+            fn apply_gradients_masked(
+                &mut self,
+                grads: &[Option<rime_tensor::Tensor<T>>],
+                vars: &[rime_tape::Variable<T>],
+                masks: &[Option<std::sync::Arc<rime_tape::ResolvedMask>>],
+            ) -> $crate::Result<()> {
+                let $ty { common, rule } = self;
+                common.apply(rule, grads, vars, masks)
+            }
+
+            fn slots(
+                &self,
+                var: &rime_tape::Variable<T>,
+            ) -> Vec<(&'static str, rime_tensor::Tensor<T>)> {
+                use $crate::optimizers::Rule;
+                self.common.slots(self.rule.slot_names(), var)
+            }
+
+            fn get_config(&self) -> serde_json::Value {
+                use $crate::optimizers::Rule;
+                self.common.config(
+                    <$rule as $crate::optimizers::Rule>::NAME,
+                    self.rule.config(),
+                )
+            }
+        }
+    };
+}
+pub(crate) use optimizer_common;

@@ -1,0 +1,170 @@
+//! [`RmsProp`]: gradients scaled by a running RMS, optionally centered and
+//! with momentum.
+
+use std::ops::Range;
+
+use rime_tensor::Element;
+use serde_json::{Value, json};
+
+use super::{Common, Rule, check_range, invalid, optimizer_common};
+use crate::Result;
+
+/// RMSprop (Keras 3's `RMSprop`; defaults: learning rate 0.001, rho 0.9,
+/// momentum 0, epsilon 1e-7, not centered).
+///
+/// `v ← ρ·v + (1−ρ)·g²`; centered also keeps `ḡ ← ρ·ḡ + (1−ρ)·g` and uses
+/// `v − ḡ²`; the increment is `lr·g / √(v + ε)` (epsilon inside the square
+/// root, as Keras); with momentum `μ`: `m ← μ·m + increment`, `w ← w − m`,
+/// else `w ← w − increment`.
+///
+/// ```
+/// use rime_layers::optimizers::{Optimizer, RmsProp};
+/// use rime_tape::Variable;
+/// use rime_tensor::Tensor;
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0));
+/// let mut opt = RmsProp::new().learning_rate(0.01);
+/// opt.apply_gradients(&[Some(Tensor::full([1], 2.0))], &[w.clone()])?;
+/// // v = 0.1·4 = 0.4; w = 1 − 0.01·2/√(0.4 + 1e-7)
+/// let expected = 1.0 - 0.02 / (0.4f64 + 1e-7).sqrt();
+/// assert!((w.to_vec()[0] - expected).abs() < 1e-12);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RmsProp {
+    common: Common,
+    rule: RmsPropRule,
+}
+
+#[derive(Debug)]
+pub(crate) struct RmsPropRule {
+    rho: f64,
+    momentum: f64,
+    epsilon: f64,
+    centered: bool,
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RmsProp {
+    /// Keras' defaults.
+    pub fn new() -> Self {
+        RmsProp {
+            common: Common::new(0.001),
+            rule: RmsPropRule {
+                rho: 0.9,
+                momentum: 0.0,
+                epsilon: 1e-7,
+                centered: false,
+            },
+        }
+    }
+
+    /// Discount of the running average of squared gradients (default 0.9).
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.rule.rho = rho;
+        self
+    }
+
+    /// Momentum `μ` in `[0, 1]` (default 0).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.rule.momentum = momentum;
+        self
+    }
+
+    /// Added inside the square root (default 1e-7).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.rule.epsilon = epsilon;
+        self
+    }
+
+    /// Normalizes by the estimated variance instead of the second moment.
+    pub fn centered(mut self, centered: bool) -> Self {
+        self.rule.centered = centered;
+        self
+    }
+}
+
+optimizer_common!(RmsProp, RmsPropRule);
+
+impl Rule for RmsPropRule {
+    const NAME: &'static str = "RMSprop";
+
+    fn slot_names(&self) -> &'static [&'static str] {
+        match (self.momentum > 0.0, self.centered) {
+            (false, false) => &["velocity"],
+            (true, false) => &["velocity", "momentum"],
+            (false, true) => &["velocity", "average_gradient"],
+            (true, true) => &["velocity", "momentum", "average_gradient"],
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_range(Self::NAME, "rho", self.rho, 0.0, 1.0)?;
+        check_range(Self::NAME, "momentum", self.momentum, 0.0, 1.0)?;
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(invalid(
+                Self::NAME,
+                format!("epsilon must be >= 0, got {}", self.epsilon),
+            ));
+        }
+        Ok(())
+    }
+
+    fn update<T: Element>(
+        &self,
+        lr: T,
+        _iteration: u64,
+        w: &mut [T],
+        g: &[T],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
+    ) {
+        let (rho, eps, mu) = (T::of(self.rho), T::of(self.epsilon), T::of(self.momentum));
+        let one_minus_rho = T::one() - rho;
+        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
+        let (v, rest) = slots.split_first_mut().expect("velocity slot");
+        let v = &mut v[run.clone()];
+        let (mut momentum, mut average) = (None, None);
+        match (self.momentum > 0.0, self.centered, rest) {
+            (true, false, [m]) => momentum = Some(&mut m[run.clone()]),
+            (false, true, [a]) => average = Some(&mut a[run.clone()]),
+            (true, true, [m, a]) => {
+                momentum = Some(&mut m[run.clone()]);
+                average = Some(&mut a[run.clone()]);
+            }
+            _ => {}
+        }
+        for i in 0..w.len() {
+            let gi = g[i];
+            v[i] = rho * v[i] + one_minus_rho * gi * gi;
+            let denominator = match average.as_deref_mut() {
+                Some(a) => {
+                    a[i] = rho * a[i] + one_minus_rho * gi;
+                    v[i] - a[i] * a[i] + eps
+                }
+                None => v[i] + eps,
+            };
+            let increment = lr * gi / denominator.sqrt();
+            match momentum.as_deref_mut() {
+                Some(m) => {
+                    m[i] = mu * m[i] + increment;
+                    w[i] -= m[i];
+                }
+                None => w[i] -= increment,
+            }
+        }
+    }
+
+    fn config(&self) -> Value {
+        json!({
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! [`TrainStep`]: one optimizer step on a batch, built from a model, an
+//! optimizer and a loss — the counterpart of Keras' `compile`.
+//!
+//! The custom loop (a [`GradientTape`], `trainable_weights()`,
+//! `apply_gradients`) stays the first-class path; a `TrainStep` packages
+//! it, with one rule of its own: it takes the set of trainable variables
+//! and their masks **when it is built**. Freezing or unfreezing a layer (or
+//! changing a mask) afterwards changes steps built later, not this one
+//! (DESIGN rule 4, Keras' compile-time snapshot).
+
+use std::sync::Arc;
+
+use rime_tape::{GradientTape, ResolvedMask, SourceRef, Variable};
+use rime_tensor::{Element, Tensor};
+
+use crate::losses::Loss;
+use crate::optimizers::Optimizer;
+use crate::{CallContext, Error, Layer, Result};
+
+/// A training step bound to a model, an optimizer and a loss.
+///
+/// ```
+/// use rime_layers::{losses::MeanSquaredError, optimizers::Sgd, Dense, Layer, Sequential, TrainStep};
+/// use rime_tensor::Tensor;
+/// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
+/// let mut step = TrainStep::new(&model, Sgd::new().learning_rate(0.1), MeanSquaredError::new());
+/// let (x, y) = (Tensor::ones([4, 2]), Tensor::zeros([4, 1]));
+/// let first = step.run(&x, &y)?;
+/// for _ in 0..20 {
+///     step.run(&x, &y)?;
+/// }
+/// assert!(step.run(&x, &y)? < first);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub struct TrainStep<'m, T: Element = f32> {
+    model: &'m dyn Layer<T>,
+    optimizer: Box<dyn Optimizer<T> + 'm>,
+    loss: Box<dyn Loss<T> + 'm>,
+    variables: Vec<Variable<T>>,
+    masks: Vec<Option<Arc<ResolvedMask>>>,
+}
+
+impl<'m, T: Element> TrainStep<'m, T> {
+    /// Binds the step, snapshotting `model.trainable_weights()` and their
+    /// masks now.
+    pub fn new(
+        model: &'m dyn Layer<T>,
+        optimizer: impl Optimizer<T> + 'm,
+        loss: impl Loss<T> + 'm,
+    ) -> Self {
+        let variables = model.trainable_weights();
+        let masks = variables.iter().map(|v| v.mask()).collect();
+        TrainStep {
+            model,
+            optimizer: Box::new(optimizer),
+            loss: Box::new(loss),
+            variables,
+            masks,
+        }
+    }
+
+    /// The variables this step trains (the snapshot).
+    pub fn variables(&self) -> &[Variable<T>] {
+        &self.variables
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &dyn Optimizer<T> {
+        &*self.optimizer
+    }
+
+    /// One step on a batch of a one-input, one-output model: forward in
+    /// training mode, loss plus the model's `losses()`, gradients of the
+    /// snapshot variables (zero at their snapshot masks' frozen elements),
+    /// one optimizer update. Returns the loss before the update.
+    pub fn run(&mut self, x: &Tensor<T>, y: &Tensor<T>) -> Result<T> {
+        self.run_many(std::slice::from_ref(x), std::slice::from_ref(y))
+    }
+
+    /// The same for models with several inputs and outputs: the loss is
+    /// applied to each output with its target and the results added.
+    pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
+        let tape = GradientTape::builder()
+            .watch_accessed_variables(false)
+            .start();
+        for v in &self.variables {
+            tape.watch(v);
+        }
+        let outputs = self.model.apply(inputs, CallContext::TRAINING)?;
+        if outputs.len() != targets.len() {
+            return Err(Error::InvalidArgument {
+                what: format!("train step of `{}`", self.model.name()),
+                msg: format!("{} targets for {} outputs", targets.len(), outputs.len()),
+            });
+        }
+        let mut loss = Tensor::scalar(T::zero());
+        for (y, p) in targets.iter().zip(&outputs) {
+            loss = loss.add(&self.loss.call(y, p)?)?;
+        }
+        for penalty in self.model.losses()? {
+            loss = loss.add(&penalty)?;
+        }
+        let value = loss.to_scalar()?;
+        if self.variables.is_empty() {
+            // a frozen model: forward and loss only, nothing to train
+            return Ok(value);
+        }
+        let sources: Vec<SourceRef<T>> = self
+            .variables
+            .iter()
+            .zip(&self.masks)
+            .map(|(v, m)| SourceRef::variable_with_mask(v, m.clone()))
+            .collect();
+        let grads = tape.gradient(&loss, &sources)?;
+        drop(tape);
+        self.optimizer
+            .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
+        Ok(value)
+    }
+}

@@ -1,0 +1,475 @@
+//! Optimizers: each formula against a scalar re-derivation of Keras 3's
+//! update (written out here step by step from Keras' source), masks,
+//! clipping, schedules, constraints and bad input. Trajectories against
+//! Keras itself are in the facade's parity tests (tests/parity.rs).
+
+use std::sync::Arc;
+
+use rime_layers::Error;
+use rime_layers::constraints::WeightConstraint;
+use rime_layers::optimizers::{
+    Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, PiecewiseConstantDecay, RmsProp, Sgd,
+};
+use rime_tape::{Constraint, TrainableMask, Variable};
+use rime_tensor::Tensor;
+
+/// A fixed sequence of gradients for a 3-element variable.
+fn grads(step: usize) -> Vec<f64> {
+    let s = step as f64;
+    vec![
+        0.5 - 0.1 * s,
+        -1.0 + 0.3 * s,
+        2.0 * (-0.5f64).powi(step as i32),
+    ]
+}
+
+const W0: [f64; 3] = [1.0, -2.0, 0.5];
+
+/// Runs `steps` updates with `grads(k)` and returns the variable's values.
+fn run(opt: &mut dyn Optimizer<f64>, steps: usize) -> Vec<f64> {
+    let w = Variable::new("w", Tensor::from_vec(W0.to_vec(), [3]).unwrap());
+    for k in 0..steps {
+        let g = Tensor::from_vec(grads(k), [3]).unwrap();
+        opt.apply_gradients(&[Some(g)], std::slice::from_ref(&w))
+            .unwrap();
+    }
+    w.to_vec()
+}
+
+fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * y.abs().max(1.0),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+/// Keras 3 formulas, one element at a time.
+fn reference(steps: usize, mut update: impl FnMut(usize, f64, &mut f64, usize)) -> Vec<f64> {
+    let mut w = W0.to_vec();
+    for k in 0..steps {
+        for (i, g) in grads(k).into_iter().enumerate() {
+            update(k, g, &mut w[i], i);
+        }
+    }
+    w
+}
+
+#[test]
+fn sgd_plain_momentum_and_nesterov() {
+    let lr = 0.1;
+    let plain = reference(5, |_, g, w, _| *w -= lr * g);
+    assert_close(
+        &run(&mut Sgd::new().learning_rate(lr), 5),
+        &plain,
+        1e-14,
+        "sgd",
+    );
+
+    for nesterov in [false, true] {
+        let mut m = [0.0; 3];
+        let expected = reference(5, |_, g, w, i| {
+            m[i] = m[i] * 0.9 - g * lr;
+            *w += if nesterov { m[i] * 0.9 - g * lr } else { m[i] };
+        });
+        let mut opt = Sgd::new()
+            .learning_rate(lr)
+            .momentum(0.9)
+            .nesterov(nesterov);
+        assert_close(&run(&mut opt, 5), &expected, 1e-14, "sgd momentum");
+    }
+}
+
+#[test]
+fn rmsprop_plain_centered_and_momentum() {
+    let (lr, rho, eps) = (0.01, 0.9, 1e-7);
+    for (centered, momentum) in [(false, 0.0), (true, 0.0), (false, 0.5), (true, 0.5)] {
+        let (mut v, mut a, mut m) = ([0.0; 3], [0.0; 3], [0.0; 3]);
+        let expected = reference(6, |_, g, w, i| {
+            v[i] = rho * v[i] + (1.0 - rho) * g * g;
+            let denominator = if centered {
+                a[i] = rho * a[i] + (1.0 - rho) * g;
+                v[i] - a[i] * a[i] + eps
+            } else {
+                v[i] + eps
+            };
+            let increment = lr * g / denominator.sqrt();
+            if momentum > 0.0 {
+                m[i] = momentum * m[i] + increment;
+                *w -= m[i];
+            } else {
+                *w -= increment;
+            }
+        });
+        let mut opt = RmsProp::new()
+            .learning_rate(lr)
+            .centered(centered)
+            .momentum(momentum);
+        let what = format!("rmsprop centered={centered} momentum={momentum}");
+        assert_close(&run(&mut opt, 6), &expected, 1e-12, &what);
+    }
+}
+
+fn adam_reference(steps: usize, lr: f64, amsgrad: bool, weight_decay: f64) -> Vec<f64> {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-7);
+    let (mut m, mut v, mut vh) = ([0.0f64; 3], [0.0f64; 3], [0.0f64; 3]);
+    reference(steps, |k, g, w, i| {
+        *w -= *w * weight_decay * lr;
+        let t = (k + 1) as f64;
+        let alpha = lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t));
+        m[i] += (g - m[i]) * (1.0 - b1);
+        v[i] += (g * g - v[i]) * (1.0 - b2);
+        let vv = if amsgrad {
+            vh[i] = vh[i].max(v[i]);
+            vh[i]
+        } else {
+            v[i]
+        };
+        *w -= m[i] * alpha / (vv.sqrt() + eps);
+    })
+}
+
+#[test]
+fn adam_amsgrad_and_adamw() {
+    let lr = 0.05;
+    for amsgrad in [false, true] {
+        let expected = adam_reference(7, lr, amsgrad, 0.0);
+        let mut opt = Adam::new().learning_rate(lr).amsgrad(amsgrad);
+        assert_close(&run(&mut opt, 7), &expected, 1e-12, "adam");
+    }
+    let expected = adam_reference(7, lr, false, 0.1);
+    let mut opt = AdamW::new().learning_rate(lr).weight_decay(0.1);
+    assert_close(&run(&mut opt, 7), &expected, 1e-12, "adamw");
+    // AdamW's default decay is Keras' 0.004
+    let expected = adam_reference(3, 0.001, false, 0.004);
+    assert_close(
+        &run(&mut AdamW::new(), 3),
+        &expected,
+        1e-12,
+        "adamw defaults",
+    );
+}
+
+#[test]
+fn keras_defaults_in_config() {
+    let c = Optimizer::<f32>::get_config(&Sgd::new());
+    assert_eq!(c["learning_rate"], 0.01);
+    assert_eq!(c["momentum"], 0.0);
+    let c = Optimizer::<f32>::get_config(&RmsProp::new());
+    assert_eq!(
+        (c["learning_rate"].as_f64(), c["rho"].as_f64()),
+        (Some(0.001), Some(0.9))
+    );
+    assert_eq!(c["epsilon"], 1e-7);
+    let c = Optimizer::<f32>::get_config(&Adam::new());
+    assert_eq!(
+        (c["beta_1"].as_f64(), c["beta_2"].as_f64()),
+        (Some(0.9), Some(0.999))
+    );
+    let c = Optimizer::<f32>::get_config(&AdamW::new());
+    assert_eq!(c["weight_decay"], 0.004);
+    assert_eq!(c["name"], "AdamW");
+}
+
+#[test]
+fn clipping_by_value_norm_and_global_norm() {
+    let w = || Variable::new("w", Tensor::<f64>::zeros([2]));
+    let g = || Some(Tensor::from_vec(vec![3.0, -4.0], [2]).unwrap()); // norm 5
+
+    let v = w();
+    Sgd::new()
+        .learning_rate(1.0)
+        .clipvalue(1.0)
+        .apply_gradients(&[g()], std::slice::from_ref(&v))
+        .unwrap();
+    assert_eq!(v.to_vec(), vec![-1.0, 1.0]);
+
+    let v = w();
+    Sgd::new()
+        .learning_rate(1.0)
+        .clipnorm(1.0)
+        .apply_gradients(&[g()], std::slice::from_ref(&v))
+        .unwrap();
+    assert_close(&v.to_vec(), &[-0.6, 0.8], 1e-15, "clipnorm");
+
+    // below the threshold: untouched
+    let v = w();
+    Sgd::new()
+        .learning_rate(1.0)
+        .clipnorm(10.0)
+        .apply_gradients(&[g()], std::slice::from_ref(&v))
+        .unwrap();
+    assert_eq!(v.to_vec(), vec![-3.0, 4.0]);
+
+    // two variables, joint norm sqrt(25 + 144) = 13
+    let (a, b) = (w(), Variable::new("b", Tensor::<f64>::zeros([1])));
+    let gb = Some(Tensor::from_vec(vec![12.0], [1]).unwrap());
+    Sgd::new()
+        .learning_rate(1.0)
+        .global_clipnorm(1.0)
+        .apply_gradients(&[g(), gb], &[a.clone(), b.clone()])
+        .unwrap();
+    assert_close(&a.to_vec(), &[-3.0 / 13.0, 4.0 / 13.0], 1e-15, "global a");
+    assert_close(&b.to_vec(), &[-12.0 / 13.0], 1e-15, "global b");
+}
+
+#[test]
+fn schedules_drive_the_learning_rate() {
+    // plain SGD with a gradient of 1: each step moves w by exactly lr(step)
+    let w = Variable::new("w", Tensor::<f64>::zeros([1]));
+    let one = || vec![Some(Tensor::<f64>::ones([1]))];
+    let mut opt = Sgd::new().learning_rate_schedule(
+        PiecewiseConstantDecay::new(vec![1, 2], vec![1.0, 0.5, 0.25]).unwrap(),
+    );
+    let mut moved = Vec::new();
+    for _ in 0..4 {
+        let before = w.to_vec()[0];
+        opt.apply_gradients(&one(), std::slice::from_ref(&w))
+            .unwrap();
+        moved.push(before - w.to_vec()[0]);
+    }
+    // steps 0, 1 use 1.0 (step <= 1), step 2 uses 0.5, step 3 uses 0.25
+    assert_eq!(moved, vec![1.0, 1.0, 0.5, 0.25]);
+
+    let exp = ExponentialDecay::new(0.1, 2, 0.5).unwrap();
+    let opt = Sgd::new().learning_rate_schedule(exp);
+    assert_eq!(Optimizer::<f64>::current_learning_rate(&opt), 0.1);
+
+    let mut opt = Sgd::new().learning_rate_schedule(CosineDecay::new(1.0, 2).unwrap());
+    let w = Variable::new("w", Tensor::<f64>::zeros([1]));
+    for _ in 0..3 {
+        opt.apply_gradients(&one(), std::slice::from_ref(&w))
+            .unwrap();
+    }
+    // cosine at steps 0, 1, 2 of 2: 1, 0.5, 0
+    assert_close(&w.to_vec(), &[-1.5], 1e-15, "cosine");
+    assert_eq!(Optimizer::<f64>::iterations(&opt), 3);
+}
+
+fn frozen_first_row() -> (Variable<f64>, Vec<f64>) {
+    let w0: Vec<f64> = (0..6).map(|i| 0.25 * i as f64 - 0.4).collect();
+    let w = Variable::new("kernel", Tensor::from_vec(w0.clone(), [2, 3]).unwrap());
+    (w, w0)
+}
+
+fn every_optimizer() -> Vec<Box<dyn Optimizer<f64>>> {
+    vec![
+        Box::new(Sgd::new().learning_rate(0.1).momentum(0.9).nesterov(true)),
+        Box::new(
+            RmsProp::new()
+                .learning_rate(0.01)
+                .momentum(0.9)
+                .centered(true),
+        ),
+        Box::new(Adam::new().learning_rate(0.01).amsgrad(true)),
+        Box::new(AdamW::new().learning_rate(0.01).weight_decay(0.3)),
+        Box::new(
+            Sgd::new()
+                .learning_rate(0.1)
+                .weight_decay(0.2)
+                .clipnorm(0.5),
+        ),
+    ]
+}
+
+/// Gradients that are *not* zero at frozen elements (a user's own
+/// gradients), so the optimizer itself must honour the mask.
+fn dense_grad(step: usize) -> Tensor<f64> {
+    Tensor::from_vec(
+        (0..6).map(|i| ((i + step) as f64 * 0.7).sin()).collect(),
+        [2, 3],
+    )
+    .unwrap()
+}
+
+#[test]
+fn masks_keep_frozen_values_and_their_state_untouched() {
+    for mut opt in every_optimizer() {
+        let name = opt.name();
+        let (w, w0) = frozen_first_row();
+        // unmasked warm-up: every slot becomes non-zero
+        for k in 0..5 {
+            opt.apply_gradients(&[Some(dense_grad(k))], std::slice::from_ref(&w))
+                .unwrap();
+        }
+        let before_w = w.to_vec();
+        let before_slots = opt.slots(&w);
+        assert!(
+            before_slots
+                .iter()
+                .all(|(_, s)| s.as_slice()[..3].iter().all(|x| *x != 0.0))
+                || before_slots.is_empty()
+        );
+        w.set_mask(Some(TrainableMask::freeze_rows([0..1])))
+            .unwrap();
+        for k in 5..25 {
+            opt.apply_gradients(&[Some(dense_grad(k))], std::slice::from_ref(&w))
+                .unwrap();
+        }
+        let after = w.to_vec();
+        for j in 0..3 {
+            assert_eq!(
+                after[j].to_bits(),
+                before_w[j].to_bits(),
+                "{name}: frozen element {j} moved"
+            );
+        }
+        for j in 3..6 {
+            assert_ne!(
+                after[j], before_w[j],
+                "{name}: trainable element {j} did not move"
+            );
+        }
+        for ((slot, b), (_, a)) in before_slots.iter().zip(opt.slots(&w)) {
+            for j in 0..3 {
+                assert_eq!(
+                    a.as_slice()[j].to_bits(),
+                    b.as_slice()[j].to_bits(),
+                    "{name}: slot {slot} of frozen element {j} changed"
+                );
+            }
+        }
+        assert_ne!(w0, after);
+    }
+}
+
+#[test]
+fn a_mask_from_the_start_leaves_frozen_state_at_zero() {
+    let (w, w0) = frozen_first_row();
+    w.set_mask(Some(TrainableMask::cols([1..3]))).unwrap();
+    let mut opt = Adam::new().learning_rate(0.1);
+    for k in 0..4 {
+        opt.apply_gradients(&[Some(dense_grad(k))], std::slice::from_ref(&w))
+            .unwrap();
+    }
+    let after = w.to_vec();
+    for (j, (a, b)) in after.iter().zip(&w0).enumerate() {
+        assert_eq!(j % 3 == 0, a == b, "element {j}");
+    }
+    for (name, slot) in opt.slots(&w) {
+        for j in [0, 3] {
+            assert_eq!(slot.as_slice()[j], 0.0, "{name} of frozen element {j}");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct WrongShape;
+impl Constraint<f64> for WrongShape {
+    fn apply(&self, _: &Tensor<f64>) -> rime_tensor::Result<Tensor<f64>> {
+        Ok(Tensor::zeros([1]))
+    }
+}
+
+#[test]
+fn constraints_apply_after_the_update_but_never_to_frozen_elements() {
+    let w = Variable::new(
+        "w",
+        Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2]).unwrap(),
+    );
+    w.set_constraint(Some(Arc::new(WeightConstraint::NonNeg)));
+    let g = Tensor::from_vec(vec![2.0, 1.0, 5.0, 1.0], [2, 2]).unwrap();
+    Sgd::new()
+        .learning_rate(1.0)
+        .apply_gradients(&[Some(g.clone())], std::slice::from_ref(&w))
+        .unwrap();
+    assert_eq!(w.to_vec(), vec![0.0, 1.0, 0.0, 3.0]);
+
+    // a max-norm over each column would rescale the frozen first row too
+    let w = Variable::new(
+        "w",
+        Tensor::from_vec(vec![3.0, 0.0, 4.0, 0.0], [2, 2]).unwrap(),
+    );
+    w.set_constraint(Some(Arc::new(WeightConstraint::MaxNorm {
+        max_value: 1.0,
+        axis: 0,
+    })));
+    w.set_mask(Some(TrainableMask::freeze_rows([0..1])))
+        .unwrap();
+    let zero = Tensor::<f64>::zeros([2, 2]);
+    Sgd::new()
+        .apply_gradients(&[Some(zero)], std::slice::from_ref(&w))
+        .unwrap();
+    let v = w.to_vec();
+    assert_eq!(v[0], 3.0, "frozen element kept");
+    assert!(
+        (v[2] - 0.8).abs() < 1e-6,
+        "trainable element projected: {}",
+        v[2]
+    );
+}
+
+#[test]
+fn bad_calls_change_nothing() {
+    let a = Variable::new("a", Tensor::<f64>::ones([2]));
+    let b = Variable::new("b", Tensor::<f64>::ones([3]));
+    let ok = Some(Tensor::<f64>::ones([2]));
+    let bad = Some(Tensor::<f64>::ones([2])); // b is [3]
+    let vars = [a.clone(), b.clone()];
+    let mut opt = Adam::new();
+
+    let err = opt.apply_gradients(&[ok.clone(), bad], &vars).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Adam") && msg.contains("`b`") && msg.contains("[3]"),
+        "{msg}"
+    );
+    assert!(matches!(err, Error::InvalidArgument { .. }));
+
+    assert!(
+        opt.apply_gradients(&[None, None], &vars)
+            .unwrap_err()
+            .to_string()
+            .contains("no gradients")
+    );
+    assert!(opt.apply_gradients(&[ok.clone()], &vars).is_err());
+    assert!(
+        opt.apply_gradients(&[ok.clone(), ok.clone()], &[a.clone(), a.clone()])
+            .is_err()
+    );
+
+    // a constraint that fails after a good variable: nothing is written
+    b.set_constraint(Some(Arc::new(WrongShape)));
+    let gb = Some(Tensor::<f64>::ones([3]));
+    let err = opt.apply_gradients(&[ok.clone(), gb], &vars).unwrap_err();
+    assert!(err.to_string().contains("constraint"), "{err}");
+
+    assert_eq!(a.to_vec(), vec![1.0, 1.0]);
+    assert_eq!(b.to_vec(), vec![1.0, 1.0, 1.0]);
+    assert_eq!(Optimizer::<f64>::iterations(&opt), 0);
+    assert!(opt.slots(&a).is_empty());
+
+    // bad hyperparameters are reported at the first update
+    for mut o in [
+        Box::new(Sgd::new().momentum(1.5)) as Box<dyn Optimizer<f64>>,
+        Box::new(Sgd::new().clipnorm(1.0).clipvalue(1.0)),
+        Box::new(RmsProp::new().rho(-0.1)),
+        Box::new(Adam::new().beta_1(f64::NAN)),
+        Box::new(Sgd::new().learning_rate(-1.0)),
+    ] {
+        assert!(
+            o.apply_gradients(&[ok.clone()], std::slice::from_ref(&a))
+                .is_err(),
+            "{}",
+            o.name()
+        );
+    }
+    assert_eq!(a.to_vec(), vec![1.0, 1.0]);
+}
+
+#[test]
+fn none_gradients_skip_their_variables() {
+    let a = Variable::new("a", Tensor::<f32>::ones([2]));
+    let b = Variable::new("b", Tensor::<f32>::ones([2]));
+    let mut opt = Sgd::new().learning_rate(0.5).weight_decay(0.1);
+    opt.apply_gradients(&[None, Some(Tensor::ones([2]))], &[a.clone(), b.clone()])
+        .unwrap();
+    assert_eq!(
+        a.to_vec(),
+        vec![1.0, 1.0],
+        "no gradient: no update and no decay"
+    );
+    assert_eq!(b.to_vec(), vec![1.0 - 0.05 - 0.5; 2]);
+}
