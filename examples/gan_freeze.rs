@@ -53,12 +53,12 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let bce = || BinaryCrossentropy::new().with_from_logits(true);
     let mut d_step = TrainStep::new(
         &discriminator,
-        Adam::new().learning_rate(0.01).beta_1(0.5),
+        Adam::new().learning_rate(0.005).beta_1(0.5),
         bce(),
     );
     let mut g_step = TrainStep::new(
         &combined,
-        Adam::new().learning_rate(0.01).beta_1(0.5),
+        Adam::new().learning_rate(0.005).beta_1(0.5),
         bce(),
     );
     let (ones, zeros) = (

@@ -13,12 +13,13 @@ use rime_tensor::Shape;
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor op failed.
+    /// A tensor op failed. (Boxed, like the tape's error, so that
+    /// `Result<_, Error>` stays small.)
     #[error(transparent)]
-    Tensor(#[from] rime_tensor::Error),
+    Tensor(Box<rime_tensor::Error>),
     /// A tape, variable or mask operation failed.
     #[error(transparent)]
-    Tape(#[from] rime_tape::Error),
+    Tape(Box<rime_tape::Error>),
     /// `set_weights` got the wrong number of arrays or a wrong shape.
     #[error("set_weights on layer `{layer}`: {msg}")]
     SetWeights {
@@ -69,6 +70,18 @@ pub enum Error {
         /// What failed.
         msg: String,
     },
+}
+
+impl From<rime_tensor::Error> for Error {
+    fn from(e: rime_tensor::Error) -> Self {
+        Error::Tensor(Box::new(e))
+    }
+}
+
+impl From<rime_tape::Error> for Error {
+    fn from(e: rime_tape::Error) -> Self {
+        Error::Tape(Box::new(e))
+    }
 }
 
 /// `Result` with [`Error`].

@@ -163,9 +163,25 @@ impl<T: Element> Dense<T> {
         self.with(|c| c.kernel_regularizer = Some(r))
     }
 
+    /// Sets the bias regularizer.
+    pub fn bias_regularizer(self, r: Regularizer) -> Self {
+        self.with(|c| c.bias_regularizer = Some(r))
+    }
+
+    /// Sets the activity regularizer: a penalty on the output, divided by
+    /// the batch size (Keras), added to `losses()` at each call.
+    pub fn activity_regularizer(self, r: Regularizer) -> Self {
+        self.with(|c| c.activity_regularizer = Some(r))
+    }
+
     /// Sets the kernel constraint.
     pub fn kernel_constraint(self, k: WeightConstraint) -> Self {
         self.with(|c| c.kernel_constraint = Some(k))
+    }
+
+    /// Sets the bias constraint.
+    pub fn bias_constraint(self, k: WeightConstraint) -> Self {
+        self.with(|c| c.bias_constraint = Some(k))
     }
 
     /// The config.
@@ -232,6 +248,13 @@ impl<T: Element> Layer<T> for Dense<T> {
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
         let kernel = self.kernel.get().ok_or_else(|| self.base.not_built())?;
+        let input_dim = kernel.shape()[0];
+        if x.rank() == 0 || x.dims()[x.rank() - 1] != input_dim {
+            return Err(self.base.bad_input(
+                &[x.shape().clone()],
+                format!("was built for inputs with last axis {input_dim}"),
+            ));
+        }
         let mut y = x.matmul(&kernel.value())?;
         if let Some(bias) = self.bias.get() {
             y = y.add(&bias.value())?;

@@ -182,7 +182,9 @@ impl Rule for AdamRule {
         let (b1, b2, eps) = (T::of(self.beta_1), T::of(self.beta_2), T::of(self.epsilon));
         let t = T::of((iteration + 1) as f64);
         let alpha = lr * (T::one() - b2.powf(t)).sqrt() / (T::one() - b1.powf(t));
-        let (one_minus_b1, one_minus_b2) = (T::one() - b1, T::one() - b2);
+        // Keras computes `1 - beta` on the Python float, then rounds: with
+        // the default beta_2 = 0.999, `1 - (beta_2 as f32)` is 1.3e-5 off
+        let (one_minus_b1, one_minus_b2) = (T::of(1.0 - self.beta_1), T::of(1.0 - self.beta_2));
         let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
         match slots {
             [m, v] => {

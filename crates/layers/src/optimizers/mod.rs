@@ -297,7 +297,7 @@ impl Common {
             let Some(constraint) = var.constraint() else {
                 continue;
             };
-            let all = [0..var.len()];
+            let all = 0..var.len();
             let runs = runs_of(masks[i].as_deref(), &all);
             let mut w = var.to_vec();
             let mut slots = slot_copy::<T>(&self.state, var.id(), n_slots, var.len());
@@ -332,7 +332,7 @@ impl Common {
             if var.constraint().is_some() {
                 continue;
             }
-            let all = [0..var.len()];
+            let all = 0..var.len();
             let runs = runs_of(masks[i].as_deref(), &all);
             let slots = slots_mut::<T>(&mut self.state, var.id(), n_slots, var.len());
             var.update(|w| step(var, w, effective[k].as_slice(), slots, runs));
@@ -393,10 +393,10 @@ fn slots_mut<T: Element>(
     &mut entry.downcast_mut::<Slots<T>>().expect("just checked").0
 }
 
-fn runs_of<'a>(mask: Option<&'a ResolvedMask>, all: &'a [Range<usize>; 1]) -> &'a [Range<usize>] {
+fn runs_of<'a>(mask: Option<&'a ResolvedMask>, all: &'a Range<usize>) -> &'a [Range<usize>] {
     match mask {
         Some(m) => m.runs(),
-        None => all,
+        None => std::slice::from_ref(all),
     }
 }
 

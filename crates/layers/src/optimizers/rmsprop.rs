@@ -124,7 +124,8 @@ impl Rule for RmsPropRule {
         run: Range<usize>,
     ) {
         let (rho, eps, mu) = (T::of(self.rho), T::of(self.epsilon), T::of(self.momentum));
-        let one_minus_rho = T::one() - rho;
+        // as Keras: `1 - rho` on the f64 value, then rounded
+        let one_minus_rho = T::of(1.0 - self.rho);
         let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
         let (v, rest) = slots.split_first_mut().expect("velocity slot");
         let v = &mut v[run.clone()];
@@ -140,7 +141,7 @@ impl Rule for RmsPropRule {
         }
         for i in 0..w.len() {
             let gi = g[i];
-            v[i] = rho * v[i] + one_minus_rho * gi * gi;
+            v[i] = rho * v[i] + one_minus_rho * (gi * gi);
             let denominator = match average.as_deref_mut() {
                 Some(a) => {
                     a[i] = rho * a[i] + one_minus_rho * gi;
