@@ -10,6 +10,13 @@
 //! fused forms (log-sum-exp, `softplus`); probabilities are clipped to
 //! `[1e-7, 1 − 1e-7]` as Keras does.
 //!
+//! Prefer a linear output layer and `from_logits(true)`: a probability loss
+//! clips, so once a softmax or sigmoid output saturates its value is capped
+//! and its gradient is zero. (Keras' TensorFlow backend silently reads the
+//! logits behind its own softmax/sigmoid outputs instead; rime's losses use
+//! exactly what they are given, and `from_logits(true)` gives Keras'
+//! numbers — tests/parity.rs pins this.)
+//!
 //! `y_true` and `y_pred` must have the same shape, except that a trailing
 //! axis of size 1 on either side is dropped to match the other (Keras'
 //! `squeeze_or_expand_to_same_rank`); broadcasting one against the other is

@@ -272,7 +272,7 @@ impl Common {
         let decay = |var: &Variable<T>| -> Option<T> {
             let wd = weight_decay.filter(|&wd| wd > 0.0)?;
             let excluded = exclude.iter().any(|pat| var.name().contains(pat.as_str()));
-            (!excluded).then(|| T::of(wd) * T::of(lr))
+            (!excluded).then(|| T::of(wd))
         };
         let step = |var: &Variable<T>,
                     w: &mut [T],
@@ -281,9 +281,11 @@ impl Common {
                     runs: &[Range<usize>]| {
             let decay = decay(var);
             for run in runs {
-                if let Some(d) = decay {
+                if let Some(wd) = decay {
                     // Keras: variable - variable * wd * lr, before the rule
-                    w[run.clone()].iter_mut().for_each(|w| *w -= *w * d);
+                    // (in that order, so f32 results match bit for bit)
+                    let lr = T::of(lr);
+                    w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
                 }
                 rule.update(T::of(lr), iteration, w, g, slots, run.clone());
             }
