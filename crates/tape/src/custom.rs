@@ -64,7 +64,7 @@ where
     if rime_tensor::record::is_recording() {
         let name: Arc<str> = name.into();
         let err_name = name.clone();
-        let erased = move |xs: &[DynTensor],
+        let erased = move |xs: &[&DynTensor],
                            y: &DynTensor,
                            dy: &DynTensor|
               -> Result<SmallVec<[Option<DynTensor>; 3]>> {

@@ -94,4 +94,14 @@ pub enum Error {
 }
 
 /// `Result` with [`Error`].
+///
+/// ```
+/// fn double(v: &rime_tape::Variable<f32>) -> rime_tape::Result<()> {
+///     v.assign(&v.value_untracked().mul_scalar(2.0))
+/// }
+/// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([2]));
+/// double(&v)?;
+/// assert_eq!(v.to_vec(), vec![2.0, 2.0]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -97,11 +97,26 @@ impl fmt::Debug for TrainableMask {
 
 impl TrainableMask {
     /// Every element trainable.
+    ///
+    /// ```
+    /// use rime_tape::{MaskStructure, TrainableMask};
+    /// let r = TrainableMask::all().resolve("w", &[2, 3].into())?;
+    /// assert_eq!((r.trainable_count(), r.structure()), (6, &MaskStructure::All));
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn all() -> Self {
         TrainableMask(Spec::All)
     }
 
-    /// No element trainable.
+    /// No element trainable (the variable is frozen, element by element).
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::none().resolve("w", &[2, 3].into())?;
+    /// assert_eq!(r.trainable_count(), 0);
+    /// assert_eq!(r.frozen_runs(), &[0..6]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn none() -> Self {
         TrainableMask(Spec::Complement(Box::new(Spec::All)))
     }
@@ -132,6 +147,15 @@ impl TrainableMask {
 
     /// Elements whose index on `axis` (negative counts from the end) lies in
     /// any of `ranges` are trainable.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// // a [2, 3, 2] kernel whose middle entry on axis 1 trains
+    /// let r = TrainableMask::axis_ranges(1, [1..2]).resolve("k", &[2, 3, 2].into())?;
+    /// assert_eq!(r.runs(), &[2..4, 8..10]);
+    /// assert!(TrainableMask::axis_ranges(3, [0..1]).resolve("k", &[2, 3, 2].into()).is_err());
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn axis_ranges(axis: isize, ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
         TrainableMask(Spec::AxisRanges {
             axis,
@@ -152,7 +176,14 @@ impl TrainableMask {
         Self::rows(ranges).complement()
     }
 
-    /// Freezes the columns in `ranges`.
+    /// Freezes the columns in `ranges`, everything else trainable.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::freeze_cols([0..1]).resolve("w", &[2, 2].into())?;
+    /// assert_eq!(r.runs(), &[1..2, 3..4]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn freeze_cols(ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
         Self::cols(ranges).complement()
     }
@@ -169,7 +200,18 @@ impl TrainableMask {
         TrainableMask(Spec::Elements(indices.into_iter().collect()))
     }
 
-    /// One flag per element, row-major, for a tensor of `shape`.
+    /// One flag per element, row-major, for a tensor of `shape`. A shape
+    /// that differs from the variable's, or a number of flags that differs
+    /// from the shape's element count, is an error when the mask is
+    /// resolved.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let m = TrainableMask::from_bools([2, 2], vec![true, false, false, true]);
+    /// assert_eq!(m.resolve("w", &[2, 2].into())?.runs(), &[0..1, 3..4]);
+    /// assert!(TrainableMask::from_bools([2, 2], vec![true; 3]).resolve("w", &[2, 2].into()).is_err());
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn from_bools(shape: impl Into<Shape>, bits: Vec<bool>) -> Self {
         TrainableMask(Spec::Bits {
             shape: shape.into(),
@@ -219,6 +261,13 @@ impl TrainableMask {
     }
 
     /// Trainable where either mask is.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let m = TrainableMask::rows([0..1]).union(TrainableMask::cols([2..3]));
+    /// assert_eq!(m.resolve("w", &[2, 3].into())?.runs(), &[0..3, 5..6]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn union(self, other: TrainableMask) -> Self {
         TrainableMask(Spec::Union(Box::new(self.0), Box::new(other.0)))
     }
@@ -236,6 +285,13 @@ impl TrainableMask {
     }
 
     /// Trainable where this mask is not.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let m = TrainableMask::elements([vec![1]]).complement();
+    /// assert_eq!(m.resolve("v", &[3].into())?.runs(), &[0..1, 2..3]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     #[allow(clippy::should_implement_trait)]
     pub fn complement(self) -> Self {
         TrainableMask(Spec::Complement(Box::new(self.0)))
@@ -243,7 +299,17 @@ impl TrainableMask {
 
     /// Resolves the mask against a shape; `target` names the variable in
     /// errors (ranges or indices out of bounds, a 0/1 tensor of another
-    /// shape).
+    /// shape). [`Variable::set_mask`](crate::Variable::set_mask) does this
+    /// with the variable's name and shape.
+    ///
+    /// ```
+    /// use rime_tape::{Error, TrainableMask};
+    /// let m = TrainableMask::rows([0..2]);
+    /// assert_eq!(m.resolve("kernel", &[3, 2].into())?.trainable_count(), 4);
+    /// let e = m.resolve("kernel", &[1, 2].into()).unwrap_err();
+    /// assert!(matches!(e, Error::Mask { ref target, .. } if target == "kernel"));
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn resolve(&self, target: &str, shape: &Shape) -> Result<ResolvedMask> {
         let err = |msg: String| Error::Mask {
             target: target.to_string(),
@@ -294,6 +360,12 @@ fn eval(spec: &Spec, shape: &Shape, err: &dyn Fn(String) -> Error) -> Result<Vec
             if s != shape {
                 return Err(err(format!("a mask of shape {s} does not fit")));
             }
+            if bits.len() != n {
+                return Err(err(format!(
+                    "{} flags given for a mask of shape {s} ({n} elements)",
+                    bits.len()
+                )));
+            }
             bits.to_vec()
         }
         Spec::Predicate(f) => {
@@ -325,6 +397,14 @@ fn eval(spec: &Spec, shape: &Shape, err: &dyn Fn(String) -> Error) -> Result<Vec
 
 /// The shape of the trainable part of a 2-D mask, which the matmul gradient
 /// rule uses to compute only that block of a weight gradient.
+///
+/// ```
+/// use rime_tape::{MaskStructure, TrainableMask};
+/// let s = |m: TrainableMask| m.resolve("w", &[4, 4].into()).unwrap().structure().clone();
+/// assert_eq!(s(TrainableMask::rows([2..4])), MaskStructure::Rows(vec![2..4]));
+/// assert_eq!(s(TrainableMask::cols([0..1])), MaskStructure::Cols(vec![0..1]));
+/// assert_eq!(s(TrainableMask::elements([vec![0, 0]])), MaskStructure::Irregular);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MaskStructure {
     /// Every element trainable.
@@ -340,6 +420,22 @@ pub enum MaskStructure {
 }
 
 /// A mask resolved against a shape: what gradients and optimizers read.
+/// An optimizer updates exactly the elements in [`runs`](Self::runs) and
+/// leaves everything about the others alone.
+///
+/// ```
+/// use rime_tape::TrainableMask;
+/// let r = TrainableMask::freeze_rows([0..1]).resolve("w", &[3, 2].into())?;
+/// let mut w = vec![1.0f32; 6];
+/// let grad = vec![0.5f32; 6];
+/// for run in r.runs() {
+///     for i in run.clone() {
+///         w[i] -= grad[i]; // an SGD step on trainable elements only
+///     }
+/// }
+/// assert_eq!(w, vec![1.0, 1.0, 0.5, 0.5, 0.5, 0.5]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedMask {
     shape: Shape,
@@ -400,22 +496,50 @@ impl ResolvedMask {
     }
 
     /// The shape it was resolved against.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::all().resolve("w", &[2, 5].into())?;
+    /// assert_eq!(r.shape(), &[2, 5]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
 
     /// One flag per element, row-major (true = trainable).
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::cols([1..2]).resolve("w", &[2, 2].into())?;
+    /// assert_eq!(r.bits(), &[false, true, false, true]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn bits(&self) -> &[bool] {
         &self.bits
     }
 
     /// Maximal runs of consecutive trainable elements (flat row-major
     /// indices), in order. An optimizer updates exactly these.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::rows([0..1, 2..3]).resolve("w", &[3, 2].into())?;
+    /// assert_eq!(r.runs(), &[0..2, 4..6]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn runs(&self) -> &[Range<usize>] {
         &self.runs
     }
 
     /// Maximal runs of frozen elements, in order.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::rows([0..1, 2..3]).resolve("w", &[3, 2].into())?;
+    /// assert_eq!(r.frozen_runs(), &[2..4]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn frozen_runs(&self) -> &[Range<usize>] {
         &self.frozen_runs
     }
@@ -432,9 +556,18 @@ impl ResolvedMask {
         self.runs.iter().map(|r| r.len()).sum()
     }
 
-    /// Whether the element at flat index `i` may train.
+    /// Whether the element at flat index `i` may train (`false` past the
+    /// end).
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::rows([1..2]).resolve("w", &[2, 2].into())?;
+    /// assert!(!r.is_trainable(1) && r.is_trainable(2));
+    /// assert!(!r.is_trainable(4));
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn is_trainable(&self, i: usize) -> bool {
-        self.bits[i]
+        self.bits.get(i).copied().unwrap_or(false)
     }
 
     /// Row or column structure, if any (see [`MaskStructure`]).
@@ -450,6 +583,13 @@ impl ResolvedMask {
     }
 
     /// The mask as a 0/1 tensor.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::rows([1..2]).resolve("w", &[2, 2].into())?;
+    /// assert_eq!(r.to_tensor::<f32>().to_vec(), vec![0.0, 0.0, 1.0, 1.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn to_tensor<T: Element>(&self) -> Tensor<T> {
         let v = self
             .bits
@@ -459,10 +599,34 @@ impl ResolvedMask {
         Tensor::from_vec(v, self.shape.clone()).expect("a mask's bits match its shape")
     }
 
-    /// Sets frozen elements of `values` (of this mask's shape) to zero.
+    /// Sets frozen elements of `values` (row-major, of this mask's shape)
+    /// to zero; a longer or shorter slice is zeroed where the indices
+    /// exist.
+    ///
+    /// ```
+    /// use rime_tape::TrainableMask;
+    /// let r = TrainableMask::cols([1..2]).resolve("w", &[2, 2].into())?;
+    /// let mut g = vec![1.0f32, 2.0, 3.0, 4.0];
+    /// r.zero_frozen(&mut g);
+    /// assert_eq!(g, vec![0.0, 2.0, 0.0, 4.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn zero_frozen<T: Element>(&self, values: &mut [T]) {
+        let n = values.len();
+        if self.frozen_runs.len() > 64 && self.frozen_runs.len() * 8 > n {
+            // many short runs (an irregular mask): one pass over the flags
+            for (v, &b) in values.iter_mut().zip(self.bits.iter()) {
+                if !b {
+                    *v = T::zero();
+                }
+            }
+            return;
+        }
         for r in &self.frozen_runs {
-            values[r.clone()].fill(T::zero());
+            let end = r.end.min(n);
+            if r.start < end {
+                values[r.start..end].fill(T::zero());
+            }
         }
     }
 }

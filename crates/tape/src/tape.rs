@@ -8,6 +8,15 @@
 //! the op that made it) appends a node. Variable reads are nodes too, from
 //! the variable's identity to the tensor read.
 //!
+//! The record is flat and cheap to append to, because small ops are
+//! recorded by the million: nodes, per-input arenas (gradient slot, index
+//! of the stored tensor) and one arena of tensor handles. A tensor is
+//! stored once however many ops read it (the output of an earlier node is
+//! referred to by index; a constant read by consecutive ops is stored
+//! once). Finding whether an input is tracked checks the newest output
+//! first (a chain of ops), then the map of watched leaves, then a binary
+//! search over node outputs (their ids grow with recording order).
+//!
 //! Gradient: a forward pass over the nodes finds what derives from the
 //! requested sources; a reverse pass from the targets applies the rule of
 //! every node on a path between them, and only for inputs that derive from
@@ -30,7 +39,7 @@ use crate::{Error, Result};
 
 /// The backward function of a custom-gradient op, dtype-erased.
 pub(crate) type CustomBackward =
-    dyn Fn(&[DynTensor], &DynTensor, &DynTensor) -> Result<SmallVec<[Option<DynTensor>; 3]>>;
+    dyn Fn(&[&DynTensor], &DynTensor, &DynTensor) -> Result<SmallVec<[Option<DynTensor>; 3]>>;
 
 pub(crate) enum NodeOp {
     Tensor(Op),
@@ -45,24 +54,27 @@ pub(crate) enum NodeOp {
 /// or variable), or the output of a recorded node. Resolved once at record
 /// time, so the backward pass indexes vectors instead of hashing ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
+pub(crate) enum Slot {
     Leaf(u32),
     Node(u32),
 }
 
-/// One recorded op. Its input and output tensors sit in the tape's value
-/// arena at `start..start + n_inputs + 1` (inputs, then the output).
+/// One recorded op. Its inputs are `start..start + n_inputs` in the tape's
+/// per-input arenas (`slots`: where each input's gradient goes;
+/// `input_ix`: where the input tensor is in `values`), its output is
+/// `values[output]`. An input that is the output of an earlier node points
+/// at that node's stored output instead of holding another handle, so a
+/// chain of ops stores each tensor once; a variable read stores no input
+/// (its rule needs none).
 struct Node {
     op: NodeOp,
-    /// Per input, where its gradient goes (`None`: a constant).
-    input_slots: SmallVec<[Option<Slot>; 3]>,
     start: u32,
     n_inputs: u32,
+    output: u32,
 }
 
-thread_local! {
-    static LIVE_NODES: Cell<usize> = const { Cell::new(0) };
-}
+/// `input_ix` entry of an input that is not stored.
+const NOT_STORED: u32 = u32::MAX;
 
 /// Number of recorded nodes alive on this thread's tapes (a tape and its
 /// nodes never leave the thread that made them). Each node holds the
@@ -83,27 +95,70 @@ thread_local! {
 /// assert_eq!(live_nodes(), before);
 /// ```
 pub fn live_nodes() -> usize {
-    LIVE_NODES.with(|n| n.get())
+    // nodes exist only in the states of this thread's live tapes (a
+    // released state is cleared before it is kept for reuse)
+    TAPES.with(|t| {
+        t.borrow()
+            .iter()
+            .map(|tape| tape.state.try_borrow().map_or(0, |st| st.nodes.len()))
+            .sum()
+    })
 }
 
 #[derive(Default)]
 struct TapeState {
     nodes: Vec<Node>,
-    /// Inputs and outputs of the nodes, in order.
+    /// The tensors the nodes hold (outputs, and inputs that are not the
+    /// output of an earlier node).
     values: Vec<DynTensor>,
-    /// Every id this tape tracks, and where its gradient goes.
+    /// Per node input, its index in `values` (or `NOT_STORED`).
+    input_ix: Vec<u32>,
+    /// Per node input, where its gradient goes (`None`: a constant).
+    slots: Vec<Option<Slot>>,
+    /// The watched leaves, and node outputs recorded out of id order.
     tracked: FxHashMap<TensorId, Slot>,
+    /// Node outputs in increasing id order, with their node: a tensor's id
+    /// comes from a global counter when it is made, so the outputs of ops
+    /// recorded one after another mostly arrive in order and are found by
+    /// binary search, without hashing every recorded output.
+    outputs: Vec<(TensorId, u32)>,
     /// Ids of the watched leaves, by leaf index.
     leaves: Vec<TensorId>,
     watched_variables: Vec<AnyVariable>,
+    /// The constant (untracked) input stored last, and its index in
+    /// `values`: an op applied repeatedly with one constant operand (a
+    /// fixed input, a mask) stores it once and skips its map lookup.
+    /// Cleared whenever the tape starts watching something.
+    last_constant: Option<(TensorId, u32)>,
 }
 
 impl TapeState {
+    /// Where the gradient of `id` goes, if this tape tracks it.
+    #[inline]
     fn slot_of(&self, id: TensorId) -> Option<Slot> {
-        self.tracked.get(&id).copied()
+        if let Some(s) = self.tracked.get(&id) {
+            return Some(*s);
+        }
+        match (self.outputs.first(), self.outputs.last()) {
+            (Some(&(lo, _)), Some(&(hi, _))) if lo <= id && id <= hi => self
+                .outputs
+                .binary_search_by_key(&id, |&(t, _)| t)
+                .ok()
+                .map(|k| Slot::Node(self.outputs[k].1)),
+            _ => None,
+        }
+    }
+
+    /// Whether this tape tracks `id`.
+    fn tracks(&self, id: TensorId) -> bool {
+        self.slot_of(id).is_some()
     }
 
     fn watch(&mut self, id: TensorId) -> bool {
+        self.last_constant = None;
+        if self.tracks(id) {
+            return false;
+        }
         let leaves = &mut self.leaves;
         let mut new = false;
         self.tracked.entry(id).or_insert_with(|| {
@@ -114,44 +169,136 @@ impl TapeState {
         new
     }
 
-    fn push(
-        &mut self,
-        op: NodeOp,
-        input_slots: SmallVec<[Option<Slot>; 3]>,
-        inputs: impl Iterator<Item = DynTensor>,
-        output: DynTensor,
-    ) {
-        let start = self.values.len();
-        self.values.extend(inputs);
-        let n_inputs = self.values.len() - start;
-        self.tracked
-            .insert(output.id(), Slot::Node(self.nodes.len() as u32));
-        self.values.push(output);
-        self.nodes.push(Node {
-            op,
-            input_slots,
-            start: start as u32,
-            n_inputs: n_inputs as u32,
-        });
-        LIVE_NODES.with(|n| n.set(n.get() + 1));
+    /// Appends the slots of an op's inputs and returns where they start,
+    /// or appends nothing and returns `None` if this tape tracks none of
+    /// them (the op is not recorded here).
+    #[inline]
+    fn stage_inputs(&mut self, inputs: &[DynRef<'_>]) -> Option<u32> {
+        let start = self.slots.len();
+        let mut any = false;
+        for x in inputs {
+            let s = self.input_slot(x.id());
+            any |= s.is_some();
+            self.slots.push(s);
+        }
+        if any {
+            Some(start as u32)
+        } else {
+            self.slots.truncate(start);
+            None
+        }
     }
 
-    fn io(&self, node: &Node) -> (&[DynTensor], &DynTensor) {
+    /// Appends a node whose input slots were staged at `start`, storing
+    /// its inputs and output.
+    #[inline]
+    fn push(&mut self, op: NodeOp, start: u32, inputs: &[DynRef<'_>], output: DynTensor) {
+        for (k, x) in inputs.iter().enumerate() {
+            let ix = match self.slots[start as usize + k] {
+                Some(Slot::Node(j)) => self.nodes[j as usize].output,
+                Some(Slot::Leaf(_)) => {
+                    self.values.push(x.to_owned());
+                    self.values.len() as u32 - 1
+                }
+                None => match self.last_constant {
+                    Some((id, ix)) if id == x.id() => ix,
+                    _ => {
+                        self.values.push(x.to_owned());
+                        let ix = self.values.len() as u32 - 1;
+                        self.last_constant = Some((x.id(), ix));
+                        ix
+                    }
+                },
+            };
+            self.input_ix.push(ix);
+        }
+        self.push_output(op, start, inputs.len() as u32, output);
+    }
+
+    /// Appends a variable read (its one slot is `slot`; no input stored).
+    fn push_read(&mut self, slot: Option<Slot>, output: DynTensor) {
+        let start = self.slots.len() as u32;
+        self.slots.push(slot);
+        self.input_ix.push(NOT_STORED);
+        self.push_output(NodeOp::ReadVariable, start, 1, output);
+    }
+
+    #[inline]
+    fn push_output(&mut self, op: NodeOp, start: u32, n_inputs: u32, output: DynTensor) {
+        if self.last_constant.is_some_and(|(c, _)| c == output.id()) {
+            self.last_constant = None; // from now on it is tracked
+        }
+        let node = self.nodes.len() as u32;
+        match self.outputs.last() {
+            Some(&(last, _)) if last >= output.id() => {
+                self.tracked.insert(output.id(), Slot::Node(node));
+            }
+            _ => self.outputs.push((output.id(), node)),
+        }
+        self.values.push(output);
+        let output = self.values.len() as u32 - 1;
+        // the indices are written in place: building the whole node first
+        // and copying it costs a store-forwarding stall on every op
+        self.nodes.push(Node {
+            op,
+            start: 0,
+            n_inputs: 0,
+            output: 0,
+        });
+        let node = self.nodes.last_mut().expect("just pushed");
+        node.start = start;
+        node.n_inputs = n_inputs;
+        node.output = output;
+    }
+
+    /// Where the gradients of a node's inputs go.
+    #[inline]
+    fn slots_of(&self, node: &Node) -> &[Option<Slot>] {
         let s = node.start as usize;
-        let n = node.n_inputs as usize;
-        (&self.values[s..s + n], &self.values[s + n])
+        &self.slots[s..s + node.n_inputs as usize]
+    }
+
+    /// A node's stored inputs (appended to `out`) and its output.
+    #[inline]
+    fn io<'s>(&'s self, node: &Node, out: &mut Vec<&'s DynTensor>) -> &'s DynTensor {
+        let s = node.start as usize;
+        let ix = &self.input_ix[s..s + node.n_inputs as usize];
+        out.extend(
+            ix.iter()
+                .filter(|&&i| i != NOT_STORED)
+                .map(|&i| &self.values[i as usize]),
+        );
+        &self.values[node.output as usize]
+    }
+
+    /// The slot of an op input: the newest node's output is checked first
+    /// (a chain of ops reads what the previous op made), then the map.
+    #[inline]
+    fn input_slot(&self, id: TensorId) -> Option<Slot> {
+        if let Some(last) = self.nodes.last() {
+            if self.values[last.output as usize].id() == id {
+                return Some(Slot::Node(self.nodes.len() as u32 - 1));
+            }
+        }
+        if self.last_constant.is_some_and(|(c, _)| c == id) {
+            return None;
+        }
+        self.slot_of(id)
     }
 }
 
 impl TapeState {
     /// Drops everything recorded, keeping the allocations.
     fn clear(&mut self) {
-        LIVE_NODES.with(|c| c.set(c.get() - self.nodes.len()));
         self.nodes.clear();
         self.values.clear();
+        self.input_ix.clear();
+        self.slots.clear();
         self.tracked.clear();
+        self.outputs.clear();
         self.leaves.clear();
         self.watched_variables.clear();
+        self.last_constant = None;
     }
 
     /// A cleared state, reusing the last released one's allocations: a
@@ -176,12 +323,6 @@ impl TapeState {
     }
 }
 
-impl Drop for TapeState {
-    fn drop(&mut self) {
-        LIVE_NODES.with(|c| c.set(c.get() - self.nodes.len()));
-    }
-}
-
 struct TapeInner {
     persistent: bool,
     watch_accessed_variables: bool,
@@ -192,6 +333,7 @@ struct TapeInner {
 }
 
 impl TapeInner {
+    #[inline]
     fn recording(&self) -> bool {
         !self.stopped.get() && self.paused.get() == 0
     }
@@ -213,16 +355,12 @@ fn refresh_recording_flag() {
 
 /// Calls `f` with the state of every tape that records now (a tape busy
 /// computing a gradient holds its state and is paused: it is skipped).
-fn for_each_recording_tape(mut f: impl FnMut(&TapeInner, &mut TapeState, bool)) {
+#[inline]
+fn for_each_recording_tape(mut f: impl FnMut(&TapeInner, &mut TapeState)) {
     TAPES.with(|tapes| {
-        let tapes = tapes.borrow();
-        let n = tapes.len();
-        for (i, tape) in tapes.iter().enumerate() {
-            if !tape.recording() {
-                continue;
-            }
+        for tape in tapes.borrow().iter().filter(|t| t.recording()) {
             if let Ok(mut st) = tape.state.try_borrow_mut() {
-                f(tape, &mut st, i + 1 == n);
+                f(tape, &mut st);
             }
         }
     });
@@ -230,21 +368,26 @@ fn for_each_recording_tape(mut f: impl FnMut(&TapeInner, &mut TapeState, bool)) 
 
 /// The hook rime-tensor calls for every op while recording is on.
 fn on_op(op: Op, inputs: &[DynRef<'_>], output: DynRef<'_>) {
-    let mut op = Some(op);
-    for_each_recording_tape(|_, st, last| {
-        let slots: SmallVec<[Option<Slot>; 3]> =
-            inputs.iter().map(|x| st.slot_of(x.id())).collect();
-        if slots.iter().all(Option::is_none) {
+    TAPES.with(|tapes| {
+        let tapes = tapes.borrow();
+        // the usual case, one tape: the op moves in
+        if let [tape] = &tapes[..] {
+            if tape.recording() {
+                if let Ok(mut st) = tape.state.try_borrow_mut() {
+                    if let Some(start) = st.stage_inputs(inputs) {
+                        st.push(NodeOp::Tensor(op), start, inputs, output.to_owned());
+                    }
+                }
+            }
             return;
         }
-        let this = if last { op.take() } else { op.clone() };
-        if let Some(this) = this {
-            st.push(
-                NodeOp::Tensor(this),
-                slots,
-                inputs.iter().map(DynRef::to_owned),
-                output.to_owned(),
-            );
+        // nested tapes: each one that tracks an input records a copy
+        for tape in tapes.iter().filter(|t| t.recording()) {
+            if let Ok(mut st) = tape.state.try_borrow_mut() {
+                if let Some(start) = st.stage_inputs(inputs) {
+                    st.push(NodeOp::Tensor(op.clone()), start, inputs, output.to_owned());
+                }
+            }
         }
     });
 }
@@ -254,22 +397,17 @@ fn on_op(op: Op, inputs: &[DynRef<'_>], output: DynRef<'_>) {
 /// `watch_accessed_variables`, starts watching it if it is trainable).
 pub(crate) fn on_variable_read<T: Element>(var: &Variable<T>, value: &Tensor<T>) -> Tensor<T> {
     let mut read: Option<Tensor<T>> = None;
-    for_each_recording_tape(|tape, st, _| {
+    for_each_recording_tape(|tape, st| {
         let auto_watch = tape.watch_accessed_variables && var.trainable();
-        if !auto_watch && !st.tracked.contains_key(&var.id()) {
+        if !auto_watch && !st.tracks(var.id()) {
             return;
         }
         if st.watch(var.id()) {
             st.watched_variables.push(wrap_variable(var));
         }
         let out = read.get_or_insert_with(|| value.detach()).clone();
-        let slots = std::iter::once(st.slot_of(var.id())).collect();
-        st.push(
-            NodeOp::ReadVariable,
-            slots,
-            std::iter::once(T::into_dyn(value.clone())),
-            T::into_dyn(out),
-        );
+        let slot = st.slot_of(var.id());
+        st.push_read(slot, T::into_dyn(out));
     });
     read.unwrap_or_else(|| value.clone())
 }
@@ -296,16 +434,22 @@ pub(crate) fn record_custom(
     inputs: &[DynTensor],
     output: DynTensor,
 ) {
-    for_each_recording_tape(|_, st, _| {
-        let slots: SmallVec<[Option<Slot>; 3]> =
-            inputs.iter().map(|x| st.slot_of(x.id())).collect();
-        if slots.iter().any(Option::is_some) {
-            let op = NodeOp::Custom {
-                name: name.clone(),
-                backward: backward.clone(),
-            };
-            st.push(op, slots, inputs.iter().cloned(), output.clone());
-        }
+    let refs: SmallVec<[DynRef<'_>; 4]> = inputs
+        .iter()
+        .map(|t| match t {
+            DynTensor::F32(t) => DynRef::F32(t),
+            DynTensor::F64(t) => DynRef::F64(t),
+        })
+        .collect();
+    for_each_recording_tape(|_, st| {
+        let Some(start) = st.stage_inputs(&refs) else {
+            return;
+        };
+        let op = NodeOp::Custom {
+            name: name.clone(),
+            backward: backward.clone(),
+        };
+        st.push(op, start, &refs, output.clone());
     });
 }
 
@@ -337,6 +481,21 @@ pub fn no_record<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// What `gradient` returns for a source the targets do not depend on.
+///
+/// ```
+/// use rime_tape::{GradientOptions, GradientTape, UnconnectedGradients};
+/// use rime_tensor::Tensor;
+/// let (x, u) = (Tensor::vector(vec![1.0f32]), Tensor::vector(vec![2.0f32, 3.0]));
+/// let tape = GradientTape::persistent();
+/// tape.watch(&x);
+/// tape.watch(&u);
+/// let y = x.exp().sum_all();
+/// assert!(tape.gradient(&y, &[&u])?[0].is_none());
+/// let zero = GradientOptions { unconnected: UnconnectedGradients::Zero, ..Default::default() };
+/// let g = tape.gradient_with(&[&y], &[&u], zero)?;
+/// assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![0.0, 0.0]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UnconnectedGradients {
     /// `None` (TensorFlow's default).
@@ -347,6 +506,20 @@ pub enum UnconnectedGradients {
 }
 
 /// Options for [`GradientTape::gradient_with`].
+///
+/// ```
+/// use rime_tape::{GradientOptions, GradientTape};
+/// use rime_tensor::Tensor;
+/// let x = Tensor::vector(vec![1.0f64, 2.0]);
+/// let tape = GradientTape::new();
+/// tape.watch(&x);
+/// let y = x.square(); // dy/dx = diag(2x)
+/// let seed = [Tensor::vector(vec![3.0, -1.0])];
+/// let opts = GradientOptions { output_gradients: Some(&seed), ..Default::default() };
+/// let g = tape.gradient_with(&[&y], &[&x], opts)?;
+/// assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![6.0, -4.0]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct GradientOptions<'a, T: Element> {
     /// Seeds, one per target, of the targets' shapes: computes the
@@ -367,7 +540,19 @@ impl<T: Element> Default for GradientOptions<'_, T> {
 }
 
 /// Something gradients can be taken with respect to: a watched tensor or a
-/// variable.
+/// variable (its identity, its shape and the mask its gradient honours).
+/// Usually made by [`AsSource`]; see [`SourceRef::variable_with_mask`].
+///
+/// ```
+/// use rime_tape::{AsSource, GradientTape, SourceRef, Variable};
+/// use rime_tensor::Tensor;
+/// let w = Variable::new("w", Tensor::<f32>::ones([2]));
+/// let sources: Vec<SourceRef<f32>> = vec![w.as_source()];
+/// let tape = GradientTape::new();
+/// let y = w.value().mul_scalar(3.0).sum_all();
+/// assert_eq!(tape.gradient(&y, &sources)?[0].as_ref().unwrap().to_vec(), vec![3.0, 3.0]);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct SourceRef<T: Element> {
     id: TensorId,
@@ -408,7 +593,24 @@ impl<T: Element> AsSource<T> for SourceRef<T> {
     }
 }
 
-/// Conversion into a [`SourceRef`], for `gradient`'s source list.
+/// Conversion into a [`SourceRef`], for `gradient`'s source list:
+/// implemented for tensors, variables, [`Source`], `SourceRef` and
+/// references to them.
+///
+/// ```
+/// use rime_tape::{AsSource, GradientTape, Variable};
+/// use rime_tensor::Tensor;
+/// let v = Variable::new("v", Tensor::<f32>::full([2], 3.0));
+/// let tape = GradientTape::persistent();
+/// let y = v.value().square().sum_all();
+/// // a variable, a reference to one, and a SourceRef are all sources
+/// let a = tape.gradient(&y, &[v.clone()])?;
+/// let b = tape.gradient(&y, &[&v])?;
+/// let c = tape.gradient(&y, &[v.as_source()])?;
+/// assert_eq!(a[0].as_ref().unwrap().to_vec(), vec![6.0, 6.0]);
+/// assert!(a == b && b == c);
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 pub trait AsSource<T: Element> {
     /// The source's identity, shape and mask.
     fn as_source(&self) -> SourceRef<T>;
@@ -487,6 +689,18 @@ impl<T: Element> AsSource<T> for Source<'_, T> {
 }
 
 /// Something a tape can watch: a tensor or a variable.
+///
+/// ```
+/// use rime_tape::{GradientTape, Variable, Watchable};
+/// use rime_tensor::Tensor;
+/// let v = Variable::non_trainable("v", Tensor::<f32>::ones([1]));
+/// assert_eq!(v.watch_id().0, v.id());
+/// let tape = GradientTape::new();
+/// tape.watch(&v); // a non-trainable variable, watched explicitly
+/// let y = v.value().exp().sum_all();
+/// assert!(tape.gradient(&y, &[&v])?[0].is_some());
+/// # Ok::<(), rime_tape::Error>(())
+/// ```
 pub trait Watchable {
     /// The identity to watch, and the variable if it is one.
     fn watch_id(&self) -> (TensorId, Option<AnyVariable>);
@@ -539,7 +753,17 @@ pub struct GradientTape {
     inner: Rc<TapeInner>,
 }
 
-/// Options for creating a [`GradientTape`].
+/// Options for creating a [`GradientTape`] ([`GradientTape::builder`]).
+///
+/// ```
+/// use rime_tape::{GradientTape, Variable};
+/// use rime_tensor::Tensor;
+/// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+/// let tape = GradientTape::builder().persistent(true).watch_accessed_variables(false).start();
+/// assert!(tape.is_persistent());
+/// let _ = w.value().exp();
+/// assert!(tape.watched_variables::<f32>().is_empty());
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TapeBuilder {
     persistent: bool,
@@ -547,7 +771,11 @@ pub struct TapeBuilder {
 }
 
 impl TapeBuilder {
-    /// Whether the tape answers several gradient calls.
+    /// Whether the tape answers several gradient calls (default false).
+    ///
+    /// ```
+    /// assert!(rime_tape::GradientTape::builder().persistent(true).start().is_persistent());
+    /// ```
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
         self
@@ -555,12 +783,26 @@ impl TapeBuilder {
 
     /// Whether trainable variables read while recording are watched
     /// automatically (default true).
+    ///
+    /// ```
+    /// use rime_tape::{Error, GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+    /// let tape = GradientTape::builder().watch_accessed_variables(false).start();
+    /// let y = w.value().exp().sum_all();
+    /// assert!(matches!(tape.gradient(&y, &[&w]), Err(Error::TargetNotRecorded { .. })));
+    /// ```
     pub fn watch_accessed_variables(mut self, watch: bool) -> Self {
         self.watch_accessed_variables = watch;
         self
     }
 
     /// Creates the tape; it starts recording.
+    ///
+    /// ```
+    /// let tape = rime_tape::GradientTape::builder().start();
+    /// assert!(tape.is_recording() && !tape.is_persistent());
+    /// ```
     pub fn start(self) -> GradientTape {
         let inner = Rc::new(TapeInner {
             persistent: self.persistent,
@@ -579,6 +821,15 @@ impl TapeBuilder {
 
 /// While alive, the tape it came from does not record
 /// ([`GradientTape::stop_recording`]).
+///
+/// ```
+/// let tape = rime_tape::GradientTape::new();
+/// {
+///     let _paused = tape.stop_recording();
+///     assert!(!tape.is_recording());
+/// }
+/// assert!(tape.is_recording());
+/// ```
 pub struct RecordingPaused<'a> {
     tape: &'a GradientTape,
 }
@@ -600,16 +851,44 @@ impl Default for GradientTape {
 impl GradientTape {
     /// A non-persistent tape watching accessed variables; it starts
     /// recording now.
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0));
+    /// let tape = GradientTape::new();
+    /// let y = w.value().square().sum_all();
+    /// assert_eq!(tape.gradient(&y, &[&w])?[0].as_ref().unwrap().to_vec(), vec![4.0]);
+    /// assert!(tape.gradient(&y, &[&w]).is_err()); // one call only
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self::builder().start()
     }
 
     /// A persistent tape (answers several gradient calls).
+    ///
+    /// ```
+    /// use rime_tape::GradientTape;
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::vector(vec![3.0f32]);
+    /// let tape = GradientTape::persistent();
+    /// tape.watch(&x);
+    /// let (a, b) = (x.square().sum_all(), x.exp().sum_all());
+    /// assert_eq!(tape.gradient(&a, &[&x])?[0].as_ref().unwrap().to_vec(), vec![6.0]);
+    /// assert_eq!(tape.gradient(&b, &[&x])?[0].as_ref().unwrap().to_vec(), vec![3f32.exp()]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn persistent() -> Self {
         Self::builder().persistent(true).start()
     }
 
     /// Options: `GradientTape::builder().persistent(true).watch_accessed_variables(false).start()`.
+    ///
+    /// ```
+    /// let tape = rime_tape::GradientTape::builder().persistent(true).start();
+    /// assert!(tape.is_persistent());
+    /// ```
     pub fn builder() -> TapeBuilder {
         TapeBuilder {
             persistent: false,
@@ -618,11 +897,24 @@ impl GradientTape {
     }
 
     /// Whether this tape answers several gradient calls.
+    ///
+    /// ```
+    /// assert!(!rime_tape::GradientTape::new().is_persistent());
+    /// ```
     pub fn is_persistent(&self) -> bool {
         self.inner.persistent
     }
 
-    /// Whether ops run now are recorded on this tape.
+    /// Whether ops run now are recorded on this tape (not paused, stopped,
+    /// used up, or inside [`no_record`]).
+    ///
+    /// ```
+    /// let tape = rime_tape::GradientTape::new();
+    /// assert!(tape.is_recording());
+    /// rime_tape::no_record(|| assert!(!tape.is_recording()));
+    /// tape.stop();
+    /// assert!(!tape.is_recording());
+    /// ```
     pub fn is_recording(&self) -> bool {
         self.inner.recording() && NO_RECORD.with(|n| n.get()) == 0
     }
@@ -697,24 +989,75 @@ impl GradientTape {
 
     /// Ends recording for good (like leaving TensorFlow's `with` block);
     /// what was recorded stays available to `gradient`.
+    ///
+    /// ```
+    /// use rime_tape::GradientTape;
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::vector(vec![1.0f32]);
+    /// let tape = GradientTape::new();
+    /// tape.watch(&x);
+    /// let y = x.exp().sum_all();
+    /// tape.stop();
+    /// let _not_recorded = y.exp();
+    /// assert_eq!(tape.len(), 2);
+    /// assert!(tape.gradient(&y, &[&x])?[0].is_some());
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn stop(&self) {
         self.inner.stopped.set(true);
         refresh_recording_flag();
     }
 
     /// Clears everything recorded and watched, as if the tape were new
-    /// (it keeps recording, and a used non-persistent tape is usable again).
+    /// (TensorFlow's `reset`): it records again (also after
+    /// [`stop`](GradientTape::stop), or after a non-persistent tape's one
+    /// gradient call), and a used non-persistent tape answers a gradient
+    /// again. A [`stop_recording`](GradientTape::stop_recording) guard
+    /// still alive keeps pausing it until dropped.
+    ///
+    /// ```
+    /// use rime_tape::GradientTape;
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::<f64>::full([1], 2.0);
+    /// let tape = GradientTape::new();
+    /// tape.watch(&x);
+    /// let y = x.square().sum_all();
+    /// assert_eq!(tape.gradient(&y, &[&x])?[0].as_ref().unwrap().to_vec(), vec![4.0]);
+    /// tape.reset();
+    /// tape.watch(&x);
+    /// let z = x.powf(3.0).sum_all();
+    /// assert_eq!(tape.gradient(&z, &[&x])?[0].as_ref().unwrap().to_vec(), vec![12.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn reset(&self) {
         self.inner.state.borrow_mut().clear();
         self.inner.used.set(false);
+        self.inner.stopped.set(false);
+        refresh_recording_flag();
     }
 
-    /// Number of nodes recorded on this tape.
+    /// Number of nodes recorded on this tape (ops and variable reads).
+    ///
+    /// ```
+    /// use rime_tape::GradientTape;
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::vector(vec![1.0f32]);
+    /// let tape = GradientTape::new();
+    /// assert!(tape.is_empty());
+    /// let _ = x.exp(); // x is not watched: not recorded
+    /// tape.watch(&x);
+    /// let _ = x.exp().sin();
+    /// assert_eq!(tape.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.inner.state.borrow().nodes.len()
     }
 
     /// Whether nothing has been recorded.
+    ///
+    /// ```
+    /// assert!(rime_tape::GradientTape::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -722,7 +1065,27 @@ impl GradientTape {
     /// The gradient of `target` (of its sum, if not a scalar) with respect
     /// to each source, in order: `Some(grad)`, or `None` for a source the
     /// target does not depend on. Masked variables get exact zeros at
-    /// frozen elements.
+    /// frozen elements. A source may be a watched tensor, a tensor recorded
+    /// on this tape (an intermediate), or a variable.
+    ///
+    /// Errors: [`Error::TargetNotRecorded`] if the target was not computed
+    /// on this tape from something it watches, [`Error::TapeExhausted`] on
+    /// a second call to a non-persistent tape. A failed call changes
+    /// nothing.
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::from_vec(vec![1.0f32, 2.0], [2])?);
+    /// let x = Tensor::from_vec(vec![3.0f32, 4.0], [2])?;
+    /// let tape = GradientTape::new();
+    /// tape.watch(&x);
+    /// let y = w.value().mul(&x)?; // a vector target: the gradient of its sum
+    /// let g = tape.gradient(&y, &[rime_tape::Source::from(&w), rime_tape::Source::from(&x)])?;
+    /// assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![3.0, 4.0]);
+    /// assert_eq!(g[1].as_ref().unwrap().to_vec(), vec![1.0, 2.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn gradient<T: Element, S: AsSource<T>>(
         &self,
         target: &Tensor<T>,
@@ -902,7 +1265,7 @@ impl GradientTape {
     ) -> Result<()> {
         let st = self.inner.state.borrow();
         for (index, t) in targets.iter().enumerate() {
-            if !st.tracked.contains_key(&t.id()) {
+            if !st.tracks(t.id()) {
                 return Err(Error::TargetNotRecorded {
                     call,
                     index,
@@ -978,8 +1341,8 @@ impl GradientTape {
         };
         for (i, node) in st.nodes.iter().enumerate() {
             if !derived_node[i]
-                && node
-                    .input_slots
+                && st
+                    .slots_of(node)
                     .iter()
                     .any(|s| is_derived(s, &derived_node))
             {
@@ -1001,16 +1364,17 @@ impl GradientTape {
             hint_node = st
                 .nodes
                 .iter()
-                .map(|node| match (&node.op, node.input_slots[0]) {
-                    (NodeOp::ReadVariable, Some(Slot::Leaf(l))) => masked_leaves.get(&l).copied(),
+                .map(|node| match (&node.op, st.slots_of(node).first()) {
+                    (NodeOp::ReadVariable, Some(Some(Slot::Leaf(l)))) => {
+                        masked_leaves.get(l).copied()
+                    }
                     _ => None,
                 })
                 .collect();
         }
 
         // seeds
-        let mut grad_leaf: Vec<Option<Grad>> = vec![None; n_leaves];
-        let mut grad_node: Vec<Option<Grad>> = vec![None; n];
+        let mut acc = Accumulated::new(n_leaves, n);
         for (i, t) in targets.iter().enumerate() {
             let slot = st.slot_of(t.id());
             if !is_derived(&slot, &derived_node) {
@@ -1020,68 +1384,81 @@ impl GradientTape {
                 Some(s) => s[i].clone(),
                 None => Tensor::ones(t.shape().clone()),
             };
-            accumulate(
-                slot_entry(slot, &mut grad_leaf, &mut grad_node),
-                Grad::new(T::into_dyn(seed)),
-            )?;
+            acc.add(slot, T::into_dyn(seed), false)?;
         }
 
         // reverse
+        let mut hints: SmallVec<[Option<&ResolvedMask>; 4]> = SmallVec::new();
+        let mut inputs: Vec<&DynTensor> = Vec::new();
         for (i, node) in st.nodes.iter().enumerate().rev() {
             if !derived_node[i] {
                 continue;
             }
             let g = if keep_node[i] {
-                grad_node[i].clone()
+                acc.node[i].clone()
             } else {
-                grad_node[i].take()
+                acc.node[i].take()
             };
             let Some(g) = g else { continue };
-            let needs: SmallVec<[bool; 4]> = node
-                .input_slots
-                .iter()
-                .map(|s| is_derived(s, &derived_node))
-                .collect();
-            if !needs.iter().any(|&x| x) {
-                continue;
-            }
-            let hints: SmallVec<[Option<&ResolvedMask>; 4]> = node
-                .input_slots
-                .iter()
-                .map(|s| match (s, hint_node.is_empty()) {
-                    (Some(Slot::Node(j)), false) => hint_node[*j as usize],
-                    _ => None,
-                })
-                .collect();
-            let (inputs, output) = st.io(node);
-            let out = rules::backward(&node.op, inputs, output, &g.value, &needs, &hints)?;
-            let read = matches!(node.op, NodeOp::ReadVariable);
-            for (k, gk) in out.grads.into_iter().enumerate() {
-                if let (true, Some(gk)) = (needs[k], gk) {
-                    let premasked = out.premasked & (1 << k) != 0 || (read && g.premasked);
-                    let entry = slot_entry(node.input_slots[k], &mut grad_leaf, &mut grad_node);
-                    accumulate(
-                        entry,
-                        Grad {
-                            value: gk,
-                            premasked,
-                        },
-                    )?;
+            let mut needs = 0u32;
+            let slots = st.slots_of(node);
+            for (k, s) in slots.iter().enumerate() {
+                if is_derived(s, &derived_node) {
+                    needs |= 1 << k;
                 }
             }
+            if needs == 0 {
+                continue;
+            }
+            if let NodeOp::ReadVariable = node.op {
+                // the read passes its gradient on unchanged
+                let premasked = acc.node_premasked[i];
+                acc.add(slots[0], g, premasked)?;
+                continue;
+            }
+            hints.clear();
+            if !hint_node.is_empty() {
+                hints.extend(slots.iter().map(|s| match s {
+                    Some(Slot::Node(j)) => hint_node[*j as usize],
+                    _ => None,
+                }));
+            }
+            inputs.clear();
+            let output = st.io(node, &mut inputs);
+            rules::backward(
+                &node.op,
+                &inputs,
+                output,
+                &g,
+                needs,
+                &hints,
+                &mut |k, value, premasked| acc.add(slots[k], value, premasked),
+            )?;
         }
 
         sources
             .iter()
             .zip(&source_slots)
-            .map(|(s, slot)| {
-                let g = match slot {
-                    None => None,
-                    Some(Slot::Leaf(l)) => grad_leaf[*l as usize].take(),
-                    Some(Slot::Node(i)) => grad_node[*i as usize].clone(),
+            .enumerate()
+            .map(|(k, (s, slot))| {
+                // taken at the source's last mention (so that a mask is
+                // applied in place), cloned before: a source may be listed
+                // twice
+                let last = !source_slots[k + 1..].contains(slot);
+                let take = |g: &mut Option<DynTensor>| if last { g.take() } else { g.clone() };
+                let (g, premasked) = match *slot {
+                    None => (None, false),
+                    Some(Slot::Leaf(l)) => (
+                        take(&mut acc.leaf[l as usize]),
+                        acc.leaf_premasked[l as usize],
+                    ),
+                    Some(Slot::Node(i)) => (
+                        take(&mut acc.node[i as usize]),
+                        acc.node_premasked[i as usize],
+                    ),
                 };
                 let Some(g) = g else { return Ok(None) };
-                let t = T::from_dyn(&g.value)
+                let t = T::from_dyn(&g)
                     .cloned()
                     .ok_or_else(|| Error::InvalidArgument {
                         call: "gradient",
@@ -1090,20 +1467,10 @@ impl GradientTape {
                             T::DTYPE
                         ),
                     })?;
-                Ok(Some(apply_mask(t, g.premasked, s.mask.as_deref())?))
+                drop(g);
+                Ok(Some(apply_mask(t, premasked, s.mask.as_deref())?))
             })
             .collect()
-    }
-}
-
-fn slot_entry<'a>(
-    slot: Option<Slot>,
-    leaves: &'a mut [Option<Grad>],
-    nodes: &'a mut [Option<Grad>],
-) -> &'a mut Option<Grad> {
-    match slot.expect("only tracked inputs receive gradients") {
-        Slot::Leaf(l) => &mut leaves[l as usize],
-        Slot::Node(i) => &mut nodes[i as usize],
     }
 }
 
@@ -1115,40 +1482,67 @@ impl Drop for GradientTape {
     }
 }
 
-#[derive(Clone)]
-struct Grad {
-    value: DynTensor,
-    /// Already exactly zero at the frozen elements of its source's mask.
-    premasked: bool,
+/// The gradients accumulated so far for the leaves and the node outputs,
+/// and per entry whether it is already exactly zero at the frozen elements
+/// of its source's mask (kept apart from the tensors, so that moving a
+/// gradient moves two words).
+struct Accumulated {
+    leaf: Vec<Option<DynTensor>>,
+    node: Vec<Option<DynTensor>>,
+    leaf_premasked: Vec<bool>,
+    node_premasked: Vec<bool>,
 }
 
-impl Grad {
-    fn new(value: DynTensor) -> Self {
-        Grad {
-            value,
-            premasked: false,
+impl Accumulated {
+    fn new(leaves: usize, nodes: usize) -> Self {
+        Accumulated {
+            leaf: vec![None; leaves],
+            node: vec![None; nodes],
+            leaf_premasked: vec![false; leaves],
+            node_premasked: vec![false; nodes],
         }
     }
-}
 
-fn accumulate(entry: &mut Option<Grad>, g: Grad) -> Result<()> {
-    match entry {
-        None => *entry = Some(g),
-        Some(acc) => {
-            acc.value = match (&acc.value, &g.value) {
-                (DynTensor::F32(a), DynTensor::F32(b)) => DynTensor::F32(a.add(b)?),
-                (DynTensor::F64(a), DynTensor::F64(b)) => DynTensor::F64(a.add(b)?),
-                _ => {
-                    return Err(Error::InvalidArgument {
-                        call: "gradient",
-                        msg: "gradients of different dtypes reached one tensor".into(),
-                    });
-                }
-            };
-            acc.premasked &= g.premasked;
+    /// Adds `g` to the gradient of `slot` (a tracked input).
+    #[inline]
+    fn add(&mut self, slot: Option<Slot>, g: DynTensor, premasked: bool) -> Result<()> {
+        let (entry, flag) = match slot {
+            Some(Slot::Leaf(l)) => (
+                &mut self.leaf[l as usize],
+                &mut self.leaf_premasked[l as usize],
+            ),
+            Some(Slot::Node(i)) => (
+                &mut self.node[i as usize],
+                &mut self.node_premasked[i as usize],
+            ),
+            None => {
+                return Err(Error::InvalidArgument {
+                    call: "gradient",
+                    msg: "a gradient reached an input the tape does not track".into(),
+                });
+            }
+        };
+        match entry {
+            None => {
+                *entry = Some(g);
+                *flag = premasked;
+            }
+            Some(acc) => {
+                *acc = match (&*acc, &g) {
+                    (DynTensor::F32(a), DynTensor::F32(b)) => DynTensor::F32(a.add(b)?),
+                    (DynTensor::F64(a), DynTensor::F64(b)) => DynTensor::F64(a.add(b)?),
+                    _ => {
+                        return Err(Error::InvalidArgument {
+                            call: "gradient",
+                            msg: "gradients of different dtypes reached one tensor".into(),
+                        });
+                    }
+                };
+                *flag &= premasked;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Zeros a gradient at the frozen elements of its mask: differentiably if
@@ -1187,4 +1581,65 @@ fn fill_unconnected<T: Element>(
             (g, _) => g,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dynref(t: &Tensor<f32>) -> DynRef<'_> {
+        DynRef::F32(t)
+    }
+
+    /// Outputs whose ids arrive out of order go to the map; in-order ones
+    /// are found by binary search; watched ids and constants stay apart.
+    #[test]
+    fn lookups_of_tracked_ids() {
+        let x = Tensor::<f32>::ones([2]);
+        let early = Tensor::<f32>::ones([2]); // an output made before its turn
+        let c = Tensor::<f32>::ones([2]);
+        let mut st = TapeState::default();
+        assert!(st.watch(x.id()));
+        assert!(!st.watch(x.id()), "watching twice is one leaf");
+        let outs: Vec<Tensor<f32>> = (0..5).map(|_| Tensor::ones([2])).collect();
+        let mut prev = x.clone();
+        for o in &outs {
+            let inputs = [dynref(&prev), dynref(&c)];
+            let start = st.stage_inputs(&inputs).unwrap();
+            st.push(NodeOp::ReadVariable, start, &inputs, out32(o));
+            prev = o.clone();
+        }
+        // the leaf and the constant were stored once each, plus the outputs
+        assert_eq!(st.values.len(), 2 + outs.len());
+        assert_eq!(st.slots.len(), 2 * outs.len());
+        // an output with an older id than the newest node's
+        let inputs = [dynref(&outs[1])];
+        let start = st.stage_inputs(&inputs).unwrap();
+        st.push(NodeOp::ReadVariable, start, &inputs, out32(&early));
+        assert_eq!(st.slot_of(x.id()), Some(Slot::Leaf(0)));
+        for (i, o) in outs.iter().enumerate() {
+            assert_eq!(st.slot_of(o.id()), Some(Slot::Node(i as u32)));
+            assert_eq!(st.input_slot(o.id()), Some(Slot::Node(i as u32)));
+        }
+        assert_eq!(st.slot_of(early.id()), Some(Slot::Node(5)));
+        assert_eq!(st.input_slot(early.id()), Some(Slot::Node(5)));
+        assert_eq!(st.slot_of(c.id()), None);
+        let before = st.slots.len();
+        assert!(st.stage_inputs(&[dynref(&c)]).is_none());
+        assert_eq!(st.slots.len(), before, "nothing staged for an untracked op");
+        // watching a recorded output keeps it a node; watching the constant
+        // makes it a leaf (and no longer a cached constant)
+        assert!(!st.watch(outs[2].id()));
+        assert_eq!(st.slot_of(outs[2].id()), Some(Slot::Node(2)));
+        assert!(st.watch(c.id()));
+        assert_eq!(st.input_slot(c.id()), Some(Slot::Leaf(1)));
+        st.clear();
+        assert_eq!(st.slot_of(outs[0].id()), None);
+        assert_eq!(st.slot_of(early.id()), None);
+        assert_eq!(st.slot_of(x.id()), None);
+    }
+
+    fn out32(t: &Tensor<f32>) -> DynTensor {
+        DynTensor::F32(t.clone())
+    }
 }

@@ -114,31 +114,68 @@ impl<T: Element> Variable<T> {
     }
 
     /// The variable's identity (shared by clones of the handle).
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let a = Variable::new("w", Tensor::<f32>::zeros([1]));
+    /// let b = Variable::new("w", Tensor::<f32>::zeros([1]));
+    /// assert_eq!(a.id(), a.clone().id());
+    /// assert_ne!(a.id(), b.id());
+    /// ```
     pub fn id(&self) -> TensorId {
         self.0.id
     }
 
-    /// The name given at creation.
+    /// The name given at creation (errors name the variable by it).
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("dense/kernel", rime_tensor::Tensor::<f32>::zeros([1]));
+    /// assert_eq!(v.name(), "dense/kernel");
+    /// ```
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
-    /// The shape (fixed for the variable's life).
+    /// The shape (fixed for the variable's life: assignments of another
+    /// shape are errors).
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]));
+    /// assert_eq!(v.shape(), [2, 3]);
+    /// ```
     pub fn shape(&self) -> Shape {
         read(&self.0.value).shape().clone()
     }
 
     /// Number of elements.
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]));
+    /// assert_eq!(v.len(), 6);
+    /// ```
     pub fn len(&self) -> usize {
         read(&self.0.value).len()
     }
 
     /// Whether the variable has no elements.
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([0, 3]));
+    /// assert!(v.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Whether two handles share one variable.
+    /// Whether two handles share one variable (also what `==` compares).
+    ///
+    /// ```
+    /// let a = rime_tape::Variable::new("a", rime_tensor::Tensor::<f32>::zeros([1]));
+    /// let b = a.clone();
+    /// assert!(a.ptr_eq(&b));
+    /// assert!(!a.ptr_eq(&rime_tape::Variable::new("a", a.value())));
+    /// ```
     pub fn ptr_eq(&self, other: &Variable<T>) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
@@ -146,6 +183,17 @@ impl<T: Element> Variable<T> {
     /// The current value. While a tape records, the read is connected to
     /// the variable (and, with `watch_accessed_variables`, a trainable
     /// variable becomes watched).
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0));
+    /// let tape = GradientTape::new();
+    /// let y = w.value().powf(3.0).sum_all();
+    /// assert_eq!(tape.watched_variables::<f32>(), vec![w.clone()]);
+    /// assert_eq!(tape.gradient(&y, &[&w])?[0].as_ref().unwrap().to_vec(), vec![12.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn value(&self) -> Tensor<T> {
         let v = read(&self.0.value).clone();
         if rime_tensor::record::is_recording() {
@@ -156,11 +204,25 @@ impl<T: Element> Variable<T> {
     }
 
     /// The current value, never connected to any tape.
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+    /// let tape = GradientTape::new();
+    /// let _ = w.value_untracked().exp();
+    /// assert!(tape.is_empty() && tape.watched_variables::<f32>().is_empty());
+    /// ```
     pub fn value_untracked(&self) -> Tensor<T> {
         read(&self.0.value).clone()
     }
 
     /// The elements, copied.
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f64>::ones([2]));
+    /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
+    /// ```
     pub fn to_vec(&self) -> Vec<T> {
         read(&self.0.value).to_vec()
     }
@@ -222,7 +284,19 @@ impl<T: Element> Variable<T> {
         Ok(())
     }
 
-    /// Subtracts `delta` (of the variable's shape) from the value.
+    /// Subtracts `delta` (of the variable's shape) from the value; another
+    /// shape is an error and changes nothing.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f64>::ones([2]));
+    /// v.assign_sub(&Tensor::full([2], 0.25))?;
+    /// assert_eq!(v.to_vec(), vec![0.75, 0.75]);
+    /// assert!(v.assign_sub(&Tensor::ones([3])).is_err());
+    /// assert_eq!(v.to_vec(), vec![0.75, 0.75]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn assign_sub(&self, delta: &Tensor<T>) -> Result<()> {
         self.check_shape(delta.shape())?;
         self.update(|w| {
@@ -251,16 +325,43 @@ impl<T: Element> Variable<T> {
     }
 
     /// Whether gradient training may change this variable.
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([1]));
+    /// assert!(v.trainable());
+    /// ```
     pub fn trainable(&self) -> bool {
         self.0.trainable.load(Ordering::Relaxed)
     }
 
-    /// Sets the `trainable` flag.
+    /// Sets the `trainable` flag (shared by every handle). Tapes created
+    /// later stop watching the variable by access.
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f32>::ones([1]));
+    /// v.clone().set_trainable(false);
+    /// assert!(!v.trainable());
+    /// let tape = GradientTape::new();
+    /// let _ = v.value().exp();
+    /// assert!(tape.watched_variables::<f32>().is_empty());
+    /// ```
     pub fn set_trainable(&self, trainable: bool) {
         self.0.trainable.store(trainable, Ordering::Relaxed);
     }
 
     /// The element mask, resolved against the variable's shape.
+    ///
+    /// ```
+    /// use rime_tape::{TrainableMask, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::zeros([3, 2]));
+    /// assert!(w.mask().is_none());
+    /// w.set_mask(Some(TrainableMask::rows([2..3])))?;
+    /// assert_eq!(w.mask().unwrap().runs(), &[4..6]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
     pub fn mask(&self) -> Option<Arc<ResolvedMask>> {
         read(&self.0.mask).clone()
     }
@@ -288,11 +389,44 @@ impl<T: Element> Variable<T> {
     }
 
     /// The constraint applied after optimizer updates, if any.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rime_tape::{Constraint, Variable};
+    /// use rime_tensor::Tensor;
+    /// #[derive(Debug)]
+    /// struct NonNeg;
+    /// impl Constraint<f32> for NonNeg {
+    ///     fn apply(&self, w: &Tensor<f32>) -> rime_tensor::Result<Tensor<f32>> { Ok(w.relu()) }
+    /// }
+    /// let w = Variable::new("w", Tensor::vector(vec![-1.0f32, 2.0]));
+    /// assert!(w.constraint().is_none());
+    /// w.set_constraint(Some(Arc::new(NonNeg)));
+    /// let projected = w.constraint().unwrap().apply(&w.value_untracked())?;
+    /// assert_eq!(projected.to_vec(), vec![0.0, 2.0]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
     pub fn constraint(&self) -> Option<Arc<dyn Constraint<T>>> {
         read(&self.0.constraint).clone()
     }
 
-    /// Sets (or clears) the constraint.
+    /// Sets (or with `None` clears) the constraint.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rime_tape::{Constraint, Variable};
+    /// use rime_tensor::Tensor;
+    /// #[derive(Debug)]
+    /// struct Clip;
+    /// impl Constraint<f32> for Clip {
+    ///     fn apply(&self, w: &Tensor<f32>) -> rime_tensor::Result<Tensor<f32>> { w.clamp(-1.0, 1.0) }
+    /// }
+    /// let w = Variable::new("w", Tensor::<f32>::zeros([1]));
+    /// w.set_constraint(Some(Arc::new(Clip)));
+    /// assert!(w.constraint().is_some());
+    /// w.set_constraint(None);
+    /// assert!(w.constraint().is_none());
+    /// ```
     pub fn set_constraint(&self, constraint: Option<Arc<dyn Constraint<T>>>) {
         *write(&self.0.constraint) = constraint;
     }
@@ -326,6 +460,15 @@ impl<T: Element> Hash for Variable<T> {
 }
 
 /// A variable of either element type (what a tape watches).
+///
+/// ```
+/// use rime_tape::{AnyVariable, Variable, VariableElement};
+/// use rime_tensor::Tensor;
+/// let v = Variable::new("v", Tensor::<f64>::ones([1]));
+/// let any = f64::wrap(v.clone());
+/// assert!(matches!(any, AnyVariable::F64(_)));
+/// assert_eq!(any.id(), v.id());
+/// ```
 #[derive(Clone, Debug)]
 pub enum AnyVariable {
     /// An `f32` variable.
@@ -335,6 +478,14 @@ pub enum AnyVariable {
 }
 
 /// Converting typed variables to and from [`AnyVariable`].
+///
+/// ```
+/// use rime_tape::{Variable, VariableElement};
+/// use rime_tensor::Tensor;
+/// let any = f32::wrap(Variable::new("v", Tensor::<f32>::ones([1])));
+/// assert!(f32::unwrap(&any).is_some());
+/// assert!(f64::unwrap(&any).is_none());
+/// ```
 pub trait VariableElement: Element {
     /// Wraps.
     fn wrap(v: Variable<Self>) -> AnyVariable;
@@ -368,6 +519,13 @@ impl VariableElement for f64 {
 
 impl AnyVariable {
     /// The variable's identity.
+    ///
+    /// ```
+    /// use rime_tape::{AnyVariable, Variable};
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f32>::ones([1]));
+    /// assert_eq!(AnyVariable::F32(v.clone()).id(), v.id());
+    /// ```
     pub fn id(&self) -> TensorId {
         match self {
             AnyVariable::F32(v) => v.id(),

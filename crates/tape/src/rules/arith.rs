@@ -4,7 +4,7 @@
 
 use rime_tensor::{BinaryOp, Element, Tensor};
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, same_shape, two};
 use crate::Result;
 
 pub(super) fn binary<T: Element>(op: BinaryOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -49,7 +49,7 @@ pub(super) fn binary<T: Element>(op: BinaryOp, c: &Ctx<'_, T>) -> Result<Grads<T
             )
         }
     };
-    Ok([reduce_to(da, a)?, reduce_to(db, b)?].into_iter().collect())
+    Ok(two(reduce_to(da, a)?, reduce_to(db, b)?))
 }
 
 pub(super) fn select<T: Element>(c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -65,7 +65,7 @@ pub(super) fn select<T: Element>(c: &Ctx<'_, T>) -> Result<Grads<T>> {
 /// Sums a gradient of the broadcast shape back to `x`'s shape.
 fn reduce_to<T: Element>(g: Option<Tensor<T>>, x: &Tensor<T>) -> Result<Option<Tensor<T>>> {
     Ok(match g {
-        Some(g) if g.shape() != x.shape() => Some(g.sum_to(x.shape())?),
+        Some(g) if !same_shape(&g, x) => Some(g.sum_to(x.shape())?),
         g => g,
     })
 }

@@ -3,7 +3,7 @@
 
 use rime_tensor::{Element, IndexOp, Tensor};
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, one};
 use crate::Result;
 
 pub(super) fn backward<T: Element>(op: &IndexOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -14,7 +14,7 @@ pub(super) fn backward<T: Element>(op: &IndexOp, c: &Ctx<'_, T>) -> Result<Grads
             let g = c.grad_if(0, || {
                 Tensor::zeros(x.shape().clone()).scatter_add(*axis as isize, indices, dy)
             })?;
-            std::iter::once(g).collect()
+            one(g)
         }
         IndexOp::ScatterAdd { axis, indices } => [
             c.grad_if(0, || Ok(dy.clone()))?,

@@ -7,7 +7,7 @@ use std::ops::Range;
 use rime_tensor::{Element, LayoutOp};
 use smallvec::SmallVec;
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, one};
 use crate::Result;
 
 pub(super) fn backward<T: Element>(op: &LayoutOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -51,5 +51,5 @@ pub(super) fn backward<T: Element>(op: &LayoutOp, c: &Ctx<'_, T>) -> Result<Grad
         }
         LayoutOp::Concat { .. } => unreachable!("handled above"),
     })?;
-    Ok(std::iter::once(g).collect())
+    Ok(one(g))
 }

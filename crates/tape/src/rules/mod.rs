@@ -32,6 +32,31 @@ use crate::{Error, Result};
 /// One gradient per input (`None`: not needed, or no dependence).
 pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 3]>;
 
+/// The gradients of a one-input op.
+#[inline]
+pub(crate) fn one<T: Element>(g: Option<Tensor<T>>) -> Grads<T> {
+    let mut out = Grads::new();
+    out.push(g);
+    out
+}
+
+/// The gradients of a two-input op.
+#[inline]
+pub(crate) fn two<T: Element>(a: Option<Tensor<T>>, b: Option<Tensor<T>>) -> Grads<T> {
+    let mut out = Grads::new();
+    out.push(a);
+    out.push(b);
+    out
+}
+
+/// Whether two tensors have the same shape (inlined: shapes are short and
+/// this runs once per input of every op on the backward pass).
+#[inline]
+pub(crate) fn same_shape<T: Element>(a: &Tensor<T>, b: &Tensor<T>) -> bool {
+    let (a, b) = (a.dims(), b.dims());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// What a rule sees.
 pub(crate) struct Ctx<'a, T: Element> {
     /// The op's inputs.
@@ -40,15 +65,17 @@ pub(crate) struct Ctx<'a, T: Element> {
     pub y: &'a Tensor<T>,
     /// The gradient flowing into the output.
     pub dy: &'a Tensor<T>,
-    needs: &'a [bool],
+    /// Bit `i`: input `i` needs a gradient.
+    needs: u32,
     hints: &'a [Option<&'a ResolvedMask>],
     premasked: Cell<u32>,
 }
 
 impl<T: Element> Ctx<'_, T> {
     /// Whether input `i` needs a gradient.
+    #[inline]
     pub fn needs(&self, i: usize) -> bool {
-        self.needs[i]
+        self.needs & (1 << i) != 0
     }
 
     /// The trainable mask of input `i`, when it is a read of a masked
@@ -64,6 +91,7 @@ impl<T: Element> Ctx<'_, T> {
     }
 
     /// Computes input `i`'s gradient with `f` only if it is needed.
+    #[inline]
     pub fn grad_if(
         &self,
         i: usize,
@@ -77,34 +105,35 @@ impl<T: Element> Ctx<'_, T> {
     }
 }
 
-/// The result of one node's backward step.
-pub(crate) struct Backward {
-    pub grads: SmallVec<[Option<DynTensor>; 3]>,
-    /// Bit `i`: `grads[i]` is already zero at its mask's frozen elements.
-    pub premasked: u32,
-}
+/// Where a rule's results go: `(input, gradient, premasked)`, where
+/// `premasked` says the gradient is already exactly zero at its mask's
+/// frozen elements. Called only for inputs that need a gradient.
+pub(crate) type Sink<'a> = dyn FnMut(usize, DynTensor, bool) -> Result<()> + 'a;
 
-/// Applies the rule of a node's op to the gradient `dy` of its output.
+/// Applies the rule of a node's op to the gradient `dy` of its output and
+/// hands each needed input gradient to `sink`. `needs` has bit `i` set for
+/// each input that needs a gradient; `hints` is empty or has one entry per
+/// input. (Variable reads pass their gradient on in the tape itself.)
 pub(crate) fn backward(
     op: &NodeOp,
-    inputs: &[DynTensor],
+    inputs: &[&DynTensor],
     output: &DynTensor,
     dy: &DynTensor,
-    needs: &[bool],
+    needs: u32,
     hints: &[Option<&ResolvedMask>],
-) -> Result<Backward> {
+    sink: &mut Sink<'_>,
+) -> Result<()> {
     match op {
-        NodeOp::ReadVariable => Ok(Backward {
-            grads: std::iter::once(Some(dy.clone())).collect(),
-            premasked: 0,
-        }),
+        NodeOp::ReadVariable => sink(0, dy.clone(), false),
         NodeOp::Custom { name, backward } => {
             let grads = backward(inputs, output, dy)?;
             check_custom(name, inputs, &grads)?;
-            Ok(Backward {
-                grads,
-                premasked: 0,
-            })
+            for (k, g) in grads.into_iter().enumerate() {
+                if let (true, Some(g)) = (needs & (1 << k) != 0, g) {
+                    sink(k, g, false)?;
+                }
+            }
+            Ok(())
         }
         NodeOp::Tensor(Op::Cast { from, .. }) => {
             let g = match (from, dy) {
@@ -112,51 +141,69 @@ pub(crate) fn backward(
                 (DType::F64, DynTensor::F32(g)) => DynTensor::F64(g.cast()),
                 (_, g) => g.clone(),
             };
-            Ok(Backward {
-                grads: std::iter::once(Some(g)).collect(),
-                premasked: 0,
-            })
+            sink(0, g, false)
         }
         NodeOp::Tensor(op) => match dy {
-            DynTensor::F32(dy) => typed(op, inputs, output, dy, needs, hints),
-            DynTensor::F64(dy) => typed(op, inputs, output, dy, needs, hints),
+            DynTensor::F32(dy) => typed(op, inputs, output, dy, needs, hints, sink),
+            DynTensor::F64(dy) => typed(op, inputs, output, dy, needs, hints, sink),
         },
     }
 }
 
 fn typed<T: Element>(
     op: &Op,
-    inputs: &[DynTensor],
+    inputs: &[&DynTensor],
     output: &DynTensor,
     dy: &Tensor<T>,
-    needs: &[bool],
+    needs: u32,
     hints: &[Option<&ResolvedMask>],
-) -> Result<Backward> {
-    let x: SmallVec<[&Tensor<T>; 3]> = inputs
-        .iter()
-        .map(|t| T::from_dyn(t).expect("a same-dtype op's inputs share its output's dtype"))
-        .collect();
-    let y = T::from_dyn(output).expect("the gradient has its output's dtype");
-    let ctx = Ctx {
-        x: &x,
+    sink: &mut Sink<'_>,
+) -> Result<()> {
+    let mismatch = || Error::InvalidArgument {
+        call: "gradient",
+        msg: format!(
+            "{op:?}: a gradient of dtype {} reached tensors of another dtype",
+            T::DTYPE
+        ),
+    };
+    let y = T::from_dyn(output).ok_or_else(mismatch)?;
+    let x = |i: usize| T::from_dyn(inputs[i]).ok_or_else(mismatch);
+    // the inputs as a slice of typed references: on the stack for the
+    // usual one to three inputs
+    let ctx = |x| Ctx {
+        x,
         y,
         dy,
         needs,
         hints,
         premasked: Cell::new(0),
     };
+    match inputs.len() {
+        1 => apply(op, &ctx(&[x(0)?]), sink),
+        2 => apply(op, &ctx(&[x(0)?, x(1)?]), sink),
+        3 => apply(op, &ctx(&[x(0)?, x(1)?, x(2)?]), sink),
+        n => {
+            let xs = (0..n).map(x).collect::<Result<Vec<_>>>()?;
+            apply(op, &ctx(&xs), sink)
+        }
+    }
+}
+
+/// Runs the rule of `op` and hands the needed gradients to `sink`.
+fn apply<T: Element>(op: &Op, ctx: &Ctx<'_, T>, sink: &mut Sink<'_>) -> Result<()> {
+    let (x, needs) = (ctx.x, ctx.needs);
     let grads = match op {
-        Op::Binary(b) => arith::binary(*b, &ctx)?,
-        Op::Select => arith::select(&ctx)?,
-        Op::Unary(u) => unary::backward(*u, &ctx)?,
-        Op::Reduce(r) => reduce::backward(r, &ctx)?,
-        Op::Nn(n) => nn::backward(n, &ctx)?,
-        Op::Layout(l) => layout::backward(l, &ctx)?,
-        Op::Index(i) => index::backward(i, &ctx)?,
+        Op::Binary(b) => arith::binary(*b, ctx)?,
+        Op::Select => arith::select(ctx)?,
+        Op::Unary(u) => unary::backward(*u, ctx)?,
+        Op::Reduce(r) => reduce::backward(r, ctx)?,
+        Op::Nn(n) => nn::backward(n, ctx)?,
+        Op::Layout(l) => layout::backward(l, ctx)?,
+        Op::Index(i) => index::backward(i, ctx)?,
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => matmul::backward(*transpose_a, *transpose_b, &ctx)?,
+        } => matmul::backward(*transpose_a, *transpose_b, ctx)?,
         other => {
             return Err(Error::InvalidArgument {
                 call: "gradient",
@@ -167,17 +214,20 @@ fn typed<T: Element>(
     debug_assert!(
         grads
             .iter()
-            .zip(&x)
+            .zip(x)
             .all(|(g, x)| g.as_ref().is_none_or(|g| g.shape() == x.shape())),
         "rule for {op:?} returned a gradient of the wrong shape"
     );
-    Ok(Backward {
-        grads: grads.into_iter().map(|g| g.map(T::into_dyn)).collect(),
-        premasked: ctx.premasked.get(),
-    })
+    let premasked = ctx.premasked.get();
+    for (k, g) in grads.into_iter().enumerate() {
+        if let (true, Some(g)) = (needs & (1 << k) != 0, g) {
+            sink(k, T::into_dyn(g), premasked & (1 << k) != 0)?;
+        }
+    }
+    Ok(())
 }
 
-fn check_custom(name: &str, inputs: &[DynTensor], grads: &[Option<DynTensor>]) -> Result<()> {
+fn check_custom(name: &str, inputs: &[&DynTensor], grads: &[Option<DynTensor>]) -> Result<()> {
     let err = |msg: String| Error::CustomGradient {
         name: name.to_string(),
         msg,

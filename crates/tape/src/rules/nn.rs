@@ -2,7 +2,7 @@
 
 use rime_tensor::{Element, NnOp, Tensor};
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, one};
 use crate::Result;
 
 pub(super) fn backward<T: Element>(op: &NnOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -25,5 +25,5 @@ pub(super) fn backward<T: Element>(op: &NnOp, c: &Ctx<'_, T>) -> Result<Grads<T>
             x.softmax(-1)?.sub(&onehot)?.mul(&dy.unsqueeze(-1)?)
         }
     })?;
-    Ok(std::iter::once(g).collect())
+    Ok(one(g))
 }

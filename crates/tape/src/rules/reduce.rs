@@ -1,10 +1,10 @@
 //! Rules for `ops/reduce.rs`. The output gradient is first reshaped to the
 //! input's rank (reduced axes of size 1), then broadcast back over them.
 
-use rime_tensor::{Element, ReduceKind, ReduceOp, Tensor};
+use rime_tensor::{Element, ReduceKind, ReduceOp};
 use smallvec::SmallVec;
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, one};
 use crate::Result;
 
 pub(super) fn backward<T: Element>(op: &ReduceOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -38,5 +38,5 @@ pub(super) fn backward<T: Element>(op: &ReduceOp, c: &Ctx<'_, T>) -> Result<Grad
         Some(g) if g.shape() != x.shape() => Some(g.broadcast_to(x.shape().clone())?),
         g => g,
     };
-    Ok(std::iter::once(g).collect::<SmallVec<[Option<Tensor<T>>; 3]>>())
+    Ok(one(g))
 }

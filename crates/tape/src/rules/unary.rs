@@ -5,7 +5,7 @@ use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 use rime_tensor::{Element, Tensor, UnaryOp};
 
-use super::{Ctx, Grads};
+use super::{Ctx, Grads, one};
 use crate::Result;
 
 pub(super) fn backward<T: Element>(op: UnaryOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
@@ -57,5 +57,5 @@ pub(super) fn backward<T: Element>(op: UnaryOp, c: &Ctx<'_, T>) -> Result<Grads<
         }
         UnaryOp::Sign => Ok(Tensor::zeros(x.shape().clone())),
     })?;
-    Ok(std::iter::once(g).collect())
+    Ok(one(g))
 }
