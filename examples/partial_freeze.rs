@@ -26,7 +26,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .add(Dense::new(1))
         .with_input_shape([n])?;
     let kernel = model.layers()[0].weights()[0].clone(); // W, [n, m]
-    kernel.set_mask(Some(TrainableMask::freeze_rows([0..frozen_rows])))?;
+    kernel.set_mask(Some(TrainableMask::freeze_rows(0..frozen_rows)))?;
     println!(
         "kernel {} of shape {}: rows 0..{frozen_rows} (W1) frozen, rows {frozen_rows}..{n} (W2) trainable",
         kernel.name(),

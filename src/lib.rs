@@ -20,7 +20,7 @@
 //!
 //! // freeze the first rows of the first kernel: they stay bit-identical
 //! let kernel = model.layers()[0].weights()[0].clone();
-//! kernel.set_mask(Some(TrainableMask::freeze_rows([0..2])))?;
+//! kernel.set_mask(Some(TrainableMask::freeze_rows(0..2)))?;
 //! let frozen_before = kernel.to_vec()[..32].to_vec();
 //!
 //! for _ in 0..10 {

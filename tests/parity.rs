@@ -868,9 +868,7 @@ fn check_trajectory(run: &Value, report: &mut Report, driver: Driver) {
     let frozen_rows = run["frozen_rows"].as_u64().expect("frozen_rows") as usize;
     if frozen_rows > 0 {
         kernel
-            .set_mask(Some(TrainableMask::freeze_rows(std::iter::once(
-                0..frozen_rows,
-            ))))
+            .set_mask(Some(TrainableMask::freeze_rows(0..frozen_rows)))
             .unwrap();
     }
     let frozen_len = frozen_rows * kernel.shape()[1];

@@ -265,7 +265,7 @@ fn c_masked_row_block_is_bit_identical_under_every_optimizer() {
                 mse_step(&model, opt.as_mut(), &x, &y);
             }
             kernel
-                .set_mask(Some(TrainableMask::freeze_rows([0..frozen])))
+                .set_mask(Some(TrainableMask::freeze_rows(0..frozen)))
                 .unwrap();
             let before = kernel.to_vec();
             for _ in 0..100 {
@@ -299,7 +299,7 @@ fn c_train_step_honours_the_mask_it_snapshotted() {
     let (x, y) = (data(6, 8, n), data(7, 8, 2));
     let (model, kernel) = dense_kernel_model(n, m);
     kernel
-        .set_mask(Some(TrainableMask::freeze_rows([0..1])))
+        .set_mask(Some(TrainableMask::freeze_rows(0..1)))
         .unwrap();
     let mut step = TrainStep::new(
         &model,

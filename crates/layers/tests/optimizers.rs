@@ -3,8 +3,6 @@
 //! clipping, schedules, constraints and bad input. Trajectories against
 //! Keras itself are in the facade's parity tests (tests/parity.rs).
 
-#![allow(clippy::single_range_in_vec_init)] // TODO: mask ranges API taking a plain Range
-
 use std::sync::Arc;
 
 use rime_layers::Error;
@@ -304,8 +302,7 @@ fn masks_keep_frozen_values_and_their_state_untouched() {
                 .all(|(_, s)| s.as_slice()[..3].iter().all(|x| *x != 0.0))
                 || before_slots.is_empty()
         );
-        w.set_mask(Some(TrainableMask::freeze_rows([0..1])))
-            .unwrap();
+        w.set_mask(Some(TrainableMask::freeze_rows(0..1))).unwrap();
         for k in 5..25 {
             opt.apply_gradients(&[Some(dense_grad(k))], std::slice::from_ref(&w))
                 .unwrap();
@@ -340,7 +337,7 @@ fn masks_keep_frozen_values_and_their_state_untouched() {
 #[test]
 fn a_mask_from_the_start_leaves_frozen_state_at_zero() {
     let (w, w0) = frozen_first_row();
-    w.set_mask(Some(TrainableMask::cols([1..3]))).unwrap();
+    w.set_mask(Some(TrainableMask::cols(1..3))).unwrap();
     let mut opt = Adam::new().learning_rate(0.1);
     for k in 0..4 {
         opt.apply_gradients(&[Some(dense_grad(k))], std::slice::from_ref(&w))
@@ -388,8 +385,7 @@ fn constraints_apply_after_the_update_but_never_to_frozen_elements() {
         max_value: 1.0,
         axis: 0,
     })));
-    w.set_mask(Some(TrainableMask::freeze_rows([0..1])))
-        .unwrap();
+    w.set_mask(Some(TrainableMask::freeze_rows(0..1))).unwrap();
     let zero = Tensor::<f64>::zeros([2, 2]);
     Sgd::new()
         .apply_gradients(&[Some(zero)], std::slice::from_ref(&w))

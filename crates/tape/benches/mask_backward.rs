@@ -11,8 +11,6 @@
 //! The forward product is recorded once on a persistent tape; each
 //! iteration times one `gradient` call (the backward pass alone).
 
-#![allow(clippy::single_range_in_vec_init)] // one-range row blocks are the point
-
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -32,9 +30,9 @@ fn weight_gradient(c: &mut Criterion) {
     let seed = [randn(&[BATCH, N], 2)];
     let cases: Vec<(&str, Option<TrainableMask>)> = vec![
         ("unmasked", None),
-        ("rows_100pct", Some(TrainableMask::rows([0..N]))),
-        ("rows_50pct", Some(TrainableMask::rows([0..N / 2]))),
-        ("rows_10pct", Some(TrainableMask::rows([0..N / 10]))),
+        ("rows_100pct", Some(TrainableMask::rows(0..N))),
+        ("rows_50pct", Some(TrainableMask::rows(0..N / 2))),
+        ("rows_10pct", Some(TrainableMask::rows(0..N / 10))),
         (
             "irregular_10pct",
             Some(TrainableMask::predicate(|ix| {

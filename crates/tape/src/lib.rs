@@ -17,7 +17,7 @@
 //! use rime_tape::{GradientTape, TrainableMask, Variable};
 //! use rime_tensor::Tensor;
 //! let w = Variable::new("w", Tensor::<f32>::ones([3, 2]));
-//! w.set_mask(Some(TrainableMask::freeze_rows([0..1])))?; // row 0 frozen
+//! w.set_mask(Some(TrainableMask::freeze_rows(0..1)))?; // row 0 frozen
 //! let x = Tensor::<f32>::ones([4, 3]);
 //! let tape = GradientTape::new();
 //! let loss = x.matmul(&w.value())?.sum_all();
@@ -39,7 +39,7 @@ mod variable;
 pub use custom::{custom_gradient, stop_gradient};
 pub use error::{Error, Result};
 pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, gradcheck};
-pub use mask::{MaskStructure, ResolvedMask, TrainableMask};
+pub use mask::{IndexRanges, MaskStructure, ResolvedMask, TrainableMask};
 pub use tape::{
     AsSource, GradientOptions, GradientTape, RecordingPaused, Source, SourceRef, TapeBuilder,
     UnconnectedGradients, Watchable, live_nodes, no_record,

@@ -51,7 +51,7 @@ enum Spec {
 /// use rime_tape::TrainableMask;
 /// use rime_tensor::Shape;
 /// // a 6×4 kernel whose first two rows (W1) are frozen
-/// let mask = TrainableMask::rows([0..2]).complement();
+/// let mask = TrainableMask::rows(0..2).complement();
 /// let r = mask.resolve("kernel", &Shape::from([6, 4]))?;
 /// assert_eq!(r.trainable_count(), 16);
 /// assert_eq!(r.runs(), &[8..24]);
@@ -95,6 +95,45 @@ impl fmt::Debug for TrainableMask {
     }
 }
 
+/// One index range or several: what [`TrainableMask::rows`] and its
+/// siblings take, so both `rows(0..2)` and `rows([0..2, 5..6])` read
+/// naturally.
+///
+/// ```
+/// use rime_tape::IndexRanges;
+/// assert_eq!((0..2).into_ranges(), vec![0..2]);
+/// assert_eq!([0..2, 5..6].into_ranges(), vec![0..2, 5..6]);
+/// assert_eq!(vec![1..3].into_ranges(), vec![1..3]);
+/// ```
+pub trait IndexRanges {
+    /// The ranges, in the order given.
+    fn into_ranges(self) -> Vec<Range<usize>>;
+}
+
+impl IndexRanges for Range<usize> {
+    fn into_ranges(self) -> Vec<Range<usize>> {
+        vec![self]
+    }
+}
+
+impl<const N: usize> IndexRanges for [Range<usize>; N] {
+    fn into_ranges(self) -> Vec<Range<usize>> {
+        self.into()
+    }
+}
+
+impl IndexRanges for Vec<Range<usize>> {
+    fn into_ranges(self) -> Vec<Range<usize>> {
+        self
+    }
+}
+
+impl IndexRanges for &[Range<usize>] {
+    fn into_ranges(self) -> Vec<Range<usize>> {
+        self.to_vec()
+    }
+}
+
 impl TrainableMask {
     /// Every element trainable.
     ///
@@ -125,11 +164,11 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::rows([1..2]).resolve("w", &[3, 2].into())?;
+    /// let r = TrainableMask::rows(1..2).resolve("w", &[3, 2].into())?;
     /// assert_eq!(r.runs(), &[2..4]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
-    pub fn rows(ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+    pub fn rows(ranges: impl IndexRanges) -> Self {
         Self::axis_ranges(0, ranges)
     }
 
@@ -137,11 +176,11 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::cols([0..1]).resolve("w", &[2, 3].into())?;
+    /// let r = TrainableMask::cols(0..1).resolve("w", &[2, 3].into())?;
     /// assert_eq!(r.runs(), &[0..1, 3..4]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
-    pub fn cols(ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+    pub fn cols(ranges: impl IndexRanges) -> Self {
         Self::axis_ranges(-1, ranges)
     }
 
@@ -151,15 +190,15 @@ impl TrainableMask {
     /// ```
     /// use rime_tape::TrainableMask;
     /// // a [2, 3, 2] kernel whose middle entry on axis 1 trains
-    /// let r = TrainableMask::axis_ranges(1, [1..2]).resolve("k", &[2, 3, 2].into())?;
+    /// let r = TrainableMask::axis_ranges(1, 1..2).resolve("k", &[2, 3, 2].into())?;
     /// assert_eq!(r.runs(), &[2..4, 8..10]);
-    /// assert!(TrainableMask::axis_ranges(3, [0..1]).resolve("k", &[2, 3, 2].into()).is_err());
+    /// assert!(TrainableMask::axis_ranges(3, 0..1).resolve("k", &[2, 3, 2].into()).is_err());
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
-    pub fn axis_ranges(axis: isize, ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+    pub fn axis_ranges(axis: isize, ranges: impl IndexRanges) -> Self {
         TrainableMask(Spec::AxisRanges {
             axis,
-            ranges: ranges.into_iter().collect(),
+            ranges: ranges.into_ranges(),
         })
     }
 
@@ -168,11 +207,11 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::freeze_rows([0..1]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::freeze_rows(0..1).resolve("w", &[2, 2].into())?;
     /// assert_eq!(r.runs(), &[2..4]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
-    pub fn freeze_rows(ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+    pub fn freeze_rows(ranges: impl IndexRanges) -> Self {
         Self::rows(ranges).complement()
     }
 
@@ -180,11 +219,11 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::freeze_cols([0..1]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::freeze_cols(0..1).resolve("w", &[2, 2].into())?;
     /// assert_eq!(r.runs(), &[1..2, 3..4]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
-    pub fn freeze_cols(ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+    pub fn freeze_cols(ranges: impl IndexRanges) -> Self {
         Self::cols(ranges).complement()
     }
 
@@ -264,7 +303,7 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let m = TrainableMask::rows([0..1]).union(TrainableMask::cols([2..3]));
+    /// let m = TrainableMask::rows(0..1).union(TrainableMask::cols(2..3));
     /// assert_eq!(m.resolve("w", &[2, 3].into())?.runs(), &[0..3, 5..6]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -276,7 +315,7 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let m = TrainableMask::rows([0..2]).intersection(TrainableMask::cols([1..2]));
+    /// let m = TrainableMask::rows(0..2).intersection(TrainableMask::cols(1..2));
     /// assert_eq!(m.resolve("w", &[3, 3].into())?.runs(), &[1..2, 4..5]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -304,7 +343,7 @@ impl TrainableMask {
     ///
     /// ```
     /// use rime_tape::{Error, TrainableMask};
-    /// let m = TrainableMask::rows([0..2]);
+    /// let m = TrainableMask::rows(0..2);
     /// assert_eq!(m.resolve("kernel", &[3, 2].into())?.trainable_count(), 4);
     /// let e = m.resolve("kernel", &[1, 2].into()).unwrap_err();
     /// assert!(matches!(e, Error::Mask { ref target, .. } if target == "kernel"));
@@ -401,8 +440,8 @@ fn eval(spec: &Spec, shape: &Shape, err: &dyn Fn(String) -> Error) -> Result<Vec
 /// ```
 /// use rime_tape::{MaskStructure, TrainableMask};
 /// let s = |m: TrainableMask| m.resolve("w", &[4, 4].into()).unwrap().structure().clone();
-/// assert_eq!(s(TrainableMask::rows([2..4])), MaskStructure::Rows(vec![2..4]));
-/// assert_eq!(s(TrainableMask::cols([0..1])), MaskStructure::Cols(vec![0..1]));
+/// assert_eq!(s(TrainableMask::rows(2..4)), MaskStructure::Rows(vec![2..4]));
+/// assert_eq!(s(TrainableMask::cols(0..1)), MaskStructure::Cols(vec![0..1]));
 /// assert_eq!(s(TrainableMask::elements([vec![0, 0]])), MaskStructure::Irregular);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,7 +464,7 @@ pub enum MaskStructure {
 ///
 /// ```
 /// use rime_tape::TrainableMask;
-/// let r = TrainableMask::freeze_rows([0..1]).resolve("w", &[3, 2].into())?;
+/// let r = TrainableMask::freeze_rows(0..1).resolve("w", &[3, 2].into())?;
 /// let mut w = vec![1.0f32; 6];
 /// let grad = vec![0.5f32; 6];
 /// for run in r.runs() {
@@ -511,7 +550,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::cols([1..2]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::cols(1..2).resolve("w", &[2, 2].into())?;
     /// assert_eq!(r.bits(), &[false, true, false, true]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -548,7 +587,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::cols([0..1]).resolve("w", &[4, 4].into())?;
+    /// let r = TrainableMask::cols(0..1).resolve("w", &[4, 4].into())?;
     /// assert_eq!(r.trainable_count(), 4);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -561,7 +600,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::rows([1..2]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::rows(1..2).resolve("w", &[2, 2].into())?;
     /// assert!(!r.is_trainable(1) && r.is_trainable(2));
     /// assert!(!r.is_trainable(4));
     /// # Ok::<(), rime_tape::Error>(())
@@ -574,7 +613,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::{MaskStructure, TrainableMask};
-    /// let r = TrainableMask::freeze_rows([0..2]).resolve("w", &[5, 3].into())?;
+    /// let r = TrainableMask::freeze_rows(0..2).resolve("w", &[5, 3].into())?;
     /// assert_eq!(r.structure(), &MaskStructure::Rows(vec![2..5]));
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -586,7 +625,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::rows([1..2]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::rows(1..2).resolve("w", &[2, 2].into())?;
     /// assert_eq!(r.to_tensor::<f32>().to_vec(), vec![0.0, 0.0, 1.0, 1.0]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -605,7 +644,7 @@ impl ResolvedMask {
     ///
     /// ```
     /// use rime_tape::TrainableMask;
-    /// let r = TrainableMask::cols([1..2]).resolve("w", &[2, 2].into())?;
+    /// let r = TrainableMask::cols(1..2).resolve("w", &[2, 2].into())?;
     /// let mut g = vec![1.0f32, 2.0, 3.0, 4.0];
     /// r.zero_frozen(&mut g);
     /// assert_eq!(g, vec![0.0, 2.0, 0.0, 4.0]);
@@ -632,7 +671,6 @@ impl ResolvedMask {
 }
 
 #[cfg(test)]
-#[allow(clippy::single_range_in_vec_init)] // one-range block lists are the point
 mod tests {
     use super::*;
 
@@ -647,7 +685,7 @@ mod tests {
             MaskStructure::Rows(vec![1..2, 3..4])
         );
         assert_eq!(
-            r(TrainableMask::freeze_cols([1..2])),
+            r(TrainableMask::freeze_cols(1..2)),
             MaskStructure::Cols(vec![0..1, 2..3])
         );
         assert_eq!(
@@ -655,15 +693,15 @@ mod tests {
             MaskStructure::Irregular
         );
         // combinations still detect rows
-        let m = TrainableMask::rows([0..2]).union(TrainableMask::rows([3..4]));
+        let m = TrainableMask::rows(0..2).union(TrainableMask::rows(3..4));
         assert_eq!(r(m), MaskStructure::Rows(vec![0..2, 3..4]));
     }
 
     #[test]
     fn set_algebra() {
         let s = Shape::from([6]);
-        let a = TrainableMask::rows([0..3]);
-        let b = TrainableMask::rows([2..5]);
+        let a = TrainableMask::rows(0..3);
+        let b = TrainableMask::rows(2..5);
         let bits = |m: TrainableMask| m.resolve("v", &s).unwrap().bits().to_vec();
         assert_eq!(
             bits(a.clone().union(b.clone())),
@@ -683,8 +721,8 @@ mod tests {
     fn bad_masks_are_typed_errors() {
         let s = Shape::from([2, 3]);
         let bad = [
-            TrainableMask::rows([0..3]),
-            TrainableMask::axis_ranges(2, [0..1]),
+            TrainableMask::rows(0..3),
+            TrainableMask::axis_ranges(2, 0..1),
             TrainableMask::elements([vec![2, 0]]),
             TrainableMask::elements([vec![0]]),
             TrainableMask::from_bools([3, 2], vec![true; 6]),
@@ -700,7 +738,7 @@ mod tests {
 
     #[test]
     fn zero_frozen_clears_only_frozen() {
-        let r = TrainableMask::cols([1..2])
+        let r = TrainableMask::cols(1..2)
             .resolve("w", &[2, 2].into())
             .unwrap();
         let mut v = vec![1.0f32, 2.0, 3.0, 4.0];

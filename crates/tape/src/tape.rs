@@ -275,10 +275,10 @@ impl TapeState {
     /// (a chain of ops reads what the previous op made), then the map.
     #[inline]
     fn input_slot(&self, id: TensorId) -> Option<Slot> {
-        if let Some(last) = self.nodes.last() {
-            if self.values[last.output as usize].id() == id {
-                return Some(Slot::Node(self.nodes.len() as u32 - 1));
-            }
+        if let Some(last) = self.nodes.last()
+            && self.values[last.output as usize].id() == id
+        {
+            return Some(Slot::Node(self.nodes.len() as u32 - 1));
         }
         if self.last_constant.is_some_and(|(c, _)| c == id) {
             return None;
@@ -372,21 +372,20 @@ fn on_op(op: Op, inputs: &[DynRef<'_>], output: DynRef<'_>) {
         let tapes = tapes.borrow();
         // the usual case, one tape: the op moves in
         if let [tape] = &tapes[..] {
-            if tape.recording() {
-                if let Ok(mut st) = tape.state.try_borrow_mut() {
-                    if let Some(start) = st.stage_inputs(inputs) {
-                        st.push(NodeOp::Tensor(op), start, inputs, output.to_owned());
-                    }
-                }
+            if tape.recording()
+                && let Ok(mut st) = tape.state.try_borrow_mut()
+                && let Some(start) = st.stage_inputs(inputs)
+            {
+                st.push(NodeOp::Tensor(op), start, inputs, output.to_owned());
             }
             return;
         }
         // nested tapes: each one that tracks an input records a copy
         for tape in tapes.iter().filter(|t| t.recording()) {
-            if let Ok(mut st) = tape.state.try_borrow_mut() {
-                if let Some(start) = st.stage_inputs(inputs) {
-                    st.push(NodeOp::Tensor(op.clone()), start, inputs, output.to_owned());
-                }
+            if let Ok(mut st) = tape.state.try_borrow_mut()
+                && let Some(start) = st.stage_inputs(inputs)
+            {
+                st.push(NodeOp::Tensor(op.clone()), start, inputs, output.to_owned());
             }
         }
     });
@@ -570,7 +569,7 @@ impl<T: Element> SourceRef<T> {
     /// use rime_tensor::Tensor;
     /// use std::sync::Arc;
     /// let w = Variable::new("w", Tensor::<f32>::ones([2]));
-    /// let mask = Arc::new(TrainableMask::rows([1..2]).resolve("w", &w.shape())?);
+    /// let mask = Arc::new(TrainableMask::rows(1..2).resolve("w", &w.shape())?);
     /// let tape = GradientTape::new();
     /// let y = w.value().sum_all();
     /// let g = tape.gradient(&y, &[SourceRef::variable_with_mask(&w, Some(mask))])?;
@@ -935,10 +934,10 @@ impl GradientTape {
     pub fn watch(&self, x: &impl Watchable) {
         let (id, var) = x.watch_id();
         let mut st = self.inner.state.borrow_mut();
-        if st.watch(id) {
-            if let Some(v) = var {
-                st.watched_variables.push(v);
-            }
+        if st.watch(id)
+            && let Some(v) = var
+        {
+            st.watched_variables.push(v);
         }
     }
 

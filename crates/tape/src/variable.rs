@@ -358,7 +358,7 @@ impl<T: Element> Variable<T> {
     /// use rime_tensor::Tensor;
     /// let w = Variable::new("w", Tensor::<f32>::zeros([3, 2]));
     /// assert!(w.mask().is_none());
-    /// w.set_mask(Some(TrainableMask::rows([2..3])))?;
+    /// w.set_mask(Some(TrainableMask::rows(2..3)))?;
     /// assert_eq!(w.mask().unwrap().runs(), &[4..6]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -373,9 +373,9 @@ impl<T: Element> Variable<T> {
     /// use rime_tape::{TrainableMask, Variable};
     /// use rime_tensor::Tensor;
     /// let w = Variable::new("kernel", Tensor::<f32>::zeros([4, 2]));
-    /// w.set_mask(Some(TrainableMask::freeze_rows([0..2])))?;
+    /// w.set_mask(Some(TrainableMask::freeze_rows(0..2)))?;
     /// assert_eq!(w.mask().unwrap().trainable_count(), 4);
-    /// assert!(w.set_mask(Some(TrainableMask::rows([0..5]))).is_err());
+    /// assert!(w.set_mask(Some(TrainableMask::rows(0..5))).is_err());
     /// assert_eq!(w.mask().unwrap().trainable_count(), 4);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```

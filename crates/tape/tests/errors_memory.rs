@@ -2,8 +2,6 @@
 //! correctly afterwards, variables keep their values), and everything a tape
 //! records is released when it is dropped, reset or used up.
 
-#![allow(clippy::single_range_in_vec_init)] // one-range block lists are the point
-
 mod common;
 
 use common::t;
@@ -165,7 +163,7 @@ fn bad_masks_and_assignments_leave_the_tape_answering() -> R {
     let tape = GradientTape::persistent();
     let y = w.value().square().sum_all();
     assert!(matches!(
-        w.set_mask(Some(TrainableMask::rows([0..3]))),
+        w.set_mask(Some(TrainableMask::rows(0..3))),
         Err(Error::Mask { .. })
     ));
     assert!(matches!(
@@ -237,7 +235,7 @@ fn recorded_nodes_are_released_after_1e5_steps() -> R {
         }
         steps += 100;
         assert_eq!(live_nodes(), 100);
-        if steps % 1000 == 0 {
+        if steps.is_multiple_of(1000) {
             let g = tape.gradient(&z.sum_all(), &[&w])?;
             assert_eq!(g[0].as_ref().unwrap().to_vec(), vec![1.0; 4]);
             assert_eq!(

@@ -91,7 +91,7 @@ impl<T: Element> Layer<T> for Reshape<T> {
         let t = &self.config.target_shape;
         let known: usize = t.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
         let fits = if t.contains(&-1) {
-            known > 0 && n % known == 0
+            known > 0 && n.is_multiple_of(known)
         } else {
             known == n
         };

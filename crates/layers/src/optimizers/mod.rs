@@ -188,12 +188,12 @@ impl Common {
                 "only one of clipnorm, clipvalue and global_clipnorm can be set".into(),
             ));
         }
-        if let Some(wd) = self.weight_decay {
-            if !(wd.is_finite() && wd >= 0.0) {
-                return Err(bad(format!(
-                    "weight_decay must be finite and >= 0, got {wd}"
-                )));
-            }
+        if let Some(wd) = self.weight_decay
+            && !(wd.is_finite() && wd >= 0.0)
+        {
+            return Err(bad(format!(
+                "weight_decay must be finite and >= 0, got {wd}"
+            )));
         }
         let lr = self.current_learning_rate();
         if !(lr.is_finite() && lr >= 0.0) {
@@ -483,18 +483,18 @@ fn check_inputs<T: Element>(
                 ),
             ));
         }
-        if let Some(m) = &masks[i] {
-            if m.shape() != &v.shape() {
-                return Err(invalid(
-                    name,
-                    format!(
-                        "apply_gradients: mask {i} has shape {}, variable `{}` has shape {}",
-                        m.shape(),
-                        v.name(),
-                        v.shape()
-                    ),
-                ));
-            }
+        if let Some(m) = &masks[i]
+            && m.shape() != &v.shape()
+        {
+            return Err(invalid(
+                name,
+                format!(
+                    "apply_gradients: mask {i} has shape {}, variable `{}` has shape {}",
+                    m.shape(),
+                    v.name(),
+                    v.shape()
+                ),
+            ));
         }
         if !seen.insert(v.id()) {
             return Err(invalid(

@@ -240,16 +240,16 @@ fn check_custom(name: &str, inputs: &[&DynTensor], grads: &[Option<DynTensor>]) 
         )));
     }
     for (i, (g, x)) in grads.iter().zip(inputs).enumerate() {
-        if let Some(g) = g {
-            if g.shape() != x.shape() || g.dtype() != x.dtype() {
-                return Err(err(format!(
-                    "gradient {i} is {} {}, its input is {} {}",
-                    g.dtype(),
-                    g.shape(),
-                    x.dtype(),
-                    x.shape()
-                )));
-            }
+        if let Some(g) = g
+            && (g.shape() != x.shape() || g.dtype() != x.dtype())
+        {
+            return Err(err(format!(
+                "gradient {i} is {} {}, its input is {} {}",
+                g.dtype(),
+                g.shape(),
+                x.dtype(),
+                x.shape()
+            )));
         }
     }
     Ok(())
