@@ -24,7 +24,10 @@ struct Split {
 }
 
 /// The UCI digits as scikit-learn ships them: 64 pixels (0..16) and a label per line.
-fn load_digits() -> Result<(Vec<[f32; 64]>, Vec<u8>), Box<dyn std::error::Error>> {
+/// Images (pixels scaled to [0, 1]) and their labels.
+type Digits = (Vec<[f32; 64]>, Vec<u8>);
+
+fn load_digits() -> Result<Digits, Box<dyn std::error::Error>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz");
     let reader = BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(path)?));
     let (mut images, mut labels) = (Vec::new(), Vec::new());

@@ -35,7 +35,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let x = Tensor::<f32>::rand_normal([4, 6], 0.0, 1.0, &mut seeded_rng(3))?;
     let full = model.call(&x, false)?;
-    let feats = features.call_many(&[x.clone()], false)?;
+    let feats = features.call_many(std::slice::from_ref(&x), false)?;
     let through_parts = tail.call(&feats[1], false)?;
     let same = full.to_vec() == through_parts.to_vec();
     println!("tail(features(x)) == model(x): {same}");
@@ -65,7 +65,10 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     let before = tail.call(&feats[1], false)?.to_vec();
     step.run(&x, &y)?;
-    let after_tail = tail.call(&features.call_many(&[x.clone()], false)?[1], false)?;
+    let after_tail = tail.call(
+        &features.call_many(std::slice::from_ref(&x), false)?[1],
+        false,
+    )?;
     let follows =
         after_tail.to_vec() == model.call(&x, false)?.to_vec() && after_tail.to_vec() != before;
     println!("after a step on the full model, the parts still compose to it: {follows}");

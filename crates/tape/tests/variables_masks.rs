@@ -329,7 +329,7 @@ fn resolved_masks_for_optimizers() -> R {
     );
     assert_eq!(
         st(TrainableMask::cols(2..4)),
-        MaskStructure::Cols(vec![2..4])
+        MaskStructure::Cols(std::iter::once(2..4).collect())
     );
     assert_eq!(
         st(TrainableMask::predicate(|i| i[0] % 2 == 0)),

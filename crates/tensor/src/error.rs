@@ -39,7 +39,10 @@ pub enum Error {
         msg: String,
     },
     /// A data buffer whose length does not match the shape.
-    #[error("{op}: {len} elements cannot have shape {shape} ({} elements)", shape.numel())]
+    #[error(
+        "{op}: {len} elements cannot have shape {shape} ({} elements)",
+        numel_text(shape)
+    )]
     DataLength {
         /// The op.
         op: &'static str,
@@ -113,6 +116,13 @@ impl Error {
             | Error::Rank { op, .. }
             | Error::InvalidArgument { op, .. } => op,
         }
+    }
+}
+
+fn numel_text(shape: &Shape) -> String {
+    match shape.checked_numel() {
+        Some(n) => n.to_string(),
+        None => "more than usize::MAX".into(),
     }
 }
 

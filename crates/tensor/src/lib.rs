@@ -19,6 +19,21 @@
 //!
 //! Ops report themselves to a gradient tape through [`record`]; rime-tape
 //! supplies the tape. With no tape active that costs one thread-local check.
+//!
+//! ## Performance
+//!
+//! - Elementwise ops, broadcasting, reductions and the softmax family are
+//!   contiguous loops compiled for AVX-512 or AVX2 when the CPU has them
+//!   (detected at run time; the crate itself builds for the baseline
+//!   target). `f32` `exp`, `tanh` and `sigmoid` use vectorized polynomials.
+//! - Large work is split across rayon's pool ([`num_threads`], set with
+//!   `RAYON_NUM_THREADS`); small work (below about 2^18 adds, less for
+//!   costlier functions) stays on the calling thread. Results do not depend
+//!   on the thread count.
+//! - Matrix products use matrixmultiply's packed kernels (AVX-512 where
+//!   available); products above 2^21 multiply-adds are split into row or
+//!   column blocks across the pool, batches across their entries.
+//!   Transposed operands are read through strides, never copied.
 
 #![warn(missing_docs)]
 
@@ -43,3 +58,14 @@ pub use random::{Rng, seeded_rng};
 pub use record::Op;
 pub use shape::{Shape, broadcast_shapes};
 pub use tensor::{Tensor, TensorId};
+
+/// How many threads the kernels split large work across: the size of the
+/// current rayon pool (the global one unless called inside another), which
+/// `RAYON_NUM_THREADS` sets.
+///
+/// ```
+/// assert!(rime_tensor::num_threads() >= 1);
+/// ```
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -45,6 +45,18 @@ impl Shape {
         self.0.iter().product()
     }
 
+    /// Number of elements, or `None` if it overflows `usize` (a shape no
+    /// buffer can hold).
+    ///
+    /// ```
+    /// use rime_tensor::Shape;
+    /// assert_eq!(Shape::from([2, 3]).checked_numel(), Some(6));
+    /// assert_eq!(Shape::from([usize::MAX, 2]).checked_numel(), None);
+    /// ```
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+
     /// The dimensions as a slice.
     #[inline]
     pub fn dims(&self) -> &[usize] {

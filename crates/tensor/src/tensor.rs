@@ -120,7 +120,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn from_vec(data: Vec<T>, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        if data.len() != shape.numel() {
+        if shape.checked_numel() != Some(data.len()) {
             return Err(Error::DataLength {
                 op: "from_vec",
                 shape,
@@ -140,7 +140,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn from_slice(data: &[T], shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        if data.len() != shape.numel() {
+        if shape.checked_numel() != Some(data.len()) {
             return Err(Error::DataLength {
                 op: "from_slice",
                 shape,
@@ -234,6 +234,7 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::Tensor;
     /// assert_eq!(Tensor::arange(0.0f32, 1.0, 0.25)?.to_vec(), vec![0.0, 0.25, 0.5, 0.75]);
     /// assert!(Tensor::arange(0.0f32, 1.0, 0.0).is_err());
+    /// assert!(Tensor::arange(0.0f64, 1e300, 1e-300).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn arange(start: T, end: T, step: T) -> Result<Self> {
@@ -245,7 +246,20 @@ impl<T: Element> Tensor<T> {
                 ),
             });
         }
-        let n = ((end - start) / step).ceil().to_usize().unwrap_or(0);
+        let count = ((end - start) / step).ceil();
+        let n = if count <= T::zero() {
+            0
+        } else {
+            match count.to_usize() {
+                Some(n) if n < isize::MAX as usize / std::mem::size_of::<T>() => n,
+                _ => {
+                    return Err(Error::InvalidArgument {
+                        op: "arange",
+                        msg: format!("{start}..{end} by {step} has too many elements ({count})"),
+                    });
+                }
+            }
+        };
         let v = (0..n)
             .map(|i| start + step * T::of(i as f64))
             .collect::<Vec<_>>();

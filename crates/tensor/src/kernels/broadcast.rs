@@ -4,12 +4,14 @@
 //! axes merged where every operand is contiguous across them) into `outer`
 //! rows of `inner` elements. Along a row each operand is either contiguous
 //! (stride 1) or constant (stride 0), so the inner loop is one of four
-//! vectorizable shapes; rows are split across rayon for large outputs.
+//! vectorizable shapes. Large outputs are split into element ranges (rows
+//! cut where a range boundary falls) across rayon's pool.
 
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
 use smallvec::SmallVec;
 
-use super::{PAR_CHUNK, PAR_THRESHOLD};
+use super::{build, vectorized, write_fill, write_map, write_zip};
 use crate::shape::broadcast_strides;
 use crate::{Element, Shape};
 
@@ -70,7 +72,7 @@ impl<const N: usize> Plan<N> {
 
     /// Calls `f(row, offsets)` for rows `start..end` in order, with each
     /// operand's offset at the start of the row.
-    #[inline]
+    #[inline(always)]
     pub fn for_rows(&self, start: usize, end: usize, mut f: impl FnMut(usize, [usize; N])) {
         if start >= end {
             return;
@@ -104,107 +106,136 @@ impl<const N: usize> Plan<N> {
     }
 }
 
-/// `out = f(a, b)` with broadcasting; `out_shape` is the broadcast shape.
+/// Calls `row(dst_part, offsets, len)` over the output range
+/// `start..start + dst.len()`, one call per (possibly partial) row, where
+/// `offsets` are each operand's offset at the first element of the part.
+#[inline(always)]
+fn for_range<T, const N: usize>(
+    plan: &Plan<N>,
+    start: usize,
+    dst: &mut [MaybeUninit<T>],
+    mut row: impl FnMut(&mut [MaybeUninit<T>], [usize; N]),
+) {
+    let inner = plan.inner;
+    let end = start + dst.len();
+    if inner == 0 || start >= end {
+        return;
+    }
+    let mut pos = start;
+    plan.for_rows(
+        start / inner,
+        end.div_ceil(inner),
+        #[inline(always)]
+        |r, off| {
+            let row_start = r * inner;
+            let lo = pos - row_start;
+            let hi = inner.min(end - row_start);
+            let offsets = std::array::from_fn(|k| off[k] + lo * plan.inner_stride[k]);
+            row(&mut dst[pos - start..pos - start + (hi - lo)], offsets);
+            pos = row_start + hi;
+        },
+    );
+    debug_assert_eq!(pos, end);
+}
+
+/// `out = f(a, b)` with broadcasting; `out_shape` is the broadcast shape and
+/// `cost` the work per element (see [`super::ARITH`]).
 pub(crate) fn binary<T: Element, F>(
     a: &[T],
     a_shape: &Shape,
     b: &[T],
     b_shape: &Shape,
     out_shape: &Shape,
+    cost: usize,
     f: F,
 ) -> Vec<T>
 where
     F: Fn(T, T) -> T + Sync + Send,
 {
-    let n = out_shape.numel();
     if a_shape == b_shape {
-        return super::zip_map(a, b, f);
+        return super::zip_map(a, b, cost, f);
     }
     let plan = Plan::new([a_shape, b_shape], out_shape);
-    let inner = plan.inner;
     let [sa, sb] = plan.inner_stride;
-    let mut out = vec![T::zero(); n];
-    let row = |o: &mut [T], [oa, ob]: [usize; 2]| match (sa, sb) {
-        (1, 1) => {
-            for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {
-                *o = f(x, y);
-            }
-        }
-        (1, 0) => {
-            let y = b[ob];
-            for (o, &x) in o.iter_mut().zip(&a[oa..oa + inner]) {
-                *o = f(x, y);
-            }
-        }
-        (0, 1) => {
-            let x = a[oa];
-            for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
-                *o = f(x, y);
-            }
-        }
-        _ => o.fill(f(a[oa], b[ob])),
-    };
-    if n == 0 {
-        return out;
-    }
-    let rows_per_task = (PAR_CHUNK / inner).max(1);
-    if n >= PAR_THRESHOLD && plan.outer() > 1 {
-        out.par_chunks_mut(rows_per_task * inner)
-            .enumerate()
-            .for_each(|(t, chunk)| {
-                let start = t * rows_per_task;
-                let end = start + chunk.len() / inner;
-                plan.for_rows(start, end, |r, off| {
-                    let s = (r - start) * inner;
-                    row(&mut chunk[s..s + inner], off)
-                });
-            });
-    } else {
-        plan.for_rows(0, plan.outer(), |r, off| {
-            row(&mut out[r * inner..(r + 1) * inner], off)
-        });
-    }
-    out
+    build(out_shape.numel(), cost, |start, dst| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for_range(
+                    &plan,
+                    start,
+                    dst,
+                    #[inline(always)]
+                    |o, [oa, ob]| {
+                        let len = o.len();
+                        match (sa, sb) {
+                            (1, 1) => write_zip(o, &a[oa..oa + len], &b[ob..ob + len], &f),
+                            (1, 0) => {
+                                let y = b[ob];
+                                write_map(o, &a[oa..oa + len], |x| f(x, y))
+                            }
+                            (0, 1) => {
+                                let x = a[oa];
+                                write_map(o, &b[ob..ob + len], |y| f(x, y))
+                            }
+                            _ => write_fill(o, f(a[oa], b[ob])),
+                        }
+                    },
+                )
+            },
+        )
+    })
 }
 
 /// `out = f(a, b, c)` with broadcasting (used by `select`).
 pub(crate) fn ternary<T: Element, F>(inputs: [(&[T], &Shape); 3], out_shape: &Shape, f: F) -> Vec<T>
 where
-    F: Fn(T, T, T) -> T,
+    F: Fn(T, T, T) -> T + Sync + Send,
 {
-    let n = out_shape.numel();
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
     let plan = Plan::new([inputs[0].1, inputs[1].1, inputs[2].1], out_shape);
     let [s0, s1, s2] = plan.inner_stride;
     let (x, y, z) = (inputs[0].0, inputs[1].0, inputs[2].0);
-    plan.for_rows(0, plan.outer(), |_, [o0, o1, o2]| {
-        for i in 0..plan.inner {
-            out.push(f(x[o0 + i * s0], y[o1 + i * s1], z[o2 + i * s2]));
-        }
-    });
-    out
+    build(out_shape.numel(), super::ARITH, |start, dst| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for_range(
+                    &plan,
+                    start,
+                    dst,
+                    #[inline(always)]
+                    |o, [o0, o1, o2]| {
+                        if (s0, s1, s2) == (1, 1, 1) {
+                            let len = o.len();
+                            let (x, y, z) = (&x[o0..o0 + len], &y[o1..o1 + len], &z[o2..o2 + len]);
+                            for (i, d) in o.iter_mut().enumerate() {
+                                d.write(f(x[i], y[i], z[i]));
+                            }
+                        } else {
+                            for (i, d) in o.iter_mut().enumerate() {
+                                d.write(f(x[o0 + i * s0], y[o1 + i * s1], z[o2 + i * s2]));
+                            }
+                        }
+                    },
+                )
+            },
+        )
+    })
 }
 
 /// Materializes `x` broadcast to `out_shape`.
 pub(crate) fn expand<T: Element>(x: &[T], x_shape: &Shape, out_shape: &Shape) -> Vec<T> {
-    let n = out_shape.numel();
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
     let plan = Plan::new([x_shape], out_shape);
     let [s] = plan.inner_stride;
-    plan.for_rows(0, plan.outer(), |_, [o]| {
-        if s == 1 {
-            out.extend_from_slice(&x[o..o + plan.inner]);
-        } else {
-            out.extend(std::iter::repeat_n(x[o], plan.inner));
-        }
-    });
-    out
+    build(out_shape.numel(), super::ARITH, |start, dst| {
+        for_range(&plan, start, dst, |o, [ox]| {
+            if s == 1 {
+                write_map(o, &x[ox..ox + o.len()], |v| v)
+            } else {
+                write_fill(o, x[ox])
+            }
+        })
+    })
 }
 
 #[cfg(test)]
@@ -241,7 +272,7 @@ mod tests {
         for &(sa, sb, so) in cases {
             let a: Vec<f64> = (0..Shape::from(sa).numel()).map(|i| i as f64).collect();
             let b: Vec<f64> = (0..Shape::from(sb).numel()).map(|i| -(i as f64)).collect();
-            let got = binary(&a, &sa.into(), &b, &sb.into(), &so.into(), |x, y| {
+            let got = binary(&a, &sa.into(), &b, &sb.into(), &so.into(), 1, |x, y| {
                 x * 10.0 + y
             });
             assert_eq!(got, naive(&a, sa, &b, sb, so), "{sa:?} {sb:?}");
@@ -250,7 +281,8 @@ mod tests {
 
     #[test]
     fn parallel_rows_match_serial() {
-        let (r, c) = (300, 257);
+        let (r, c) = (1100, 257);
+        assert!(r * c > crate::kernels::PAR_THRESHOLD);
         let a: Vec<f64> = (0..r * c).map(|i| i as f64).collect();
         let b: Vec<f64> = (0..c).map(|i| i as f64 * 0.5).collect();
         let got = binary(
@@ -259,11 +291,49 @@ mod tests {
             &b,
             &[c].into(),
             &[r, c].into(),
+            1,
             |x, y| x - y,
         );
         for i in 0..r * c {
             assert_eq!(got[i], a[i] - b[i % c]);
         }
+    }
+
+    #[test]
+    fn large_scalar_and_column_broadcasts_split_rows() {
+        let n = crate::kernels::PAR_THRESHOLD * 2 + 3;
+        let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let got = binary(
+            &a,
+            &[n].into(),
+            &[2.0],
+            &[].into(),
+            &[n].into(),
+            1,
+            |x, y| x * y,
+        );
+        assert!(got.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f64));
+        // [r, 1] op [1, c]: neither operand is contiguous along a row
+        let (r, c) = (1001, 263);
+        assert!(r * c > crate::kernels::PAR_THRESHOLD);
+        let col: Vec<f64> = (0..r).map(|i| i as f64).collect();
+        let row: Vec<f64> = (0..c).map(|j| j as f64 * 1e-3).collect();
+        let got = binary(
+            &col,
+            &[r, 1].into(),
+            &row,
+            &[1, c].into(),
+            &[r, c].into(),
+            1,
+            |x, y| x + y,
+        );
+        for i in (0..r).step_by(97) {
+            for j in 0..c {
+                assert_eq!(got[i * c + j], col[i] + row[j]);
+            }
+        }
+        let e = expand(&row, &[c].into(), &[r, c].into());
+        assert!(e.chunks(c).all(|ch| ch == &row[..]));
     }
 
     #[test]

@@ -3,86 +3,229 @@
 //! and knows nothing of recording.
 //!
 //! Loops are written over contiguous slices with independent iterations (and
-//! several accumulators for reductions) so the compiler vectorizes them.
-//! Work above [`PAR_THRESHOLD`] elements is split across rayon's pool; below
-//! it stays on the calling thread, where waking the pool costs more than the
-//! work.
+//! several accumulators for reductions) so the compiler vectorizes them, and
+//! they run through [`simd::vectorized`], which compiles them for AVX2 or
+//! AVX-512 when the CPU has it. Outputs are written once, into uninitialized
+//! buffers (no zero-fill pass). Work above [`PAR_THRESHOLD`] (elements times a
+//! per-element cost: 1 for an add, more for exp or a libm call) is split into
+//! a few chunks per thread of rayon's pool; below it stays on the calling
+//! thread, where waking the pool costs more than the work.
 
 pub(crate) mod broadcast;
 pub(crate) mod gemm;
+pub(crate) mod math;
 pub(crate) mod reduce;
+pub(crate) mod simd;
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+pub(crate) use simd::vectorized;
+
 use crate::Element;
 
-/// Elements below which elementwise work stays on one thread.
-pub const PAR_THRESHOLD: usize = 1 << 15;
+/// Work (in [`ARITH`] units: elements times cost per element) below which a
+/// kernel stays on one thread. Measured on a 2-core machine
+/// (`benches/elementwise.rs` and `softmax.rs`): handing work to the pool
+/// costs about 6-15 µs (waking a parked thread), which an add over 2^18 f32
+/// (~35 µs on one thread) repays; below it the split loses.
+pub(crate) const PAR_THRESHOLD: usize = 1 << 18;
 
-/// Elements per rayon task for elementwise work.
-pub(crate) const PAR_CHUNK: usize = 1 << 13;
+/// The least work handed to one rayon task.
+const MIN_TASK_WORK: usize = 1 << 15;
 
-/// `out[i] = f(x[i])`.
+/// Cost per element of an add, a compare, relu...: the unit of work.
+pub(crate) const ARITH: usize = 1;
+/// Cost per element of the vectorized exp/tanh/sigmoid polynomials.
+pub(crate) const POLY: usize = 4;
+/// Cost per element of a libm call (ln, sin, erf, pow...).
+pub(crate) const LIBM: usize = 8;
+
+/// Whether `work` units of work should be split across the pool.
 #[inline]
-pub(crate) fn map<T: Element, F>(x: &[T], f: F) -> Vec<T>
+pub(crate) fn parallel(work: usize) -> bool {
+    work >= PAR_THRESHOLD && rayon::current_num_threads() > 1
+}
+
+/// Elements per task when `n` elements of `cost` each are split: a few
+/// tasks per thread (so a thread descheduled on a busy machine is covered by
+/// the others), none with less than [`MIN_TASK_WORK`], a multiple of 64
+/// elements (whole cache lines).
+#[inline]
+pub(crate) fn chunk_len(n: usize, cost: usize) -> usize {
+    let tasks = rayon::current_num_threads() * 4;
+    n.div_ceil(tasks)
+        .max(MIN_TASK_WORK.div_ceil(cost.max(1)))
+        .next_multiple_of(64)
+}
+
+/// A new buffer of `n` elements, filled by `fill(start, dst)` for chunks
+/// `dst` covering elements `start..start + dst.len()` (in parallel when
+/// `n * cost` is large). `fill` must write every element of `dst`; the helpers
+/// [`write_map`] and [`write_zip`] do, and assert the lengths that makes so.
+pub(crate) fn build<T, F>(n: usize, cost: usize, fill: F) -> Vec<T>
 where
-    F: Fn(T) -> T + Sync + Send,
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
-    let mut out = vec![T::zero(); x.len()];
-    map_into(x, &mut out, f);
+    let mut out = Vec::with_capacity(n);
+    let dst = &mut out.spare_capacity_mut()[..n];
+    if parallel(n.saturating_mul(cost)) {
+        let c = chunk_len(n, cost);
+        dst.par_chunks_mut(c)
+            .enumerate()
+            .for_each(|(i, d)| fill(i * c, d));
+    } else {
+        fill(0, dst);
+    }
+    // SAFETY: the chunks cover `0..n` and `fill` writes each element of its
+    // chunk (the contract above). If `fill` panics, `out` still has length 0.
+    unsafe { out.set_len(n) };
     out
 }
 
-/// `out[i] = f(x[i])` into an existing buffer.
+/// As [`build`] for `rows` rows of `width` elements, each row costing about
+/// `cost` elements of work: `fill(first_row, dst)` gets chunks of whole rows.
+pub(crate) fn build_rows<T, F>(rows: usize, width: usize, cost: usize, fill: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+{
+    let n = rows * width;
+    let mut out = Vec::with_capacity(n);
+    let dst = &mut out.spare_capacity_mut()[..n];
+    let work = rows.saturating_mul(cost);
+    if width > 0 && rows > 1 && parallel(work) {
+        let per = (chunk_len(work, 1) / cost.max(1)).max(1);
+        dst.par_chunks_mut(per * width)
+            .enumerate()
+            .for_each(|(i, d)| fill(i * per, d));
+    } else {
+        fill(0, dst);
+    }
+    // SAFETY: as in `build`.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// Writes `dst[i] = f(x[i])` and returns `dst`, now initialized.
+#[inline(always)]
+pub(crate) fn init_map<'a, T: Copy, F: Fn(T) -> T>(
+    dst: &'a mut [MaybeUninit<T>],
+    x: &[T],
+    f: F,
+) -> &'a mut [T] {
+    write_map(dst, x, f);
+    // SAFETY: `write_map` wrote every element of `dst` (it asserts the
+    // lengths), and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// Writes `dst[i] = f(a[i], b[i])` and returns `dst`, now initialized.
+#[inline(always)]
+pub(crate) fn init_zip<'a, T: Copy, F: Fn(T, T) -> T>(
+    dst: &'a mut [MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    f: F,
+) -> &'a mut [T] {
+    write_zip(dst, a, b, f);
+    // SAFETY: as in `init_map`.
+    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// Writes `v` to every element of `dst` and returns it, now initialized.
+#[inline(always)]
+pub(crate) fn init_fill<T: Copy>(dst: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
+    write_fill(dst, v);
+    // SAFETY: every element was just written.
+    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// Views an initialized buffer as one that may be written with anything a
+/// kernel writes (only initialized values: this never de-initializes).
+#[inline(always)]
+pub(crate) fn as_uninit_mut<T>(x: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the kernels write only
+    // initialized values through the result, so `x` stays initialized.
+    unsafe { &mut *(x as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
+/// `dst[i] = f(x[i])`, writing every element of `dst`.
+#[inline(always)]
+pub(crate) fn write_map<T: Copy, F: Fn(T) -> T>(dst: &mut [MaybeUninit<T>], x: &[T], f: F) {
+    assert_eq!(dst.len(), x.len());
+    for (o, &v) in dst.iter_mut().zip(x) {
+        o.write(f(v));
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])`, writing every element of `dst`.
+#[inline(always)]
+pub(crate) fn write_zip<T: Copy, F: Fn(T, T) -> T>(
+    dst: &mut [MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    f: F,
+) {
+    assert!(dst.len() == a.len() && dst.len() == b.len());
+    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        o.write(f(x, y));
+    }
+}
+
+/// `dst[i] = v`, writing every element of `dst`.
+#[inline(always)]
+pub(crate) fn write_fill<T: Copy>(dst: &mut [MaybeUninit<T>], v: T) {
+    for o in dst.iter_mut() {
+        o.write(v);
+    }
+}
+
+/// `out[i] = f(x[i])`, `f` costing `cost` units per element.
 #[inline]
-pub(crate) fn map_into<T: Element, F>(x: &[T], out: &mut [T], f: F)
+pub(crate) fn map<T: Element, F>(x: &[T], cost: usize, f: F) -> Vec<T>
 where
     F: Fn(T) -> T + Sync + Send,
 {
-    debug_assert_eq!(x.len(), out.len());
-    if x.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(x.par_chunks(PAR_CHUNK))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
-    } else {
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
-    }
+    build(x.len(), cost, |s, d| {
+        vectorized(
+            #[inline(always)]
+            || write_map(d, &x[s..s + d.len()], &f),
+        )
+    })
 }
 
 /// `out[i] = f(a[i], b[i])` for equal-length slices.
 #[inline]
-pub(crate) fn zip_map<T: Element, F>(a: &[T], b: &[T], f: F) -> Vec<T>
+pub(crate) fn zip_map<T: Element, F>(a: &[T], b: &[T], cost: usize, f: F) -> Vec<T>
 where
     F: Fn(T, T) -> T + Sync + Send,
 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![T::zero(); a.len()];
-    if a.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(a, b);
-                }
-            });
-    } else {
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    }
-    out
+    assert_eq!(a.len(), b.len());
+    build(a.len(), cost, |s, d| {
+        let e = s + d.len();
+        vectorized(
+            #[inline(always)]
+            || write_zip(d, &a[s..e], &b[s..e], &f),
+        )
+    })
 }
 
-/// Sum of a slice with 16 independent accumulators (vectorizes, and keeps
-/// the rounding error of long f32 sums near pairwise summation).
-#[inline]
-pub(crate) fn sum_slice<T: Element>(x: &[T]) -> T {
-    const L: usize = 16;
-    let mut acc = [T::zero(); L];
-    let chunks = x.chunks_exact(L);
+/// Lanes of the accumulators in slice folds: two AVX-512 registers of f32.
+const LANES: usize = 32;
+
+/// Sum of a slice with 32 independent accumulators folded pairwise (keeps
+/// the rounding error of long f32 sums near pairwise summation). Call it
+/// inside [`vectorized`].
+#[inline(always)]
+pub(crate) fn sum_lanes<T: Element>(x: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for i in 0..L {
+        for i in 0..LANES {
             acc[i] += c[i];
         }
     }
@@ -90,8 +233,7 @@ pub(crate) fn sum_slice<T: Element>(x: &[T]) -> T {
     for &r in rest {
         s += r;
     }
-    // pairwise fold of the lanes
-    let mut w = L;
+    let mut w = LANES;
     while w > 1 {
         w /= 2;
         for i in 0..w {
@@ -102,32 +244,65 @@ pub(crate) fn sum_slice<T: Element>(x: &[T]) -> T {
     acc[0] + s
 }
 
-/// Maximum of a non-empty slice (NaN propagates).
-#[inline]
-pub(crate) fn max_slice<T: Element>(x: &[T]) -> T {
-    fold_lanes(x, T::neg_infinity(), |a, b| {
-        if a >= b || a.is_nan() { a } else { b }
-    })
-}
-
-/// Minimum of a non-empty slice (NaN propagates).
-#[inline]
-pub(crate) fn min_slice<T: Element>(x: &[T]) -> T {
-    fold_lanes(
-        x,
-        T::infinity(),
-        |a, b| if a <= b || a.is_nan() { a } else { b },
-    )
-}
-
-#[inline]
-fn fold_lanes<T: Element>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    const L: usize = 16;
-    let mut acc = [init; L];
-    let chunks = x.chunks_exact(L);
+/// `Σ f(x[i])` with the lane structure of [`sum_lanes`] (no buffer for the
+/// mapped values).
+#[inline(always)]
+pub(crate) fn sum_map_lanes<T: Element>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for i in 0..L {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    let mut s = T::zero();
+    for &r in rest {
+        s += f(r);
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            let hi = acc[i + w];
+            acc[i] += hi;
+        }
+    }
+    acc[0] + s
+}
+
+/// `max(a, b)`, NaN from either side propagating.
+#[inline(always)]
+pub(crate) fn max_nan<T: Element>(a: T, b: T) -> T {
+    if a >= b || a.is_nan() { a } else { b }
+}
+
+/// `min(a, b)`, NaN from either side propagating.
+#[inline(always)]
+pub(crate) fn min_nan<T: Element>(a: T, b: T) -> T {
+    if a <= b || a.is_nan() { a } else { b }
+}
+
+/// Maximum of a slice (NaN propagates; -inf if empty). Call it inside
+/// [`vectorized`].
+#[inline(always)]
+pub(crate) fn max_lanes<T: Element>(x: &[T]) -> T {
+    fold_lanes(x, T::neg_infinity(), max_nan)
+}
+
+/// Minimum of a slice (NaN propagates; +inf if empty).
+#[inline(always)]
+pub(crate) fn min_lanes<T: Element>(x: &[T]) -> T {
+    fold_lanes(x, T::infinity(), min_nan)
+}
+
+#[inline(always)]
+fn fold_lanes<T: Element>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
             acc[i] = f(acc[i], c[i]);
         }
     }
@@ -145,22 +320,46 @@ mod tests {
     #[test]
     fn lane_sums_match_naive() {
         let x: Vec<f64> = (0..1000).map(|i| (i as f64).sin()).collect();
-        for n in [0, 1, 15, 16, 17, 999, 1000] {
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 999, 1000] {
             let naive: f64 = x[..n].iter().sum();
-            assert!((sum_slice(&x[..n]) - naive).abs() < 1e-12);
+            assert!(
+                (vectorized(
+                    #[inline(always)]
+                    || sum_lanes(&x[..n])
+                ) - naive)
+                    .abs()
+                    < 1e-12
+            );
         }
-        assert_eq!(max_slice(&[1.0f32, 5.0, -2.0]), 5.0);
-        assert_eq!(min_slice(&[1.0f32, 5.0, -2.0]), -2.0);
-        assert!(max_slice(&[1.0f32, f32::NAN, 3.0]).is_nan());
+        assert_eq!(max_lanes(&[1.0f32, 5.0, -2.0]), 5.0);
+        assert_eq!(min_lanes(&[1.0f32, 5.0, -2.0]), -2.0);
+        assert!(max_lanes(&[1.0f32, f32::NAN, 3.0]).is_nan());
+        let mut long = vec![0.0f32; 100];
+        long[70] = f32::NAN;
+        assert!(max_lanes(&long).is_nan() && min_lanes(&long).is_nan());
+        assert_eq!(max_lanes::<f32>(&[]), f32::NEG_INFINITY);
+        let e = sum_map_lanes(&x[..77], |v| v * v);
+        assert!((e - x[..77].iter().map(|v| v * v).sum::<f64>()).abs() < 1e-12);
     }
 
     #[test]
     fn maps_cover_parallel_path() {
-        let n = PAR_THRESHOLD * 2 + 7;
-        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let y = map(&x, |v| v * 2.0);
-        assert!(y.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32));
-        let z = zip_map(&x, &y, |a, b| b - a);
-        assert_eq!(z, x);
+        for n in [0, 1, 63, PAR_THRESHOLD - 1, PAR_THRESHOLD * 2 + 7] {
+            let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let y = map(&x, ARITH, |v| v * 2.0);
+            assert_eq!(y.len(), n);
+            assert!(y.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32));
+            let z = zip_map(&x, &y, ARITH, |a, b| b - a);
+            assert_eq!(z, x);
+        }
+    }
+
+    #[test]
+    fn chunks_are_large_and_aligned() {
+        let n = PAR_THRESHOLD * 3 + 5;
+        let c = chunk_len(n, ARITH);
+        assert!(c >= MIN_TASK_WORK && c.is_multiple_of(64));
+        assert!(chunk_len(n, LIBM) >= MIN_TASK_WORK / LIBM);
+        assert!(n.div_ceil(c) <= rayon::current_num_threads().max(1) * 4 + 1);
     }
 }

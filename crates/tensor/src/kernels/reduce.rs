@@ -4,13 +4,14 @@
 //! axes. The two shapes that matter most get vectorized, parallel paths:
 //! `[keep, reduce]` (rows folded horizontally, e.g. a softmax denominator)
 //! and `[reduce, keep]` (rows accumulated vertically, e.g. a bias gradient
-//! summed over the batch). Any other grouping runs a serial strided loop.
+//! summed over the batch). Other groupings recurse over the outermost run
+//! down to one of those. Large inputs split across rayon's pool along output
+//! elements.
 
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
-use super::broadcast::Plan;
-use super::{PAR_CHUNK, PAR_THRESHOLD};
+use super::{parallel, vectorized};
 use crate::{Element, Shape};
 
 /// How to fold values: identity, a binary combine, and a fast fold of a
@@ -19,6 +20,22 @@ pub(crate) struct Fold<T, C, S> {
     pub init: T,
     pub combine: C,
     pub fold_slice: S,
+}
+
+impl<T, C, S> Fold<T, C, S>
+where
+    C: Fn(T, T) -> T,
+    S: Fn(&[T]) -> T,
+{
+    /// A fold; pass `#[inline(always)]` closures, so that they are inlined
+    /// into the vectorized loops.
+    pub fn new(init: T, combine: C, fold_slice: S) -> Self {
+        Fold {
+            init,
+            combine,
+            fold_slice,
+        }
+    }
 }
 
 /// The shape `x_shape` with every axis in `axes` set to 1.
@@ -32,6 +49,9 @@ pub(crate) fn kept_shape(x_shape: &Shape, axes: &[usize]) -> Shape {
 
 /// Folds `x` over `axes` (sorted, unique). Returns values in the kept shape
 /// (reduced axes of size 1) order, which equals the squeezed order.
+///
+/// The result does not depend on the number of threads: every split is
+/// along output elements, or (for a full reduction) into fixed-size chunks.
 pub(crate) fn reduce<T, C, S>(
     x: &[T],
     x_shape: &Shape,
@@ -49,7 +69,7 @@ where
         return vec![fold.init; n_out];
     }
     // runs of (size, reduced), size-1 axes dropped
-    let mut runs: SmallVec<[(usize, bool); 4]> = SmallVec::new();
+    let mut runs: Runs = SmallVec::new();
     for (i, &d) in x_shape.iter().enumerate() {
         if d == 1 {
             continue;
@@ -60,75 +80,214 @@ where
             _ => runs.push((d, red)),
         }
     }
-    match runs.as_slice() {
-        [] => vec![x[0]],
-        [(_, true)] => vec![fold_all(x, &fold)],
-        [(_, false)] => x.to_vec(),
-        &[(k, false), (r, true)] => {
-            let mut out = vec![fold.init; k];
-            let row = |(o, xr): (&mut T, &[T])| *o = (fold.fold_slice)(xr);
-            if x.len() >= PAR_THRESHOLD && k > 1 {
-                out.par_iter_mut().zip(x.par_chunks(r)).for_each(row);
-            } else {
-                out.iter_mut().zip(x.chunks(r)).for_each(row);
-            }
-            out
-        }
-        &[(r, true), (k, false)] => {
-            let mut out = vec![fold.init; k];
-            let cols = |c0: usize, o: &mut [T]| {
-                for i in 0..r {
-                    let xr = &x[i * k + c0..i * k + c0 + o.len()];
-                    for (o, &v) in o.iter_mut().zip(xr) {
-                        *o = (fold.combine)(*o, v);
-                    }
-                }
-            };
-            if x.len() >= PAR_THRESHOLD && k >= 64 {
-                // column blocks of whole cache lines, each accumulating every row
-                let block = ((PAR_CHUNK / r).max(64)).min(k);
-                out.par_chunks_mut(block)
-                    .enumerate()
-                    .for_each(|(b, o)| cols(b * block, o));
-            } else {
-                cols(0, &mut out);
-            }
-            out
-        }
-        _ => {
-            let mut out = vec![fold.init; n_out];
-            let plan = Plan::new([x_shape, &out_shape], x_shape);
-            let inner = plan.inner;
-            let [_, so] = plan.inner_stride;
-            plan.for_rows(0, plan.outer(), |_, [ox, oo]| {
-                let xr = &x[ox..ox + inner];
-                if so == 0 {
-                    out[oo] = (fold.combine)(out[oo], (fold.fold_slice)(xr));
-                } else {
-                    for (o, &v) in out[oo..oo + inner].iter_mut().zip(xr) {
-                        *o = (fold.combine)(*o, v);
-                    }
-                }
-            });
-            out
-        }
+    let mut out = vec![fold.init; n_out];
+    // a reduction reads one buffer and writes little: about half an add's
+    // work per element (measured: the split pays from 2^19 elements)
+    if parallel(x.len() / 2) {
+        reduce_runs_par(x, &runs, &fold, &mut out);
+    } else {
+        vectorized(
+            #[inline(always)]
+            || reduce_runs(x, &runs, &fold, &mut out),
+        );
     }
+    out
 }
 
-fn fold_all<T, C, S>(x: &[T], fold: &Fold<T, C, S>) -> T
+type Runs = SmallVec<[(usize, bool); 4]>;
+
+/// Rows of a column reduction accumulated before they are combined into the
+/// output: a two-level sum, so f32 error grows with `256 + rows / 256`
+/// rather than with `rows`.
+const COL_BLOCK: usize = 256;
+
+/// Elements per partial result of a full reduction (fixed, so the result
+/// does not depend on how many threads computed the partials).
+const FOLD_CHUNK: usize = 1 << 16;
+
+/// The fold of a contiguous slice, in [`FOLD_CHUNK`] pieces combined in
+/// order (the parallel full reduction computes the same pieces).
+#[inline(always)]
+fn fold_chunked<T, C, S>(x: &[T], fold: &Fold<T, C, S>) -> T
 where
     T: Element,
     C: Fn(T, T) -> T + Sync + Send,
     S: Fn(&[T]) -> T + Sync + Send,
 {
-    if x.len() >= PAR_THRESHOLD {
-        x.par_chunks(PAR_CHUNK * 4)
-            .map(|c| (fold.fold_slice)(c))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(fold.init, |a, b| (fold.combine)(a, b))
-    } else {
-        (fold.fold_slice)(x)
+    if x.len() <= FOLD_CHUNK {
+        return (fold.fold_slice)(x);
+    }
+    let mut acc = fold.init;
+    for c in x.chunks(FOLD_CHUNK) {
+        acc = (fold.combine)(acc, (fold.fold_slice)(c));
+    }
+    acc
+}
+
+/// Serial kernel: combines the fold of `x` (alternating runs) into `out`
+/// (initialized to `fold.init`).
+#[inline(always)]
+fn reduce_runs<T, C, S>(x: &[T], runs: &[(usize, bool)], fold: &Fold<T, C, S>, out: &mut [T])
+where
+    T: Element,
+    C: Fn(T, T) -> T + Sync + Send,
+    S: Fn(&[T]) -> T + Sync + Send,
+{
+    match *runs {
+        [] => out[0] = (fold.combine)(out[0], x[0]),
+        [(_, true)] => out[0] = (fold.combine)(out[0], fold_chunked(x, fold)),
+        [(_, false)] => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (fold.combine)(*o, v);
+            }
+        }
+        [(_, false), (r, true)] => {
+            for (o, row) in out.iter_mut().zip(x.chunks_exact(r)) {
+                *o = (fold.combine)(*o, fold_chunked(row, fold));
+            }
+        }
+        [(r, true), (k, false)] => {
+            // blocks of COL_BLOCK rows folded into a partial row, then into out
+            let mut part = vec![fold.init; k];
+            for block in x.chunks(COL_BLOCK * k) {
+                part.copy_from_slice(&block[..k]);
+                for row in block[k..].chunks_exact(k) {
+                    for (p, &v) in part.iter_mut().zip(row) {
+                        *p = (fold.combine)(*p, v);
+                    }
+                }
+                for (o, &p) in out.iter_mut().zip(&part) {
+                    *o = (fold.combine)(*o, p);
+                }
+            }
+            debug_assert_eq!(x.len(), r * k);
+        }
+        [(r, true), ref rest @ ..] => {
+            // fold each slab of the outer reduced run into out
+            let slab = x.len() / r;
+            // (recursion goes through the dispatcher: a recursive call is
+            // not inlined, so it needs its own vectorized instance)
+            for s in x.chunks_exact(slab) {
+                vectorized(
+                    #[inline(always)]
+                    || reduce_runs(s, rest, fold, out),
+                );
+            }
+        }
+        [(k, false), ref rest @ ..] => {
+            let (slab, o_slab) = (x.len() / k, out.len() / k);
+            for (s, o) in x.chunks_exact(slab).zip(out.chunks_exact_mut(o_slab)) {
+                vectorized(
+                    #[inline(always)]
+                    || reduce_runs(s, rest, fold, o),
+                );
+            }
+        }
+    }
+}
+
+/// Parallel kernel: splits along output elements (or fixed chunks of a full
+/// reduction) and runs [`reduce_runs`] on each piece.
+fn reduce_runs_par<T, C, S>(x: &[T], runs: &[(usize, bool)], fold: &Fold<T, C, S>, out: &mut [T])
+where
+    T: Element,
+    C: Fn(T, T) -> T + Sync + Send,
+    S: Fn(&[T]) -> T + Sync + Send,
+{
+    match *runs {
+        [(_, true)] => {
+            let parts: Vec<T> = x
+                .par_chunks(FOLD_CHUNK)
+                .map(|c| {
+                    vectorized(
+                        #[inline(always)]
+                        || (fold.fold_slice)(c),
+                    )
+                })
+                .collect();
+            out[0] = parts.into_iter().fold(out[0], |a, b| (fold.combine)(a, b));
+        }
+        [(r, true), (k, false)] if r.div_ceil(COL_BLOCK) >= 2 * rayon::current_num_threads() => {
+            // the serial kernel's blocks of COL_BLOCK rows, folded into
+            // partial rows in parallel, then combined in the same order
+            let mut parts = vec![fold.init; r.div_ceil(COL_BLOCK) * k];
+            parts
+                .par_chunks_mut(k)
+                .zip(x.par_chunks(COL_BLOCK * k))
+                .for_each(|(part, block)| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            part.copy_from_slice(&block[..k]);
+                            for row in block[k..].chunks_exact(k) {
+                                for (p, &v) in part.iter_mut().zip(row) {
+                                    *p = (fold.combine)(*p, v);
+                                }
+                            }
+                        },
+                    )
+                });
+            vectorized(
+                #[inline(always)]
+                || {
+                    for part in parts.chunks_exact(k) {
+                        for (o, &p) in out.iter_mut().zip(part) {
+                            *o = (fold.combine)(*o, p);
+                        }
+                    }
+                },
+            );
+        }
+        [(r, true), (k, false)] if k >= 256 => {
+            // few rows of many columns: column blocks, each task folding
+            // every row of its columns
+            let tasks = rayon::current_num_threads() * 4;
+            let width = k.div_ceil(tasks).max(64).next_multiple_of(16).min(k);
+            out.par_chunks_mut(width).enumerate().for_each(|(b, o)| {
+                let c0 = b * width;
+                let w = o.len();
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let mut part = vec![fold.init; w];
+                        for i0 in (0..r).step_by(COL_BLOCK) {
+                            let rows = COL_BLOCK.min(r - i0);
+                            part.copy_from_slice(&x[i0 * k + c0..i0 * k + c0 + w]);
+                            for i in i0 + 1..i0 + rows {
+                                let row = &x[i * k + c0..i * k + c0 + w];
+                                for (p, &v) in part.iter_mut().zip(row) {
+                                    *p = (fold.combine)(*p, v);
+                                }
+                            }
+                            for (o, &p) in o.iter_mut().zip(&part) {
+                                *o = (fold.combine)(*o, p);
+                            }
+                        }
+                    },
+                )
+            });
+        }
+        [(k, false), ref rest @ ..] if k > 1 => {
+            // split the outer kept run: tasks own disjoint output slabs
+            let (slab, o_slab) = (x.len() / k, out.len() / k);
+            let per = (super::chunk_len(x.len(), 1) / slab).max(1);
+            out.par_chunks_mut(per * o_slab)
+                .zip(x.par_chunks(per * slab))
+                .for_each(|(o, s)| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (s, o) in s.chunks_exact(slab).zip(o.chunks_exact_mut(o_slab)) {
+                                reduce_runs(s, rest, fold, o);
+                            }
+                        },
+                    )
+                });
+        }
+        _ => vectorized(
+            #[inline(always)]
+            || reduce_runs(x, runs, fold, out),
+        ),
     }
 }
 
@@ -146,11 +305,13 @@ pub(crate) fn sum<T: Element>(x: &[T], x_shape: &Shape, axes: &[usize]) -> Vec<T
         x,
         x_shape,
         axes,
-        Fold {
-            init: T::zero(),
-            combine: |a, b| a + b,
-            fold_slice: super::sum_slice,
-        },
+        Fold::new(
+            T::zero(),
+            #[inline(always)]
+            |a, b| a + b,
+            #[inline(always)]
+            |s| super::sum_lanes(s),
+        ),
     )
 }
 
@@ -160,11 +321,13 @@ pub(crate) fn max<T: Element>(x: &[T], x_shape: &Shape, axes: &[usize]) -> Vec<T
         x,
         x_shape,
         axes,
-        Fold {
-            init: T::neg_infinity(),
-            combine: |a: T, b: T| if a >= b || a.is_nan() { a } else { b },
-            fold_slice: super::max_slice,
-        },
+        Fold::new(
+            T::neg_infinity(),
+            #[inline(always)]
+            |a, b| super::max_nan(a, b),
+            #[inline(always)]
+            |s| super::max_lanes(s),
+        ),
     )
 }
 
@@ -174,11 +337,13 @@ pub(crate) fn min<T: Element>(x: &[T], x_shape: &Shape, axes: &[usize]) -> Vec<T
         x,
         x_shape,
         axes,
-        Fold {
-            init: T::infinity(),
-            combine: |a: T, b: T| if a <= b || a.is_nan() { a } else { b },
-            fold_slice: super::min_slice,
-        },
+        Fold::new(
+            T::infinity(),
+            #[inline(always)]
+            |a, b| super::min_nan(a, b),
+            #[inline(always)]
+            |s| super::min_lanes(s),
+        ),
     )
 }
 
@@ -224,12 +389,20 @@ mod tests {
 
     #[test]
     fn large_parallel_paths() {
-        let (r, k) = (700, 300);
+        let (r, k) = (2000, 300);
+        assert!(r * k > 2 * crate::kernels::PAR_THRESHOLD);
         let x: Vec<f64> = (0..r * k).map(|i| (i % 13) as f64).collect();
         let cols = sum(&x, &Shape::from([r, k]), &[0]);
         let rows = sum(&x, &Shape::from([r, k]), &[1]);
         assert_eq!(cols, naive_sum(&x, &[r, k], &[0]));
         assert_eq!(rows, naive_sum(&x, &[r, k], &[1]));
         assert_eq!(max(&x, &Shape::from([r, k]), &[0, 1]), vec![12.0]);
+        // few rows of many columns: split by columns
+        let (r, k) = (400, 1500);
+        let x: Vec<f64> = (0..r * k).map(|i| (i % 17) as f64).collect();
+        assert_eq!(
+            sum(&x, &Shape::from([r, k]), &[0]),
+            naive_sum(&x, &[r, k], &[0])
+        );
     }
 }

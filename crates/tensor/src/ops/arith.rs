@@ -3,7 +3,7 @@
 
 use std::ops;
 
-use crate::kernels::broadcast;
+use crate::kernels::{ARITH, LIBM, broadcast};
 use crate::record::{Op, record};
 use crate::{Element, Error, Result, Tensor, broadcast_shapes};
 
@@ -41,17 +41,17 @@ impl BinaryOp {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn maximum<T: Element>(a: T, b: T) -> T {
     if a >= b || a.is_nan() { a } else { b }
 }
 
-#[inline]
+#[inline(always)]
 fn minimum<T: Element>(a: T, b: T) -> T {
     if a <= b || a.is_nan() { a } else { b }
 }
 
-#[inline]
+#[inline(always)]
 fn flag<T: Element>(b: bool) -> T {
     if b { T::one() } else { T::zero() }
 }
@@ -61,13 +61,58 @@ impl<T: Element> Tensor<T> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let data = match op {
-            BinaryOp::Add => broadcast::binary(a, sa, b, sb, &shape, |x, y| x + y),
-            BinaryOp::Sub => broadcast::binary(a, sa, b, sb, &shape, |x, y| x - y),
-            BinaryOp::Mul => broadcast::binary(a, sa, b, sb, &shape, |x, y| x * y),
-            BinaryOp::Div => broadcast::binary(a, sa, b, sb, &shape, |x, y| x / y),
-            BinaryOp::Pow => broadcast::binary(a, sa, b, sb, &shape, |x: T, y| x.powf(y)),
-            BinaryOp::Maximum => broadcast::binary(a, sa, b, sb, &shape, maximum),
-            BinaryOp::Minimum => broadcast::binary(a, sa, b, sb, &shape, minimum),
+            BinaryOp::Add => broadcast::binary(
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| x + y,
+            ),
+            BinaryOp::Sub => broadcast::binary(
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| x - y,
+            ),
+            BinaryOp::Mul => broadcast::binary(
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| x * y,
+            ),
+            BinaryOp::Div => broadcast::binary(
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| x / y,
+            ),
+            BinaryOp::Pow => broadcast::binary(
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                LIBM,
+                #[inline(always)]
+                |x: T, y| x.powf(y),
+            ),
+            BinaryOp::Maximum => broadcast::binary(a, sa, b, sb, &shape, ARITH, maximum),
+            BinaryOp::Minimum => broadcast::binary(a, sa, b, sb, &shape, ARITH, minimum),
         };
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Binary(op), &[self, rhs], &out);
@@ -214,6 +259,19 @@ impl<T: Element> Tensor<T> {
         self.binary_scalar(s, BinaryOp::Div)
     }
 
+    /// `s / self`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::vector(vec![4.0f32, 0.5]).rdiv_scalar(2.0).to_vec(), vec![0.5, 4.0]);
+    /// ```
+    pub fn rdiv_scalar(&self, s: T) -> Tensor<T> {
+        match Tensor::scalar(s).binary(self, BinaryOp::Div) {
+            Ok(t) => t,
+            Err(_) => unreachable!("a rank-0 operand broadcasts against any shape"),
+        }
+    }
+
     /// `self ^ p` for a scalar exponent.
     ///
     /// ```
@@ -234,7 +292,12 @@ impl<T: Element> Tensor<T> {
         self.binary_scalar(s, BinaryOp::Minimum)
     }
 
-    fn compare(&self, rhs: &Tensor<T>, op: &'static str, f: fn(T, T) -> bool) -> Result<Tensor<T>> {
+    fn compare(
+        &self,
+        rhs: &Tensor<T>,
+        op: &'static str,
+        f: impl Fn(T, T) -> bool + Sync + Send,
+    ) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
         let data = broadcast::binary(
             self.as_slice(),
@@ -242,6 +305,8 @@ impl<T: Element> Tensor<T> {
             rhs.as_slice(),
             rhs.shape(),
             &shape,
+            ARITH,
+            #[inline(always)]
             |a, b| flag(f(a, b)),
         );
         // comparisons are not differentiable and are not recorded
@@ -257,22 +322,42 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn eq(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "eq", |a, b| a == b)
+        self.compare(
+            rhs,
+            "eq",
+            #[inline(always)]
+            |a, b| a == b,
+        )
     }
 
     /// `1` where `self != rhs`, else `0`.
     pub fn ne(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "ne", |a, b| a != b)
+        self.compare(
+            rhs,
+            "ne",
+            #[inline(always)]
+            |a, b| a != b,
+        )
     }
 
     /// `1` where `self < rhs`, else `0`.
     pub fn lt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "lt", |a, b| a < b)
+        self.compare(
+            rhs,
+            "lt",
+            #[inline(always)]
+            |a, b| a < b,
+        )
     }
 
     /// `1` where `self <= rhs`, else `0`.
     pub fn le(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "le", |a, b| a <= b)
+        self.compare(
+            rhs,
+            "le",
+            #[inline(always)]
+            |a, b| a <= b,
+        )
     }
 
     /// `1` where `self > rhs`, else `0`.
@@ -284,12 +369,22 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn gt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "gt", |a, b| a > b)
+        self.compare(
+            rhs,
+            "gt",
+            #[inline(always)]
+            |a, b| a > b,
+        )
     }
 
     /// `1` where `self >= rhs`, else `0`.
     pub fn ge(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(rhs, "ge", |a, b| a >= b)
+        self.compare(
+            rhs,
+            "ge",
+            #[inline(always)]
+            |a, b| a >= b,
+        )
     }
 
     /// `1` where `self > s`, else `0`.
@@ -300,7 +395,43 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn gt_scalar(&self, s: T) -> Tensor<T> {
         Tensor::from_parts(
-            crate::kernels::map(self.as_slice(), |v| flag(v > s)),
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v > s),
+            ),
+            self.shape().clone(),
+        )
+    }
+
+    /// `1` where `self == s`, else `0`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::vector(vec![1.0f32, 2.0]).eq_scalar(2.0).to_vec(), vec![0.0, 1.0]);
+    /// ```
+    pub fn eq_scalar(&self, s: T) -> Tensor<T> {
+        Tensor::from_parts(
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v == s),
+            ),
+            self.shape().clone(),
+        )
+    }
+
+    /// `1` where `self != s`, else `0` (NaN is unequal to everything).
+    pub fn ne_scalar(&self, s: T) -> Tensor<T> {
+        Tensor::from_parts(
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v != s),
+            ),
             self.shape().clone(),
         )
     }
@@ -308,7 +439,12 @@ impl<T: Element> Tensor<T> {
     /// `1` where `self >= s`, else `0`.
     pub fn ge_scalar(&self, s: T) -> Tensor<T> {
         Tensor::from_parts(
-            crate::kernels::map(self.as_slice(), |v| flag(v >= s)),
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v >= s),
+            ),
             self.shape().clone(),
         )
     }
@@ -316,7 +452,12 @@ impl<T: Element> Tensor<T> {
     /// `1` where `self < s`, else `0`.
     pub fn lt_scalar(&self, s: T) -> Tensor<T> {
         Tensor::from_parts(
-            crate::kernels::map(self.as_slice(), |v| flag(v < s)),
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v < s),
+            ),
             self.shape().clone(),
         )
     }
@@ -324,7 +465,12 @@ impl<T: Element> Tensor<T> {
     /// `1` where `self <= s`, else `0`.
     pub fn le_scalar(&self, s: T) -> Tensor<T> {
         Tensor::from_parts(
-            crate::kernels::map(self.as_slice(), |v| flag(v <= s)),
+            crate::kernels::map(
+                self.as_slice(),
+                ARITH,
+                #[inline(always)]
+                |v| flag(v <= s),
+            ),
             self.shape().clone(),
         )
     }
@@ -355,6 +501,7 @@ impl<T: Element> Tensor<T> {
                 (on_false.as_slice(), on_false.shape()),
             ],
             &shape,
+            #[inline(always)]
             |c, a, b| if c != T::zero() { a } else { b },
         );
         let out = Tensor::from_parts(data, shape);

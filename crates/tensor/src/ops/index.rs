@@ -102,7 +102,7 @@ impl<T: Element> Tensor<T> {
         index_shape: impl Into<Shape>,
     ) -> Result<Tensor<T>> {
         let index_shape = index_shape.into();
-        if index_shape.numel() != indices.len() {
+        if index_shape.checked_numel() != Some(indices.len()) {
             return Err(Error::DataLength {
                 op: "gather",
                 shape: index_shape,
@@ -110,6 +110,7 @@ impl<T: Element> Tensor<T> {
             });
         }
         let a = self.shape().axis("gather", axis)?;
+        check_indices("gather", indices, a, self.dims()[a])?;
         let picked = self.index_select(a as isize, indices)?;
         let mut dims: SmallVec<[usize; 4]> = self.dims()[..a].into();
         dims.extend_from_slice(&index_shape);

@@ -110,7 +110,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor<T>> {
         let shape = shape.into();
-        if shape.numel() != self.len() {
+        if shape.checked_numel() != Some(self.len()) {
             return Err(Error::Reshape {
                 op: "reshape",
                 from: self.shape().clone(),
@@ -421,7 +421,8 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn split(&self, sizes: &[usize], axis: isize) -> Result<Vec<Tensor<T>>> {
         let a = self.shape().axis("split", axis)?;
-        if sizes.iter().sum::<usize>() != self.dims()[a] {
+        let total = sizes.iter().try_fold(0usize, |acc, &n| acc.checked_add(n));
+        if total != Some(self.dims()[a]) {
             return Err(Error::InvalidArgument {
                 op: "split",
                 msg: format!(
@@ -538,13 +539,21 @@ impl<T: Element> Tensor<T> {
         }
         let mut w: SmallVec<[(usize, usize); 4]> = widths.into();
         w.resize(self.rank(), (0, 0));
-        let shape = Shape(
-            self.dims()
-                .iter()
-                .zip(&w)
-                .map(|(&d, &(b, a))| b + d + a)
-                .collect(),
-        );
+        let dims: Option<SmallVec<[usize; 4]>> = self
+            .dims()
+            .iter()
+            .zip(&w)
+            .map(|(&d, &(b, a))| b.checked_add(d)?.checked_add(a))
+            .collect();
+        let shape = match dims.map(Shape) {
+            Some(s) if s.checked_numel().is_some() => s,
+            _ => {
+                return Err(Error::InvalidArgument {
+                    op: "pad",
+                    msg: format!("widths {widths:?} make shape {} too large", self.shape()),
+                });
+            }
+        };
         let dst: SmallVec<[Range<usize>; 4]> = self
             .dims()
             .iter()

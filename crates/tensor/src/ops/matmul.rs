@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use smallvec::SmallVec;
 
+use crate::kernels::as_uninit_mut;
 use crate::kernels::broadcast::Plan;
 use crate::kernels::gemm::{self, MatRef};
 use crate::record::{Op, record};
@@ -141,7 +142,8 @@ impl<T: Element> Tensor<T> {
         transpose_b: bool,
     ) -> Result<Tensor<T>> {
         let g = geometry(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
-        let mut out = vec![T::zero(); g.out.numel()];
+        let len = g.out.numel();
+        let mut out = Vec::with_capacity(len);
         gemm::gemm_batched(
             g.m,
             g.k,
@@ -151,8 +153,11 @@ impl<T: Element> Tensor<T> {
             rhs.as_slice(),
             transpose_b,
             &g.offsets,
-            &mut out,
+            &mut out.spare_capacity_mut()[..len],
         );
+        // SAFETY: gemm_batched writes every element of its output (no
+        // zero-fill pass first: matrixmultiply does not read C at beta 0).
+        unsafe { out.set_len(len) };
         let out = Tensor::from_parts(out, g.out);
         record(
             || Op::MatMul {
@@ -228,8 +233,9 @@ impl<T: Element> Tensor<T> {
             .filter(|(r, c)| !r.is_empty() && !c.is_empty())
             .collect();
         for (r, c) in blocks {
-            let dst = &mut out[r.start * n + c.start..];
-            gemm::gemm(
+            let dst = as_uninit_mut(&mut out[r.start * n + c.start..]);
+            gemm::gemm_part(
+                m == 1 || n == 1,
                 r.len(),
                 k,
                 c.len(),

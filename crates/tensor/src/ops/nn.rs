@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::kernels::reduce::axis_view;
-use crate::kernels::{PAR_THRESHOLD, max_slice, sum_slice};
+use crate::kernels::{
+    build_rows, init_map, init_zip, max_lanes, max_nan, sum_lanes, sum_map_lanes, vectorized,
+};
 use crate::record::{Op, record};
 use crate::{Element, Error, Result, Shape, Tensor};
 
@@ -32,58 +32,148 @@ pub enum NnOp {
     },
 }
 
-/// Applies `row(x_row, out_row)` to every slice along `axis`, contiguous
-/// rows in parallel when large; strided ones are gathered into a scratch row.
-fn along_axis<T: Element>(
-    x: &Tensor<T>,
-    axis: usize,
-    row: impl Fn(&[T], &mut [T]) + Sync,
-) -> Vec<T> {
+/// Work per element of a softmax (max, exp, sum, scale), in
+/// [`crate::kernels::ARITH`] units.
+const SOFTMAX: usize = 8;
+
+/// Softmax (or log-softmax) of `x` along `axis`, shifted by the max (0 where
+/// the max is infinite, so that rows of -inf stay well defined). Contiguous
+/// rows (the last axis) are processed a row at a time; along an inner axis
+/// the `n × inner` slabs are processed column-vectorized, never gathered.
+fn softmax_kernel<T: Element>(x: &Tensor<T>, axis: usize, log: bool) -> Vec<T> {
     let (outer, n, inner) = axis_view(x.shape(), axis);
     let src = x.as_slice();
-    let mut out = vec![T::zero(); src.len()];
-    if n == 0 || src.is_empty() {
-        return out;
+    if src.is_empty() {
+        return Vec::new();
+    }
+    if inner == 1 && n < SHORT_ROW {
+        // short rows (a classifier's logits): the exp over the whole chunk
+        // of rows at once, so it vectorizes across rows
+        return build_rows(outer, n, n * SOFTMAX, |r0, dst| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let sh = shifted_rows(&src[r0 * n..r0 * n + dst.len()], n);
+                    let e = init_map(dst, &sh, |v| v.exp_v());
+                    for (e, sh) in e.chunks_exact_mut(n).zip(sh.chunks_exact(n)) {
+                        let s = e.iter().fold(T::zero(), |a, &b| a + b);
+                        if log {
+                            let ls = s.ln();
+                            for (o, &d) in e.iter_mut().zip(sh) {
+                                *o = d - ls;
+                            }
+                        } else {
+                            let r = s.recip();
+                            e.iter_mut().for_each(|v| *v *= r);
+                        }
+                    }
+                },
+            )
+        });
     }
     if inner == 1 {
-        if src.len() >= PAR_THRESHOLD && outer > 1 {
-            out.par_chunks_mut(n)
-                .zip(src.par_chunks(n))
-                .for_each(|(o, x)| row(x, o));
-        } else {
-            out.chunks_mut(n)
-                .zip(src.chunks(n))
-                .for_each(|(o, x)| row(x, o));
-        }
-    } else {
-        let (mut xs, mut ys) = (vec![T::zero(); n], vec![T::zero(); n]);
-        for o in 0..outer {
-            for j in 0..inner {
-                for i in 0..n {
-                    xs[i] = src[(o * n + i) * inner + j];
+        return build_rows(outer, n, n * SOFTMAX, |r0, dst| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (d, xs) in dst.chunks_exact_mut(n).zip(src[r0 * n..].chunks_exact(n)) {
+                        let mut m = max_lanes(xs);
+                        if !m.is_finite() {
+                            m = T::zero();
+                        }
+                        let e = init_map(d, xs, |v| (v - m).exp_v());
+                        let s = sum_lanes(e);
+                        if log {
+                            // (v - m) - ln s: no rounding of m + ln s at large m
+                            let ls = s.ln();
+                            for (o, &v) in e.iter_mut().zip(xs) {
+                                *o = (v - m) - ls;
+                            }
+                        } else {
+                            let r = s.recip();
+                            e.iter_mut().for_each(|v| *v *= r);
+                        }
+                    }
+                },
+            )
+        });
+    }
+    let slab = n * inner;
+    build_rows(outer, slab, slab * SOFTMAX, |o0, dst| {
+        vectorized(
+            #[inline(always)]
+            || {
+                let (mut m, mut s) = (vec![T::zero(); inner], vec![T::zero(); inner]);
+                for (d, xs) in dst
+                    .chunks_exact_mut(slab)
+                    .zip(src[o0 * slab..].chunks_exact(slab))
+                {
+                    m.copy_from_slice(&xs[..inner]);
+                    for row in xs[inner..].chunks_exact(inner) {
+                        for (m, &v) in m.iter_mut().zip(row) {
+                            *m = max_nan(*m, v);
+                        }
+                    }
+                    for v in m.iter_mut() {
+                        if !v.is_finite() {
+                            *v = T::zero();
+                        }
+                    }
+                    s.fill(T::zero());
+                    for (drow, row) in d.chunks_exact_mut(inner).zip(xs.chunks_exact(inner)) {
+                        let e = init_zip(drow, row, &m, |v, m| (v - m).exp_v());
+                        for (s, &e) in s.iter_mut().zip(e.iter()) {
+                            *s += e;
+                        }
+                    }
+                    // every row of `d` is initialized now
+                    let d = assume_init_rows(d);
+                    if log {
+                        s.iter_mut().for_each(|v| *v = v.ln());
+                        for (drow, row) in d.chunks_exact_mut(inner).zip(xs.chunks_exact(inner)) {
+                            for (((o, &v), &m), &ls) in drow.iter_mut().zip(row).zip(&m).zip(&s) {
+                                *o = (v - m) - ls;
+                            }
+                        }
+                    } else {
+                        s.iter_mut().for_each(|v| *v = v.recip());
+                        for drow in d.chunks_exact_mut(inner) {
+                            for (o, &r) in drow.iter_mut().zip(&s) {
+                                *o *= r;
+                            }
+                        }
+                    }
                 }
-                row(&xs, &mut ys);
-                for i in 0..n {
-                    out[(o * n + i) * inner + j] = ys[i];
-                }
-            }
+            },
+        )
+    })
+}
+
+/// Rows shorter than this take the across-rows path.
+const SHORT_ROW: usize = 32;
+
+/// `x - max(row)` for each row of `n` (the max taken as 0 where it is
+/// infinite).
+#[inline(always)]
+fn shifted_rows<T: Element>(x: &[T], n: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(n) {
+        let mut m = row.iter().fold(T::neg_infinity(), |a, &b| max_nan(a, b));
+        if !m.is_finite() {
+            m = T::zero();
         }
+        out.extend(row.iter().map(|&v| v - m));
     }
     out
 }
 
-/// `out = exp(x - max)`, returning the sum of `out` and the max (0 if the
-/// max is infinite, so rows of -inf stay well defined).
-#[inline]
-fn shifted_exp<T: Element>(x: &[T], out: &mut [T]) -> (T, T) {
-    let mut m = max_slice(x);
-    if !m.is_finite() {
-        m = T::zero();
-    }
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - m).exp();
-    }
-    (sum_slice(out), m)
+/// Views a slab whose rows were all written by `init_zip` as initialized.
+#[inline(always)]
+fn assume_init_rows<T: Element>(d: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: the caller wrote every element of `d` (each row through
+    // `init_zip`, which asserts the row lengths, and the rows cover `d`
+    // because `d.len()` is a multiple of the row length).
+    unsafe { &mut *(d as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
 }
 
 impl<T: Element> Tensor<T> {
@@ -97,11 +187,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn softmax(&self, axis: isize) -> Result<Tensor<T>> {
         let a = self.shape().axis("softmax", axis)?;
-        let data = along_axis(self, a, |x, o| {
-            let (s, _) = shifted_exp(x, o);
-            let r = s.recip();
-            o.iter_mut().for_each(|v| *v *= r);
-        });
+        let data = softmax_kernel(self, a, false);
         let out = Tensor::from_parts(data, self.shape().clone());
         record(|| Op::Nn(NnOp::Softmax { axis: a }), &[self], &out);
         Ok(out)
@@ -117,13 +203,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor<T>> {
         let a = self.shape().axis("log_softmax", axis)?;
-        let data = along_axis(self, a, |x, o| {
-            let (s, m) = shifted_exp(x, o);
-            let lse = m + s.ln();
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = v - lse;
-            }
-        });
+        let data = softmax_kernel(self, a, true);
         let out = Tensor::from_parts(data, self.shape().clone());
         record(|| Op::Nn(NnOp::LogSoftmax { axis: a }), &[self], &out);
         Ok(out)
@@ -174,22 +254,39 @@ impl<T: Element> Tensor<T> {
             });
         }
         let x = self.as_slice();
-        let loss = |(i, &l): (usize, &usize)| {
-            let row = &x[i * c..(i + 1) * c];
-            let mut m = max_slice(row);
-            if !m.is_finite() {
-                m = T::zero();
-            }
-            let mut s = T::zero();
-            for &v in row {
-                s += (v - m).exp();
-            }
-            m + s.ln() - row[l]
-        };
-        let data: Vec<T> = if x.len() >= PAR_THRESHOLD {
-            labels.par_iter().enumerate().map(loss).collect()
+        let data: Vec<T> = if c < SHORT_ROW && c > 0 {
+            build_rows(labels.len(), 1, c * SOFTMAX, |r0, dst| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let sh = shifted_rows(&x[r0 * c..(r0 + dst.len()) * c], c);
+                        let e: Vec<T> = sh.iter().map(|&v| v.exp_v()).collect();
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let es = &e[j * c..(j + 1) * c];
+                            let s = es.iter().fold(T::zero(), |a, &b| a + b);
+                            d.write(s.ln() - sh[j * c + labels[r0 + j]]);
+                        }
+                    },
+                )
+            })
         } else {
-            labels.iter().enumerate().map(loss).collect()
+            build_rows(labels.len(), 1, c * SOFTMAX, |r0, dst| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let (i, l) = (r0 + j, labels[r0 + j]);
+                            let row = &x[i * c..(i + 1) * c];
+                            let mut m = max_lanes(row);
+                            if !m.is_finite() {
+                                m = T::zero();
+                            }
+                            let s = sum_map_lanes(row, |v| (v - m).exp_v());
+                            d.write((m - row[l]) + s.ln());
+                        }
+                    },
+                )
+            })
         };
         debug_assert_eq!(data.len(), rows.max(labels.len()));
         let out = Tensor::from_parts(data, out_shape);

@@ -4,7 +4,7 @@
 
 use smallvec::SmallVec;
 
-use crate::kernels::{broadcast, reduce as k};
+use crate::kernels::{ARITH, POLY, broadcast, reduce as k};
 use crate::record::{Op, record};
 use crate::{Element, Error, Result, Shape, Tensor};
 
@@ -98,7 +98,16 @@ impl<T: Element> Tensor<T> {
                 let kept = k::kept_shape(shape, &axes);
                 let mut mean = k::sum(x, shape, &axes);
                 mean.iter_mut().for_each(|v| *v /= count);
-                let sq = broadcast::binary(x, shape, &mean, &kept, shape, |a, m| (a - m) * (a - m));
+                let sq = broadcast::binary(
+                    x,
+                    shape,
+                    &mean,
+                    &kept,
+                    shape,
+                    ARITH,
+                    #[inline(always)]
+                    |a, m| (a - m) * (a - m),
+                );
                 let mut v = k::sum(&sq, shape, &axes);
                 v.iter_mut().for_each(|v| *v /= count);
                 v
@@ -113,7 +122,16 @@ impl<T: Element> Tensor<T> {
                         *v = T::zero()
                     }
                 });
-                let e = broadcast::binary(x, shape, &m, &kept, shape, |a, m| (a - m).exp());
+                let e = broadcast::binary(
+                    x,
+                    shape,
+                    &m,
+                    &kept,
+                    shape,
+                    POLY,
+                    #[inline(always)]
+                    |a, m| (a - m).exp_v(),
+                );
                 let s = k::sum(&e, shape, &axes);
                 s.iter().zip(&m).map(|(&s, &m)| m + s.ln()).collect()
             }
