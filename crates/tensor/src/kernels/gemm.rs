@@ -17,8 +17,6 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::{init_fill, vectorized, write_fill};
 use crate::Element;
 
@@ -119,25 +117,22 @@ pub(crate) fn gemm_part<T: Element>(
         outer(m, n, a, b, c, ldc, parallel);
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = super::threads();
     if parallel && threads > 1 && m * n * k >= PAR_FLOPS {
-        if m >= 64 * threads.min(4) || m >= n {
+        if m >= n {
             // row blocks of C, multiples of 16 rows so kernels stay full
             let per = m.div_ceil(threads).div_ceil(16) * 16;
-            c[..(m - 1) * ldc + n]
-                .par_chunks_mut(per * ldc)
-                .enumerate()
-                .for_each(|(t, cb)| {
-                    let r0 = t * per;
-                    let rows = per.min(m - r0);
-                    gemm_serial(rows, k, n, a.rows_from(r0), b, cb, ldc);
-                });
+            super::par_chunks(&mut c[..(m - 1) * ldc + n], per * ldc, |t, cb| {
+                let r0 = t * per;
+                let rows = per.min(m - r0);
+                gemm_serial(rows, k, n, a.rows_from(r0), b, cb, ldc);
+            });
         } else {
             // column blocks of C: each task writes a disjoint column range
             let per = n.div_ceil(threads).div_ceil(16) * 16;
             assert!(c.len() >= (m - 1) * ldc + n);
             let cptr = SendPtr(c.as_mut_ptr().cast::<T>());
-            (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
+            super::par_tasks(n.div_ceil(per), |t| {
                 let c0 = t * per;
                 let cols = per.min(n - c0);
                 let cptr = &cptr;
@@ -168,7 +163,7 @@ fn gemv<T: Element>(
     ldc: usize,
     parallel: bool,
 ) {
-    let par = parallel && rayon::current_num_threads() > 1 && m * n * k >= PAR_FLOPS;
+    let par = parallel && super::threads() > 1 && m * n * k >= PAR_FLOPS;
     // the vector operand, gathered if it is strided (a row of a transposed
     // matrix, or a column of a row-major one)
     if m == 1 {
@@ -224,11 +219,9 @@ fn outer<T: Element>(
         )
     };
     let c = &mut c[..(m - 1) * ldc + n];
-    if parallel && rayon::current_num_threads() > 1 && m * n >= super::PAR_THRESHOLD {
+    if parallel && super::threads() > 1 && m * n >= super::PAR_THRESHOLD {
         let per = (super::chunk_len(m * n, 1) / n).max(1);
-        c.par_chunks_mut(per * ldc)
-            .enumerate()
-            .for_each(|(t, c)| run(t * per, c));
+        super::par_chunks(c, per * ldc, |t, c| run(t * per, c));
     } else {
         run(0, c);
     }
@@ -263,12 +256,8 @@ fn axpy_rows<T: Element>(x: &[T], mat: &[T], ld: usize, y: &mut [MaybeUninit<T>]
         )
     };
     if par {
-        let width = n
-            .div_ceil(rayon::current_num_threads() * 4)
-            .next_multiple_of(64);
-        y.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(t, y)| run(t * width, y));
+        let width = n.div_ceil(super::threads() * 4).next_multiple_of(64);
+        super::par_chunks(y, width, |t, y| run(t * width, y));
     } else {
         run(0, y);
     }
@@ -351,10 +340,8 @@ fn dot_rows<T: Element>(x: &[T], mat: &[T], ld: usize, y: &mut [MaybeUninit<T>],
         )
     };
     if par {
-        let per = n.div_ceil(rayon::current_num_threads() * 4).max(1);
-        y.par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(t, y)| run(t * per, y));
+        let per = n.div_ceil(super::threads() * 4).max(1);
+        super::par_chunks(y, per, |t, y| run(t * per, y));
     } else {
         run(0, y);
     }
@@ -442,15 +429,13 @@ pub(crate) fn gemm_batched<T: Element>(
         return;
     }
     let total = m * n * k * offsets.len();
-    let threads = rayon::current_num_threads();
+    let threads = super::threads();
     // across entries when there are enough of them to keep every thread
     // busy, or when each is too small to split; otherwise entry by entry,
     // each split across the pool
     let across = offsets.len() >= 2 * threads || m * n * k < PAR_FLOPS;
     if offsets.len() > 1 && total >= PAR_FLOPS && threads > 1 && across {
-        c.par_chunks_mut(mn)
-            .zip(offsets.par_iter())
-            .for_each(|e| entry(e, false));
+        super::par_chunks(c, mn, |e, cb| entry((cb, &offsets[e]), false));
     } else {
         c.chunks_mut(mn)
             .zip(offsets.iter())

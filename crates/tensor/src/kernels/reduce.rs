@@ -8,7 +8,6 @@
 //! down to one of those. Large inputs split across rayon's pool along output
 //! elements.
 
-use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use super::{parallel, vectorized};
@@ -196,37 +195,34 @@ where
 {
     match *runs {
         [(_, true)] => {
-            let parts: Vec<T> = x
-                .par_chunks(FOLD_CHUNK)
-                .map(|c| {
-                    vectorized(
-                        #[inline(always)]
-                        || (fold.fold_slice)(c),
-                    )
-                })
-                .collect();
+            let mut parts = vec![fold.init; x.len().div_ceil(FOLD_CHUNK)];
+            super::par_chunks(&mut parts, 1, |i, p| {
+                let c = &x[i * FOLD_CHUNK..((i + 1) * FOLD_CHUNK).min(x.len())];
+                p[0] = vectorized(
+                    #[inline(always)]
+                    || (fold.fold_slice)(c),
+                );
+            });
             out[0] = parts.into_iter().fold(out[0], |a, b| (fold.combine)(a, b));
         }
-        [(r, true), (k, false)] if r.div_ceil(COL_BLOCK) >= 2 * rayon::current_num_threads() => {
+        [(r, true), (k, false)] if r.div_ceil(COL_BLOCK) >= 2 * super::threads() => {
             // the serial kernel's blocks of COL_BLOCK rows, folded into
             // partial rows in parallel, then combined in the same order
             let mut parts = vec![fold.init; r.div_ceil(COL_BLOCK) * k];
-            parts
-                .par_chunks_mut(k)
-                .zip(x.par_chunks(COL_BLOCK * k))
-                .for_each(|(part, block)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            part.copy_from_slice(&block[..k]);
-                            for row in block[k..].chunks_exact(k) {
-                                for (p, &v) in part.iter_mut().zip(row) {
-                                    *p = (fold.combine)(*p, v);
-                                }
+            super::par_chunks(&mut parts, k, |b, part| {
+                let block = &x[b * COL_BLOCK * k..((b + 1) * COL_BLOCK * k).min(x.len())];
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        part.copy_from_slice(&block[..k]);
+                        for row in block[k..].chunks_exact(k) {
+                            for (p, &v) in part.iter_mut().zip(row) {
+                                *p = (fold.combine)(*p, v);
                             }
-                        },
-                    )
-                });
+                        }
+                    },
+                )
+            });
             vectorized(
                 #[inline(always)]
                 || {
@@ -241,9 +237,9 @@ where
         [(r, true), (k, false)] if k >= 256 => {
             // few rows of many columns: column blocks, each task folding
             // every row of its columns
-            let tasks = rayon::current_num_threads() * 4;
+            let tasks = super::threads() * 4;
             let width = k.div_ceil(tasks).max(64).next_multiple_of(16).min(k);
-            out.par_chunks_mut(width).enumerate().for_each(|(b, o)| {
+            super::par_chunks(out, width, |b, o| {
                 let c0 = b * width;
                 let w = o.len();
                 vectorized(
@@ -271,18 +267,17 @@ where
             // split the outer kept run: tasks own disjoint output slabs
             let (slab, o_slab) = (x.len() / k, out.len() / k);
             let per = (super::chunk_len(x.len(), 1) / slab).max(1);
-            out.par_chunks_mut(per * o_slab)
-                .zip(x.par_chunks(per * slab))
-                .for_each(|(o, s)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            for (s, o) in s.chunks_exact(slab).zip(o.chunks_exact_mut(o_slab)) {
-                                reduce_runs(s, rest, fold, o);
-                            }
-                        },
-                    )
-                });
+            super::par_chunks(out, per * o_slab, |t, o| {
+                let s = &x[t * per * slab..((t + 1) * per * slab).min(x.len())];
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (s, o) in s.chunks_exact(slab).zip(o.chunks_exact_mut(o_slab)) {
+                            reduce_runs(s, rest, fold, o);
+                        }
+                    },
+                )
+            });
         }
         _ => vectorized(
             #[inline(always)]
