@@ -474,3 +474,75 @@ fn none_gradients_skip_their_variables() {
     );
     assert_eq!(b.to_vec(), vec![1.0 - 0.05 - 0.5; 2]);
 }
+
+/// Updates of variables above the parallel threshold run in pieces on
+/// several threads: the pieces must cover every trainable element exactly
+/// once, so the result is bit-identical to the one-thread update (which the
+/// formula tests above and the Keras trajectories pin down), and frozen
+/// elements stay as they were.
+#[test]
+fn large_variables_update_the_same_on_any_number_of_threads() {
+    type Make = fn() -> Box<dyn Optimizer<f32>>;
+    let optimizers: [(&str, Make); 5] = [
+        ("SGD", || Box::new(Sgd::new().learning_rate(0.1))),
+        ("SGD nesterov", || {
+            Box::new(Sgd::new().learning_rate(0.1).momentum(0.9).nesterov(true))
+        }),
+        ("RMSprop", || {
+            Box::new(RmsProp::new().momentum(0.5).centered(true))
+        }),
+        ("Adam amsgrad", || Box::new(Adam::new().amsgrad(true))),
+        ("AdamW", || Box::new(AdamW::new().weight_decay(0.1))),
+    ];
+    // odd sizes: pieces end at whole cache lines but the last
+    let (rows, cols) = (2001, 301);
+    let frozen = 10..400;
+    let value = |seed: usize| {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 1000.0)
+            .collect();
+        Tensor::from_vec(v, [rows, cols]).unwrap()
+    };
+    let train = |make: Make| -> Vec<f32> {
+        let w = Variable::new("kernel", value(0));
+        w.set_mask(Some(TrainableMask::freeze_rows(frozen.clone())))
+            .unwrap();
+        let mut opt = make();
+        for step in 0..3 {
+            opt.apply_gradients(&[Some(value(step + 1))], std::slice::from_ref(&w))
+                .unwrap();
+        }
+        w.to_vec()
+    };
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let (one, four) = (pool(1), pool(4));
+    let w0 = value(0).to_vec();
+    for (name, make) in optimizers {
+        let serial = one.install(|| train(make));
+        let in_pool = four.install(|| train(make));
+        let from_outside = train(make);
+        assert!(serial == in_pool, "{name}: 4 threads differ from 1");
+        assert!(
+            serial == from_outside,
+            "{name}: the global pool differs from 1 thread"
+        );
+        let frozen_elems = frozen.start * cols..frozen.end * cols;
+        assert!(
+            serial[frozen_elems.clone()] == w0[frozen_elems],
+            "{name}: frozen rows moved"
+        );
+        assert!(
+            serial[..cols] != w0[..cols],
+            "{name}: trainable rows did not move"
+        );
+        assert!(
+            serial[serial.len() - cols..] != w0[w0.len() - cols..],
+            "{name}: last rows did not move"
+        );
+    }
+}
