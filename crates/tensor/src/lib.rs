@@ -41,7 +41,6 @@ mod element;
 mod error;
 mod kernels;
 pub mod ops;
-pub mod parallel;
 mod random;
 pub mod record;
 mod shape;

@@ -1,6 +1,8 @@
 //! [`Adam`] and [`AdamW`]: adaptive moment estimation, and its variant with
 //! decoupled weight decay.
 
+use std::ops::Range;
+
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
@@ -168,14 +170,14 @@ impl Rule for AdamRule {
         Ok(())
     }
 
-    #[inline(always)]
     fn update<T: Element>(
         &self,
         lr: T,
         iteration: u64,
         w: &mut [T],
         g: &[T],
-        slots: &mut [&mut [T]],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
     ) {
         let (b1, b2, eps) = (T::of(self.beta_1), T::of(self.beta_2), T::of(self.epsilon));
         let t = T::of((iteration + 1) as f64);
@@ -183,8 +185,10 @@ impl Rule for AdamRule {
         // Keras computes `1 - beta` on the Python float, then rounds: with
         // the default beta_2 = 0.999, `1 - (beta_2 as f32)` is 1.3e-5 off
         let (one_minus_b1, one_minus_b2) = (T::of(1.0 - self.beta_1), T::of(1.0 - self.beta_2));
+        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
         match slots {
             [m, v] => {
+                let (m, v) = (&mut m[run.clone()], &mut v[run]);
                 for i in 0..w.len() {
                     let gi = g[i];
                     m[i] += (gi - m[i]) * one_minus_b1;
@@ -193,6 +197,7 @@ impl Rule for AdamRule {
                 }
             }
             [m, v, v_hat] => {
+                let (m, v, v_hat) = (&mut m[run.clone()], &mut v[run.clone()], &mut v_hat[run]);
                 for i in 0..w.len() {
                     let gi = g[i];
                     m[i] += (gi - m[i]) * one_minus_b1;
@@ -226,16 +231,16 @@ impl Rule for AdamWRule {
         self.0.validate()
     }
 
-    #[inline(always)]
     fn update<T: Element>(
         &self,
         lr: T,
         iteration: u64,
         w: &mut [T],
         g: &[T],
-        slots: &mut [&mut [T]],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
     ) {
-        self.0.update(lr, iteration, w, g, slots)
+        self.0.update(lr, iteration, w, g, slots, run)
     }
 
     fn config(&self) -> Value {

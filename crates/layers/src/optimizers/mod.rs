@@ -45,7 +45,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use rime_tape::{ResolvedMask, Variable};
-use rime_tensor::{Element, Tensor, TensorId, parallel};
+use rime_tensor::{Element, Tensor, TensorId};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
@@ -104,7 +104,7 @@ pub trait Optimizer<T: Element = f32>: Send {
 /// An optimizer's update formula, applied to one run of consecutive
 /// trainable elements. The shared machinery (validation, masks, clipping,
 /// weight decay, constraints, state) lives in [`Common::apply`].
-pub(crate) trait Rule: Send + Sync {
+pub(crate) trait Rule: Send {
     /// Keras' class name.
     const NAME: &'static str;
 
@@ -114,63 +114,20 @@ pub(crate) trait Rule: Send + Sync {
     /// Checks the hyperparameters.
     fn validate(&self) -> Result<()>;
 
-    /// Updates `w` from `g` and the slots, all the same length (one piece
-    /// of one trainable run of a variable; pieces run on several threads).
-    /// `iteration` is the number of updates before this one. Implementations
-    /// are `#[inline(always)]`, so that their loop is compiled for the
-    /// vector unit [`parallel::for_each_mut`] picks.
+    /// Updates `w[run]` from `g[run]` and the slots' `run` elements.
+    /// `iteration` is the number of updates before this one.
     fn update<T: Element>(
         &self,
         lr: T,
         iteration: u64,
         w: &mut [T],
         g: &[T],
-        slots: &mut [&mut [T]],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
     );
 
     /// The rule's own hyperparameters, for `get_config`.
     fn config(&self) -> Value;
-}
-
-/// One piece of a trainable run: the variable's elements, their gradient
-/// and each slot's, all the same length.
-struct Piece<'a, T> {
-    w: &'a mut [T],
-    g: &'a [T],
-    slots: Vec<&'a mut [T]>,
-}
-
-impl<'a, T> Piece<'a, T> {
-    /// Splits `run` of `w`, `g` and every slot into `count` pieces of about
-    /// equal length (whole cache lines but the last).
-    fn split(
-        w: &'a mut [T],
-        g: &'a [T],
-        slots: &'a mut [Vec<T>],
-        run: Range<usize>,
-        count: usize,
-    ) -> Vec<Self> {
-        let per = run.len().div_ceil(count.max(1)).next_multiple_of(16).max(1);
-        let mut rest = Piece {
-            w: &mut w[run.clone()],
-            g: &g[run.clone()],
-            slots: slots.iter_mut().map(|s| &mut s[run.clone()]).collect(),
-        };
-        let mut pieces = Vec::with_capacity(count);
-        while rest.w.len() > per {
-            let (w, w_rest) = std::mem::take(&mut rest.w).split_at_mut(per);
-            let (g, g_rest) = rest.g.split_at(per);
-            let (slots, slots_rest) = rest.slots.into_iter().map(|s| s.split_at_mut(per)).unzip();
-            pieces.push(Piece { w, g, slots });
-            rest = Piece {
-                w: w_rest,
-                g: g_rest,
-                slots: slots_rest,
-            };
-        }
-        pieces.push(rest);
-        pieces
-    }
 }
 
 /// Keras' base-optimizer arguments and the state every optimizer keeps.
@@ -323,24 +280,14 @@ impl Common {
                     slots: &mut [Vec<T>],
                     runs: &[Range<usize>]| {
             let decay = decay(var);
-            let lr = T::of(lr);
             for run in runs {
-                // plain SGD (one multiply-add per element) stays on one
-                // thread below 2^18 elements: waking the pool costs more
-                // than it saves (measured: batch-1 MLP steps at half speed
-                // when W1's 200k elements were split); rules with state
-                // split sooner
-                let count = parallel::pieces(run.len(), 1 + 2 * slots.len());
-                let mut pieces = Piece::split(w, g, slots, run.clone(), count);
-                parallel::for_each_mut(&mut pieces, |p| {
-                    if let Some(wd) = decay {
-                        // Keras: variable - variable * wd * lr, before the
-                        // rule (in that order, so f32 results match bit for
-                        // bit)
-                        p.w.iter_mut().for_each(|w| *w -= *w * wd * lr);
-                    }
-                    rule.update(lr, iteration, p.w, p.g, &mut p.slots);
-                });
+                if let Some(wd) = decay {
+                    // Keras: variable - variable * wd * lr, before the rule
+                    // (in that order, so f32 results match bit for bit)
+                    let lr = T::of(lr);
+                    w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
+                }
+                rule.update(T::of(lr), iteration, w, g, slots, run.clone());
             }
         };
 

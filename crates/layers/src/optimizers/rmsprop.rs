@@ -1,6 +1,8 @@
 //! [`RmsProp`]: gradients scaled by a running RMS, optionally centered and
 //! with momentum.
 
+use std::ops::Range;
+
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
@@ -112,26 +114,28 @@ impl Rule for RmsPropRule {
         Ok(())
     }
 
-    #[inline(always)]
     fn update<T: Element>(
         &self,
         lr: T,
         _iteration: u64,
         w: &mut [T],
         g: &[T],
-        slots: &mut [&mut [T]],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
     ) {
         let (rho, eps, mu) = (T::of(self.rho), T::of(self.epsilon), T::of(self.momentum));
         // as Keras: `1 - rho` on the f64 value, then rounded
         let one_minus_rho = T::of(1.0 - self.rho);
+        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
         let (v, rest) = slots.split_first_mut().expect("velocity slot");
+        let v = &mut v[run.clone()];
         let (mut momentum, mut average) = (None, None);
         match (self.momentum > 0.0, self.centered, rest) {
-            (true, false, [m]) => momentum = Some(&mut **m),
-            (false, true, [a]) => average = Some(&mut **a),
+            (true, false, [m]) => momentum = Some(&mut m[run.clone()]),
+            (false, true, [a]) => average = Some(&mut a[run.clone()]),
             (true, true, [m, a]) => {
-                momentum = Some(&mut **m);
-                average = Some(&mut **a);
+                momentum = Some(&mut m[run.clone()]);
+                average = Some(&mut a[run.clone()]);
             }
             _ => {}
         }

@@ -1,5 +1,7 @@
 //! [`Sgd`]: gradient descent with optional momentum and Nesterov momentum.
 
+use std::ops::Range;
+
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
@@ -86,19 +88,21 @@ impl Rule for SgdRule {
         check_range(Self::NAME, "momentum", self.momentum, 0.0, 1.0)
     }
 
-    #[inline(always)]
     fn update<T: Element>(
         &self,
         lr: T,
         _iteration: u64,
         w: &mut [T],
         g: &[T],
-        slots: &mut [&mut [T]],
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
     ) {
+        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
         match slots {
             [] => w.iter_mut().zip(g).for_each(|(w, &g)| *w -= g * lr),
             [m, ..] => {
                 let mu = T::of(self.momentum);
+                let m = &mut m[run];
                 for ((w, &g), m) in w.iter_mut().zip(g).zip(m.iter_mut()) {
                     *m = *m * mu - g * lr;
                     *w += if self.nesterov { *m * mu - g * lr } else { *m };
