@@ -17,7 +17,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::{init_fill, vectorized, write_fill};
+use super::{SendPtr, init_fill, vectorized, write_fill};
 use crate::Element;
 
 /// Multiply-adds below which a product stays on one thread (measured: a
@@ -290,20 +290,12 @@ fn dot16x4<T: Element>(x: &[T], rows: [&[T]; 4]) -> [T; 4] {
             a3[i] += xs[i] * r3[i];
         }
     }
-    let finish = |mut a: [T; L], row: &[T]| {
+    let finish = |a: [T; L], row: &[T]| {
         let mut s = T::zero();
         for (&xv, &rv) in x[full..].iter().zip(&row[full..k]) {
             s += xv * rv;
         }
-        let mut w = L;
-        while w > 1 {
-            w /= 2;
-            for i in 0..w {
-                let hi = a[i + w];
-                a[i] += hi;
-            }
-        }
-        a[0] + s
+        super::fold_pairwise(a) + s
     };
     [
         finish(a0, rows[0]),
@@ -346,10 +338,6 @@ fn dot_rows<T: Element>(x: &[T], mat: &[T], ld: usize, y: &mut [MaybeUninit<T>],
         run(0, y);
     }
 }
-
-struct SendPtr<T>(*mut T);
-// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 fn gemm_serial<T: Element>(
     m: usize,

@@ -151,7 +151,7 @@ pub(crate) fn par_chunks<T: Send>(data: &mut [T], size: usize, f: impl Fn(usize,
 }
 
 /// A pointer to hand disjoint parts of one buffer to parallel pieces.
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used to give disjoint sub-slices to pieces running at once.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
@@ -330,27 +330,7 @@ const LANES: usize = 32;
 /// inside [`vectorized`].
 #[inline(always)]
 pub(crate) fn sum_lanes<T: Element>(x: &[T]) -> T {
-    let mut acc = [T::zero(); LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    let mut s = T::zero();
-    for &r in rest {
-        s += r;
-    }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for i in 0..w {
-            let hi = acc[i + w];
-            acc[i] += hi;
-        }
-    }
-    acc[0] + s
+    sum_map_lanes(x, |v| v)
 }
 
 /// `Σ f(x[i])` with the lane structure of [`sum_lanes`] (no buffer for the
@@ -369,7 +349,14 @@ pub(crate) fn sum_map_lanes<T: Element>(x: &[T], f: impl Fn(T) -> T) -> T {
     for &r in rest {
         s += f(r);
     }
-    let mut w = LANES;
+    fold_pairwise(acc) + s
+}
+
+/// Folds accumulator lanes pairwise (lane `i` takes lane `i + L/2`, then
+/// `i + L/4`...) and returns lane 0; `L` is a power of two.
+#[inline(always)]
+pub(crate) fn fold_pairwise<T: Element, const L: usize>(mut acc: [T; L]) -> T {
+    let mut w = L;
     while w > 1 {
         w /= 2;
         for i in 0..w {
@@ -377,7 +364,7 @@ pub(crate) fn sum_map_lanes<T: Element>(x: &[T], f: impl Fn(T) -> T) -> T {
             acc[i] += hi;
         }
     }
-    acc[0] + s
+    acc[0]
 }
 
 /// `max(a, b)`, NaN from either side propagating.
