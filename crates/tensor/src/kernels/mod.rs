@@ -112,41 +112,31 @@ pub(crate) fn par_tasks(tasks: usize, f: impl Fn(usize) + Sync) {
         (0..tasks).into_par_iter().for_each(&f);
         return;
     }
-    let pieces = threads().clamp(1, tasks.max(1));
-    let per = tasks.div_ceil(pieces.max(1)).max(1);
-    run_pieces(pieces.min(tasks), |p| {
+    let pieces = threads().min(tasks);
+    if pieces == 0 {
+        return;
+    }
+    let per = tasks.div_ceil(pieces);
+    run_pieces(pieces, |p| {
         (p * per..((p + 1) * per).min(tasks)).for_each(&f)
     });
 }
 
 /// Runs `f(i, chunk)` over the `size`-element chunks of `data` (chunk `i`
-/// starts at element `i * size`) across the pool, grouped into one piece
-/// per thread as in [`par_tasks`].
+/// starts at element `i * size`) across the pool, as tasks of [`par_tasks`].
 pub(crate) fn par_chunks<T: Send>(data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let size = size.max(1);
-    if rayon::current_thread_index().is_some() {
-        data.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-        return;
-    }
-    let chunks = data.len().div_ceil(size);
-    let pieces = threads().clamp(1, chunks.max(1));
-    let per = chunks.div_ceil(pieces).max(1);
-    // each piece's sub-slice, handed out through a pointer: the pieces are
-    // disjoint ranges of `data`
     let len = data.len();
+    // each task's chunk, handed out through a pointer: the chunks are
+    // disjoint ranges of `data`
     let base = SendPtr(data.as_mut_ptr());
-    run_pieces(pieces.min(chunks), |p| {
-        let start = (p * per * size).min(len);
-        let end = ((p + 1) * per * size).min(len);
+    par_tasks(len.div_ceil(size), |i| {
         let base = &base;
-        // SAFETY: pieces cover disjoint ranges `start..end` of `data`,
-        // which is exclusively borrowed for the whole call.
-        let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-        for (j, c) in piece.chunks_mut(size).enumerate() {
-            f(p * per + j, c);
-        }
+        let (start, end) = (i * size, ((i + 1) * size).min(len));
+        // SAFETY: chunk `i` is `start..end`, disjoint from every other
+        // task's, and `data` is exclusively borrowed for the whole call.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+        f(i, chunk);
     });
 }
 
