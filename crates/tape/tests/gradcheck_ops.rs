@@ -631,11 +631,7 @@ type FnMany = dyn Fn(&[Tensor<f64>]) -> rime_tape::Result<Tensor<f64>>;
 
 /// `∂/∂v[wrt] ‖f(v)‖²` computed by an inner tape: gradcheck's tape then
 /// differentiates the gradient rule itself (second derivatives).
-fn inner_grad(
-    f: &FnMany,
-    v: &[Tensor<f64>],
-    wrt: usize,
-) -> rime_tape::Result<Tensor<f64>> {
+fn inner_grad(f: &FnMany, v: &[Tensor<f64>], wrt: usize) -> rime_tape::Result<Tensor<f64>> {
     let tape = GradientTape::new();
     tape.watch(&v[wrt]);
     let y = f(v)?;
