@@ -148,11 +148,12 @@ pub(crate) struct ConvCore<T: Element> {
     bias: OnceLock<Variable<T>>,
 }
 
-/// `v` as `[v, v]` for a 2-D layer given one number (Keras accepts both).
+/// `v` with one entry per spatial axis: as given, or one number repeated
+/// (Keras accepts an int for a tuple; a 2-D default `[1, 1]` serves 1-D).
 fn per_axis(v: &[usize], n: usize) -> Option<Vec<usize>> {
-    match v.len() {
-        1 => Some(vec![v[0]; n]),
-        l if l == n => Some(v.to_vec()),
+    match v {
+        v if v.len() == n => Some(v.to_vec()),
+        [first, rest @ ..] if rest.iter().all(|r| r == first) => Some(vec![*first; n]),
         _ => None,
     }
 }

@@ -61,9 +61,9 @@ impl<T: Element> PoolCore<T> {
         config: PoolingConfig,
     ) -> Result<Self> {
         let n = spatial;
-        let fix = |v: &[usize]| match v.len() {
-            1 => Some(vec![v[0]; n]),
-            l if l == n => Some(v.to_vec()),
+        let fix = |v: &[usize]| match v {
+            v if v.len() == n => Some(v.to_vec()),
+            [first, rest @ ..] if rest.iter().all(|r| r == first) => Some(vec![*first; n]),
             _ => None,
         };
         let pool = fix(&config.pool_size).ok_or_else(|| {
