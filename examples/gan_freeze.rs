@@ -1,7 +1,7 @@
 //! A small GAN on 1-D data. The discriminator's layers sit in two models:
 //! `discriminator` (trainable, trained on its own step) and a frozen view
 //! inside the `combined` generator→discriminator model. Freezing the view
-//! at model level leaves the layers trainable in `discriminator` (DESIGN
+//! at model level leaves the layers trainable in `discriminator` (docs/design.md,
 //! rule 3) — the Keras GAN recipe without its ordering pitfalls.
 //!
 //! ```sh

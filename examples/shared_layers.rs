@@ -1,6 +1,6 @@
 //! One layer in two models. Freezing `model1` at model level leaves the
 //! shared layer's own flag alone, so `model2` still trains it; freezing the
-//! layer itself freezes it in both (DESIGN rules 2 and 3).
+//! layer itself freezes it in both (docs/design.md, rules 2 and 3).
 //!
 //! ```sh
 //! cargo run --release --example shared_layers
