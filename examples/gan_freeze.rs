@@ -21,7 +21,7 @@ fn bits(model: &dyn Layer<f32>) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let (batch, noise_dim) = (64, 4);
     let (real_mean, real_std) = (3.0f32, 0.5f32);
     let mut rng = seeded_rng(7);
