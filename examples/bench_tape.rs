@@ -16,10 +16,7 @@ fn chain(v: &Tensor<f32>, c: &Tensor<f32>) -> Tensor<f32> {
         z = z.add(c).expect("same shapes");
     }
     let s = z.sum_all();
-    tape.gradient(&s, &[v])
-        .expect("recorded")
-        .remove(0)
-        .expect("connected")
+    tape.gradient_of(&s, v).expect("recorded and connected")
 }
 
 fn main() {

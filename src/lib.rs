@@ -61,8 +61,9 @@ pub mod prelude {
         clone_model,
     };
     pub use rime_tape::{
-        AsSource, GradcheckOptions, GradientOptions, GradientTape, Source, TrainableMask,
-        UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record, stop_gradient,
+        AsSource, GradcheckOptions, GradientOptions, GradientTape, Gradients, Source,
+        TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record,
+        stop_gradient,
     };
     pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
 
