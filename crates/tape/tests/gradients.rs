@@ -113,3 +113,17 @@ fn indexing_with_a_stranger_panics_with_a_message() {
     let stranger = var("stranger", vec![0.0], &[1]);
     let _ = &grads[&stranger];
 }
+
+#[test]
+fn operators_are_recorded_like_the_methods() {
+    // f = Σ (2·x·x − x/4 + 1 − 3/(1+x) ) ; df/dx = 4x − 1/4 + 3/(1+x)²
+    let x = var("x", vec![0.5, -0.25, 2.0], &[3]);
+    let tape = GradientTape::new();
+    let xv = x.value();
+    let f = (2.0 * &xv * &xv - &xv / 4.0 + 1.0 - 3.0 / (1.0 + xv.clone())).sum_all();
+    let g = tape.gradient_of(&f, &x).unwrap();
+    for (gi, xi) in g.to_vec().iter().zip([0.5f64, -0.25, 2.0]) {
+        let want = 4.0 * xi - 0.25 + 3.0 / ((1.0 + xi) * (1.0 + xi));
+        assert!((gi - want).abs() < 1e-12, "{gi} vs {want}");
+    }
+}

@@ -8,5 +8,6 @@ pub mod index;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod operators;
 pub mod reduce;
 pub mod unary;

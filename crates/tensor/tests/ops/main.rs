@@ -10,6 +10,7 @@ mod elementwise;
 mod errors;
 mod layout;
 mod matmul;
+mod operators;
 mod reductions;
 
 pub use common::{naive_broadcast, naive_matmul, naive_reduce, strides, unravel};
