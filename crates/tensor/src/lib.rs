@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod display;
 mod element;
 mod error;
 mod kernels;

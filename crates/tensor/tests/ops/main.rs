@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod construct;
+mod display;
 mod elementwise;
 mod errors;
 mod layout;
