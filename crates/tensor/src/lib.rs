@@ -40,6 +40,7 @@
 mod display;
 mod element;
 mod error;
+mod interop;
 mod kernels;
 pub mod ops;
 mod random;
