@@ -19,6 +19,7 @@
 pub mod activations;
 pub mod config;
 pub mod constraints;
+pub mod data;
 mod error;
 pub mod initializers;
 mod layer;
