@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod regularizers;
+pub mod saving;
 mod train;
 
 pub use error::{Error, Result};
