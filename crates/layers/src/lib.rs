@@ -21,6 +21,7 @@ pub mod config;
 pub mod constraints;
 pub mod data;
 mod error;
+pub mod fit;
 pub mod initializers;
 mod layer;
 pub mod layers;

@@ -123,6 +123,17 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// The same for models with several inputs and outputs: the loss is
     /// applied to each output with its target and the results added.
     pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
+        self.run_with_outputs(inputs, targets).map(|(loss, _)| loss)
+    }
+
+    /// [`run_many`](TrainStep::run_many), also returning the model's
+    /// outputs of the training-mode forward pass (before the update), from
+    /// which `fit` updates its metrics as Keras does.
+    pub fn run_with_outputs(
+        &mut self,
+        inputs: &[Tensor<T>],
+        targets: &[Tensor<T>],
+    ) -> Result<(T, Vec<Tensor<T>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
             .start();
@@ -146,7 +157,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         let value = loss.to_scalar()?;
         if self.variables.is_empty() {
             // a frozen model: forward and loss only, nothing to train
-            return Ok(value);
+            return Ok((value, outputs));
         }
         let sources: Vec<SourceRef<T>> = self
             .variables
@@ -158,6 +169,6 @@ impl<'m, T: Element> TrainStep<'m, T> {
         drop(tape);
         self.optimizer
             .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
-        Ok(value)
+        Ok((value, outputs))
     }
 }
