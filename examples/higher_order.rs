@@ -22,7 +22,7 @@ fn loss(x: &T, y: &T, w1: &T, w2: &T) -> rime::tensor::Result<T> {
 }
 
 /// ∇_{w1} loss, computed with a tape (recorded on any outer tape).
-fn grad_w1(x: &T, y: &T, w1: &T, w2: &T) -> Result<T, Box<dyn std::error::Error>> {
+fn grad_w1(x: &T, y: &T, w1: &T, w2: &T) -> rime::Result<T> {
     let tape = GradientTape::new();
     tape.watch(w1);
     let l = loss(x, y, w1, w2)?;
@@ -36,7 +36,7 @@ fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let mut rng = seeded_rng(5);
     let x = T::rand_normal([8, 3], 0.0, 1.0, &mut rng)?;
     let y = T::rand_normal([8, 2], 0.0, 1.0, &mut rng)?;

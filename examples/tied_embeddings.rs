@@ -14,7 +14,7 @@ use rime::prelude::*;
 
 const VOCAB: usize = 12;
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16)?);
     let model = Sequential::new()
         .add(embedding.clone())

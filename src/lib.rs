@@ -31,9 +31,12 @@
 //!     opt.apply_gradients(&grads, &vars)?;
 //! }
 //! assert_eq!(kernel.to_vec()[..32], frozen_before[..]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), rime::Error>(())
 //! ```
 
+mod error;
+
+pub use error::{Error, Result};
 pub use rime_layers as layers;
 pub use rime_tape as tape;
 pub use rime_tensor as tensor;
@@ -62,6 +65,8 @@ pub mod prelude {
         UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record, stop_gradient,
     };
     pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
+
+    pub use crate::{Error, Result};
 }
 
 /// The README's code blocks, compiled and run as doctests.

@@ -6,7 +6,7 @@
 //! it, with one rule of its own: it takes the set of trainable variables
 //! and their masks **when it is built**. Freezing or unfreezing a layer (or
 //! changing a mask) afterwards changes steps built later, not this one
-//! (DESIGN rule 4, Keras' compile-time snapshot).
+//! (docs/design.md rule 4, Keras' compile-time snapshot).
 
 use std::sync::Arc;
 

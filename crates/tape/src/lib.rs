@@ -45,3 +45,8 @@ pub use tape::{
     UnconnectedGradients, Watchable, live_nodes, no_record,
 };
 pub use variable::{AnyVariable, Constraint, Variable, VariableElement};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

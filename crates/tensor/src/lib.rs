@@ -69,3 +69,8 @@ pub use tensor::{Tensor, TensorId};
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
