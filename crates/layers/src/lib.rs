@@ -19,7 +19,9 @@
 pub mod activations;
 pub mod config;
 pub mod constraints;
+pub mod data;
 mod error;
+pub mod fit;
 pub mod initializers;
 mod layer;
 pub mod layers;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod regularizers;
+pub mod saving;
 mod train;
 
 pub use error::{Error, Result};

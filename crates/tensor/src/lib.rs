@@ -37,8 +37,10 @@
 
 #![warn(missing_docs)]
 
+mod display;
 mod element;
 mod error;
+mod interop;
 mod kernels;
 pub mod ops;
 mod random;

@@ -9,6 +9,7 @@ pub mod index;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
+pub mod operators;
 pub mod pool;
 pub mod reduce;
 pub mod unary;
