@@ -26,7 +26,7 @@ fn grad_w1(x: &T, y: &T, w1: &T, w2: &T) -> rime::Result<T> {
     let tape = GradientTape::new();
     tape.watch(w1);
     let l = loss(x, y, w1, w2)?;
-    Ok(tape.gradient(&l, &[w1])?.remove(0).expect("connected"))
+    Ok(tape.gradient_of(&l, w1)?)
 }
 
 fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
@@ -49,7 +49,7 @@ fn main() -> rime::Result<ExitCode> {
     outer.watch(&w1);
     let g = grad_w1(&x, &y, &w1, &w2)?;
     let gv = g.mul(&v)?.sum_all();
-    let hv = outer.gradient(&gv, &[&w1])?.remove(0).expect("connected");
+    let hv = outer.gradient_of(&gv, &w1)?;
     // finite differences of the gradient along v
     let eps = 1e-5;
     let g_plus = grad_w1(&x, &y, &w1.add(&v.mul_scalar(eps))?, &w2)?;
@@ -66,7 +66,7 @@ fn main() -> rime::Result<ExitCode> {
         let tape = GradientTape::new();
         tape.watch(&x);
         let f = mlp(&x, w1, w2)?.sum_all();
-        let gx = tape.gradient(&f, &[&x])?.remove(0).expect("connected");
+        let gx = tape.gradient_of(&f, &x)?;
         Ok(gx.square().sum(&[1], false)?.mean_all())
     };
     let report = gradcheck(

@@ -54,10 +54,7 @@ fn main() -> rime::Result<ExitCode> {
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
     let tape = GradientTape::new();
     let loss = loss_fn.call(&even_targets, &model.call(&evens, true)?)?;
-    let g = tape
-        .gradient(&loss, &[&matrix])?
-        .remove(0)
-        .expect("connected");
+    let g = tape.gradient_of(&loss, &matrix)?;
     let row_norm = |r: usize| {
         g.to_vec()[r * 16..(r + 1) * 16]
             .iter()

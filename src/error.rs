@@ -14,8 +14,8 @@
 /// fn step(w: &Variable<f32>, x: &Tensor<f32>) -> rime::Result<f32> {
 ///     let tape = GradientTape::new();
 ///     let loss = x.matmul(&w.value())?.square().mean_all(); // rime_tensor::Error
-///     let grad = tape.gradient(&loss, &[w])?.remove(0); // rime_tape::Error
-///     Sgd::new().learning_rate(0.1).apply_gradients(&[grad], &[w.clone()])?; // rime_layers::Error
+///     let grad = tape.gradient_of(&loss, w)?; // rime_tape::Error
+///     Sgd::new().learning_rate(0.1).apply_gradients(&[Some(grad)], &[w.clone()])?; // rime_layers::Error
 ///     Ok(loss.to_scalar()?)
 /// }
 /// let w = Variable::new("w", Tensor::from_vec(vec![1.0f32, -1.0], [2, 1])?);

@@ -50,6 +50,7 @@ pub mod prelude {
         Trainer, Verbose,
     };
     pub use rime_layers::initializers::Initializer;
+    pub use rime_layers::layers::Padding;
     pub use rime_layers::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
         MeanSquaredError, SparseCategoricalCrossentropy,
@@ -66,9 +67,15 @@ pub mod prelude {
         Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, WeightSpec, call_symbolic,
         clone_model,
     };
+    pub use rime_layers::{
+        AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+        GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+        MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
+    };
     pub use rime_tape::{
-        AsSource, GradcheckOptions, GradientOptions, GradientTape, Source, TrainableMask,
-        UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record, stop_gradient,
+        AsSource, GradcheckOptions, GradientOptions, GradientTape, Gradients, Source,
+        TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record,
+        stop_gradient,
     };
     pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
 

@@ -42,6 +42,11 @@ pub use layers::{
     EmbeddingTransposeConfig, Flatten, FlattenConfig, Lambda, LambdaConfig, LambdaFn,
     LayerNormalization, LayerNormalizationConfig, Multiply, MultiplyConfig, Reshape, ReshapeConfig,
 };
+pub use layers::{
+    AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+    MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
+};
 pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
