@@ -13,7 +13,6 @@
 //! cargo run --release --example fashion_cnn -- --quick # a subset, for CI
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -63,40 +62,17 @@ impl Split {
     }
 }
 
-/// Reads an IDX file (optionally gzipped): its dimensions and bytes.
+/// Reads an IDX file of bytes (optionally gzipped) with rime's reader: its
+/// dimensions and bytes.
 fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), String> {
-    let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        out
-    } else {
-        raw
-    };
-    let bad = |what: &str| {
-        format!(
-            "{}: not an IDX file of unsigned bytes ({what})",
+    let array = rime::layers::data::read_idx(path).map_err(|e| e.to_string())?;
+    match array.data {
+        rime::layers::data::IdxData::U8(bytes) => Ok((array.dims, bytes)),
+        _ => Err(format!(
+            "{}: not an IDX file of unsigned bytes",
             path.display()
-        )
-    };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
-        return Err(bad("magic"));
+        )),
     }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        return Err(bad("header"));
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    if n != Some(bytes.len() - header) {
-        return Err(bad("size"));
-    }
-    Ok((dims, bytes[header..].to_vec()))
 }
 
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {

@@ -44,6 +44,11 @@ pub use rime_tensor as tensor;
 /// Everything a training loop needs.
 pub mod prelude {
     pub use rime_layers::activations::Activation;
+    pub use rime_layers::data::{Batch, Dataset};
+    pub use rime_layers::fit::{
+        Callback, CallbackContext, EarlyStopping, FitOptions, History, Logs, ModelCheckpoint,
+        Trainer, Verbose,
+    };
     pub use rime_layers::initializers::Initializer;
     pub use rime_layers::layers::Padding;
     pub use rime_layers::losses::{
@@ -55,6 +60,7 @@ pub mod prelude {
         UpdateState,
     };
     pub use rime_layers::optimizers::{Adam, AdamW, Optimizer, RmsProp, Sgd};
+    pub use rime_layers::saving::{load_model, save_model};
     pub use rime_layers::{
         Add, BatchNormalization, CallContext, Concatenate, Dense, Dropout, Embedding,
         EmbeddingTranspose, Flatten, Input, Lambda, Layer, LayerBase, LayerNormalization, LayerRef,

@@ -837,7 +837,10 @@ impl Optimizer<f32> for Boxed {
     fn set_learning_rate(&mut self, lr: f64) -> rime::layers::Result<()> {
         self.0.set_learning_rate(lr)
     }
-    fn state(&self, vars: &[Variable<f32>]) -> rime::layers::optimizers::OptimizerState<f32> {
+    fn state(
+        &self,
+        vars: &[Variable<f32>],
+    ) -> rime::layers::Result<rime::layers::optimizers::OptimizerState<f32>> {
         self.0.state(vars)
     }
     fn set_state(

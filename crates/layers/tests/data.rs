@@ -72,6 +72,15 @@ fn take_skip_split_shard_select_samples() {
         .collect();
     assert_eq!(shards, vec![vec![0, 3, 6, 9], vec![1, 4, 7], vec![2, 5, 8]]);
     assert!(d.clone().shard(3, 3).is_err());
+    // a fixed random permutation, then a split: disjoint, complete, the same every epoch
+    let (a, b) = d.clone().permuted(5).split(0.3).unwrap();
+    let (ea, eb) = (ids(a.epoch(0)).concat(), ids(b.epoch(7)).concat());
+    assert_eq!((ea.len(), eb.len()), (7, 3));
+    assert_eq!(ids(a.epoch(1)).concat(), ea);
+    let mut all: Vec<usize> = ea.iter().chain(&eb).copied().collect();
+    assert_ne!(all, (0..10).collect::<Vec<_>>());
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
     assert!(d.shard(0, 0).is_err());
 }
 

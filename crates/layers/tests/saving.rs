@@ -360,3 +360,41 @@ fn weights_load_by_name_with_skip_mismatch() {
     assert_eq!(bits(&target.weights()[2..]), before[2..]);
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn ties_in_a_sequential_survive_the_file_and_unreproducible_ties_are_errors() {
+    use rime_layers::{Embedding, EmbeddingTranspose};
+    // a Dense used twice: its config refers back to the first use
+    let d: LayerRef<f32> = Arc::new(Dense::new(3).named("twice"));
+    let seq = Sequential::new()
+        .add(d.clone())
+        .add(d)
+        .with_input_shape([3])
+        .unwrap();
+    assert_eq!(seq.weights().len(), 2);
+    let path = tmp("tied_seq.safetensors");
+    save_model(&seq, &path).unwrap();
+    let loaded = load_model::<f32>(&path).unwrap();
+    assert_eq!(loaded.weights().len(), 2, "still tied");
+    let x = Tensor::rand_normal([2, 3], 0.0, 1.0, &mut seeded_rng(4)).unwrap();
+    assert_eq!(
+        loaded.call(&x, false).unwrap(),
+        seq.call(&x, false).unwrap()
+    );
+
+    // EmbeddingTranspose's config holds its embedding's config, not a
+    // reference: the rebuilt model would not be tied, and loading says so
+    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap());
+    let lm = Sequential::new()
+        .add(emb.clone())
+        .add(EmbeddingTranspose::new(emb))
+        .with_input_shape(Vec::<usize>::new())
+        .unwrap();
+    save_model(&lm, &path).unwrap();
+    let Err(err) = load_model::<f32>(&path) else {
+        panic!("an untied model was loaded as tied")
+    };
+    assert!(matches!(err, Error::ModelFile { .. }));
+    assert!(err.to_string().contains("weight ties"), "{err}");
+    std::fs::remove_file(&path).ok();
+}

@@ -156,6 +156,17 @@ impl<T: Element> Dataset<T> {
         self
     }
 
+    /// Reorders the selected samples once by a seeded permutation (tf.data's
+    /// `shuffle(reshuffle_each_iteration=False)`), so that a following
+    /// `split`, `take` or `skip` draws a random subset that stays the same
+    /// every epoch (a random train/test split).
+    pub fn permuted(mut self, seed: u64) -> Self {
+        let mut order = self.indices.to_vec();
+        order.shuffle(&mut rand_pcg::Pcg64::seed_from_u64(seed));
+        self.indices = order.into();
+        self
+    }
+
     /// Serves batches in stored order.
     pub fn no_shuffle(mut self) -> Self {
         self.shuffle_seed = None;

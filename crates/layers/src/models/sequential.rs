@@ -188,10 +188,24 @@ impl<T: Element> Layer<T> for Sequential<T> {
     }
 
     fn get_config(&self) -> serde_json::Value {
-        let layers: Vec<LayerConfig> = self
-            .layers()
+        // a layer used again is a reference to its first position, so that
+        // the rebuilt model shares it too (a tie survives the config)
+        let all = self.layers();
+        let layers: Vec<LayerConfig> = all
             .iter()
-            .map(|l| LayerConfig::of(&**l))
+            .enumerate()
+            .map(|(i, l)| {
+                match all[..i]
+                    .iter()
+                    .position(|p| std::ptr::eq(p.base(), l.base()))
+                {
+                    Some(first) => LayerConfig {
+                        class_name: SHARED.to_string(),
+                        config: json!({ "layer": first }),
+                    },
+                    None => LayerConfig::of(&**l),
+                }
+            })
             .collect();
         json!({
             "name": self.name(),
@@ -226,6 +240,10 @@ impl<T: Element> Layer<T> for Sequential<T> {
     }
 }
 
+/// The class name of a repeated layer in a Sequential's config: a
+/// reference to the layer's first position.
+const SHARED: &str = "SharedLayer";
+
 /// Rebuilds a Sequential from its `get_config`.
 pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequential<T>> {
     #[derive(serde::Deserialize)]
@@ -236,8 +254,26 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequ
     }
     let cfg: Cfg = parse("Sequential", config)?;
     let model = Sequential::named(cfg.name);
-    for l in &cfg.layers {
-        model.push(layer_from_config::<T>(l)?);
+    let mut built: Vec<LayerRef<T>> = Vec::with_capacity(cfg.layers.len());
+    for (i, l) in cfg.layers.iter().enumerate() {
+        let layer = if l.class_name == SHARED {
+            let first = l.config["layer"]
+                .as_u64()
+                .and_then(|f| usize::try_from(f).ok())
+                .filter(|&f| f < i)
+                .ok_or_else(|| Error::Config {
+                    class: "Sequential".into(),
+                    msg: format!(
+                        "layer {i} refers to `{}`, not an earlier position",
+                        l.config["layer"]
+                    ),
+                })?;
+            built[first].clone()
+        } else {
+            layer_from_config::<T>(l)?
+        };
+        built.push(layer.clone());
+        model.push(layer);
     }
     match cfg.input_shape {
         Some(s) => model.with_input_shape(s),

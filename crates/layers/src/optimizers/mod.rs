@@ -105,16 +105,65 @@ pub trait Optimizer<T: Element = f32>: Send {
     /// Replaces the learning rate (or schedule) by a constant, as Keras'
     /// `optimizer.learning_rate = lr` (what `LearningRateScheduler` and
     /// `ReduceLROnPlateau` do). A negative or non-finite rate is an error.
-    fn set_learning_rate(&mut self, lr: f64) -> Result<()>;
+    /// The default (for optimizers outside rime) is an error.
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        let _ = lr;
+        Err(invalid(self.name(), "cannot set its learning rate".into()))
+    }
 
     /// The state to checkpoint: iterations, a constant learning rate, and
-    /// the slots of each of `vars` (in that order).
-    fn state(&self, vars: &[Variable<T>]) -> OptimizerState<T>;
+    /// the slots of each of `vars` (in that order). The default (for
+    /// optimizers outside rime) is an error.
+    fn state(&self, vars: &[Variable<T>]) -> Result<OptimizerState<T>> {
+        let _ = vars;
+        Err(invalid(self.name(), "cannot export its state".into()))
+    }
 
     /// Restores a [`state`](Optimizer::state) for `vars` (the same
     /// variables, or a fresh model's in the same order). Every name and
-    /// shape is checked first: an error changes nothing.
-    fn set_state(&mut self, vars: &[Variable<T>], state: &OptimizerState<T>) -> Result<()>;
+    /// shape is checked first: an error changes nothing. The default (for
+    /// optimizers outside rime) is an error.
+    fn set_state(&mut self, vars: &[Variable<T>], state: &OptimizerState<T>) -> Result<()> {
+        let _ = (vars, state);
+        Err(invalid(self.name(), "cannot restore a state".into()))
+    }
+}
+
+/// A boxed optimizer is an optimizer (an optimizer chosen at run time can
+/// go where one is taken by value, e.g. `TrainStep::new`).
+impl<T: Element, O: Optimizer<T> + ?Sized> Optimizer<T> for Box<O> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn iterations(&self) -> u64 {
+        (**self).iterations()
+    }
+    fn current_learning_rate(&self) -> f64 {
+        (**self).current_learning_rate()
+    }
+    fn apply_gradients_masked(
+        &mut self,
+        grads: &[Option<Tensor<T>>],
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        (**self).apply_gradients_masked(grads, vars, masks)
+    }
+    fn slots(&self, var: &Variable<T>) -> Vec<(&'static str, Tensor<T>)> {
+        (**self).slots(var)
+    }
+    fn get_config(&self) -> Value {
+        (**self).get_config()
+    }
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        (**self).set_learning_rate(lr)
+    }
+    fn state(&self, vars: &[Variable<T>]) -> Result<OptimizerState<T>> {
+        (**self).state(vars)
+    }
+    fn set_state(&mut self, vars: &[Variable<T>], state: &OptimizerState<T>) -> Result<()> {
+        (**self).set_state(vars, state)
+    }
 }
 
 /// An optimizer's update formula, applied to one run of consecutive
@@ -648,13 +697,13 @@ macro_rules! optimizer_common {
             fn state(
                 &self,
                 vars: &[rime_tape::Variable<T>],
-            ) -> $crate::optimizers::OptimizerState<T> {
+            ) -> $crate::Result<$crate::optimizers::OptimizerState<T>> {
                 use $crate::optimizers::Rule;
-                self.common.export_state(
+                Ok(self.common.export_state(
                     <$rule as $crate::optimizers::Rule>::NAME,
                     self.rule.slot_names(),
                     vars,
-                )
+                ))
             }
 
             fn set_state(

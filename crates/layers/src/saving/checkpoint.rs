@@ -62,7 +62,7 @@ pub fn save_checkpoint<T: Element>(
 ) -> Result<()> {
     let path = path.as_ref();
     let weights = model.weights();
-    let state = optimizer.state(&weights);
+    let state = optimizer.state(&weights)?;
     let mut tensors = Vec::new();
     let mut slot_names = Vec::new();
     for (i, (w, slots)) in weights.iter().zip(&state.slots).enumerate() {

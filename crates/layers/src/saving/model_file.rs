@@ -156,11 +156,23 @@ pub fn load_model<T: Element>(path: impl AsRef<Path>) -> Result<LayerRef<T>> {
     let weights: Vec<WeightEntry> = file.json(path, "weights")?;
     let model = layer_from_config::<T>(&config).map_err(|e| file_err(path, e))?;
     let (got_layers, got_weights) = describe(&*model);
+    if got_weights.is_empty() && !weights.is_empty() {
+        return Err(file_err(
+            path,
+            format!(
+                "its config rebuilds model `{}` unbuilt (no weights; a Sequential needs \
+                 `with_input_shape` to be saved with its architecture), the file lists {} weights",
+                model.name(),
+                weights.len()
+            ),
+        ));
+    }
     if got_layers.len() != layers.len() || got_weights.len() != weights.len() {
         return Err(file_err(
             path,
             format!(
-                "its config rebuilds {} layers with {} weights, the file lists {} with {}",
+                "its config rebuilds {} layers with {} weights, the file lists {} with {}: \
+                 the configs do not reproduce the saved structure or weight ties",
                 got_layers.len(),
                 got_weights.len(),
                 layers.len(),
