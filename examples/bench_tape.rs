@@ -23,8 +23,8 @@ fn chain(v: &Tensor<f32>, c: &Tensor<f32>) -> Tensor<f32> {
 }
 
 fn main() {
-    let v = Tensor::<f32>::ones([16]);
-    let c = Tensor::<f32>::ones([16]);
+    let v = Tensor::<f32>::ones([16]).unwrap();
+    let c = Tensor::<f32>::ones([16]).unwrap();
     let g = chain(&v, &c);
     assert_eq!(g.to_vec(), vec![1.0; 16], "gradient of the chain");
     let mut times = Vec::new();

@@ -24,7 +24,7 @@ use crate::{CallContext, Error, Layer, Result};
 /// use rime_tensor::Tensor;
 /// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
 /// let mut step = TrainStep::new(&model, Sgd::new().learning_rate(0.1), MeanSquaredError::new());
-/// let (x, y) = (Tensor::ones([4, 2]), Tensor::zeros([4, 1]));
+/// let (x, y) = (Tensor::ones([4, 2])?, Tensor::zeros([4, 1])?);
 /// let first = step.run(&x, &y)?;
 /// for _ in 0..20 {
 ///     step.run(&x, &y)?;
@@ -80,6 +80,42 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// The same for models with several inputs and outputs: the loss is
     /// applied to each output with its target and the results added.
     pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
+        // a step that fails changes nothing: targets are checked before
+        // the forward pass, the forward pass's state updates (moving
+        // statistics) are staged and committed only after the optimizer
+        // update succeeded, and the optimizer's own update is all or nothing
+        self.check_targets(targets)?;
+        let (result, staged) = crate::staging::stage(|| self.forward_backward(inputs, targets));
+        let (value, grads) = result?;
+        if let Some(grads) = grads {
+            self.optimizer
+                .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
+        }
+        staged.commit()?;
+        Ok(value)
+    }
+
+    /// What can be checked of the targets before the forward pass; their
+    /// count and shapes are checked against the outputs before anything
+    /// is applied.
+    fn check_targets(&self, targets: &[Tensor<T>]) -> Result<()> {
+        if targets.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: format!("train step of `{}`", self.model.name()),
+                msg: "no targets given".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forward pass, loss and gradients (`None` for a frozen model); no
+    /// variable changes here.
+    #[allow(clippy::type_complexity)]
+    fn forward_backward(
+        &self,
+        inputs: &[Tensor<T>],
+        targets: &[Tensor<T>],
+    ) -> Result<(T, Option<Vec<Option<Tensor<T>>>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
             .start();
@@ -103,7 +139,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         let value = loss.to_scalar()?;
         if self.variables.is_empty() {
             // a frozen model: forward and loss only, nothing to train
-            return Ok(value);
+            return Ok((value, None));
         }
         let sources: Vec<SourceRef<T>> = self
             .variables
@@ -112,9 +148,6 @@ impl<'m, T: Element> TrainStep<'m, T> {
             .map(|(v, m)| SourceRef::variable_with_mask(v, m.clone()))
             .collect();
         let grads = tape.gradient(&loss, &sources)?;
-        drop(tape);
-        self.optimizer
-            .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
-        Ok(value)
+        Ok((value, Some(grads)))
     }
 }
