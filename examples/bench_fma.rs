@@ -150,12 +150,27 @@ fn rate(k: &Kernel, threads: usize, iters: u64) -> Result<f64, String> {
     Ok(threads as f64 * iters as f64 * k.flop / secs / 1e9)
 }
 
-fn main() -> ExitCode {
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
-    if let Some(bad) = std::env::args().skip(1).find(|a| a != "--quick") {
-        eprintln!("bench_fma: unknown argument {bad} (usage: bench_fma [--quick])");
-        return ExitCode::FAILURE;
+/// `--quick`: fewer and shorter runs.
+fn parse_quick() -> Result<bool, lexopt::Error> {
+    let mut quick = false;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            lexopt::Arg::Long("quick") => quick = true,
+            _ => return Err(arg.unexpected()),
+        }
     }
+    Ok(quick)
+}
+
+fn main() -> ExitCode {
+    let quick = match parse_quick() {
+        Ok(quick) => quick,
+        Err(e) => {
+            eprintln!("bench_fma: {e} (usage: bench_fma [--quick])");
+            return ExitCode::FAILURE;
+        }
+    };
     let all = rime::tensor::num_threads();
     let mut counts = vec![1];
     if all > 1 {

@@ -23,33 +23,33 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
+    use lexopt::prelude::*;
+    const USAGE: &str = "usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp]";
     let mut a = Args {
         sizes: vec![64, 128, 256, 512, 1024, 2048],
         reps: 7,
         mlp: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--sizes" => {
-                let v = it.next().ok_or("--sizes needs a list like 64,128")?;
+    let mut parser = lexopt::Parser::from_env();
+    let err = |e: lexopt::Error| format!("{e} ({USAGE})");
+    while let Some(arg) = parser.next().map_err(err)? {
+        match arg {
+            Long("sizes") => {
+                let v = parser.value().map_err(err)?.string().map_err(err)?;
                 a.sizes = v
                     .split(',')
                     .map(|s| s.trim().parse().map_err(|e| format!("--sizes {v}: {e}")))
                     .collect::<Result<_, _>>()?;
             }
-            "--reps" => {
-                let v = it.next().ok_or("--reps needs a number")?;
-                a.reps = v.parse().map_err(|e| format!("--reps {v}: {e}"))?;
+            Long("reps") => {
+                a.reps = parser.value().map_err(err)?.parse().map_err(err)?;
                 if a.reps == 0 {
                     return Err("--reps must be at least 1".into());
                 }
             }
-            "--mlp" => a.mlp = true,
-            "-h" | "--help" => {
-                return Err("usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp]".into());
-            }
-            other => return Err(format!("unknown argument {other}")),
+            Long("mlp") => a.mlp = true,
+            Short('h') | Long("help") => return Err(USAGE.into()),
+            _ => return Err(err(arg.unexpected())),
         }
     }
     Ok(a)

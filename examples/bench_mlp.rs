@@ -16,20 +16,27 @@ use std::time::Instant;
 use rand::RngExt;
 use rime::prelude::*;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number, got {v}"))
-        })
-        .unwrap_or(default)
+/// `--batch N --steps N`.
+fn parse_args() -> Result<(usize, usize), lexopt::Error> {
+    use lexopt::prelude::*;
+    let (mut batch, mut steps) = (128, 200);
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("batch") => batch = parser.value()?.parse()?,
+            Long("steps") => steps = parser.value()?.parse()?,
+            Short('h') | Long("help") => {
+                println!("usage: bench_mlp [--batch N] [--steps N]");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok((batch, steps))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (batch, steps) = (arg("--batch", 128), arg("--steps", 200));
+    let (batch, steps) = parse_args()?;
     let mut rng = seeded_rng(0);
     let x = Tensor::<f32>::rand_normal([batch, 784], 0.0, 1.0, &mut rng)?;
     let labels: Vec<f32> = (0..batch)

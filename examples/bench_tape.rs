@@ -2,7 +2,8 @@
 //! tensors, forward and backward, in microseconds per op.
 //!
 //! `cargo run --release --example bench_tape` prints
-//! `rime chain1000 fwd+bwd <x> us/op` (the median of several runs).
+//! `rime chain1000 fwd+bwd <x> us/op` (the median of several runs; `--quick`
+//! for fewer).
 
 use std::time::Instant;
 
@@ -16,19 +17,30 @@ fn chain(v: &Tensor<f32>, c: &Tensor<f32>) -> Tensor<f32> {
         z = z.add(c).expect("same shapes");
     }
     let s = z.sum_all();
-    tape.gradient(&s, &[v])
-        .expect("recorded")
-        .remove(0)
-        .expect("connected")
+    tape.gradient_of(&s, v).expect("recorded and connected")
 }
 
-fn main() {
-    let v = Tensor::<f32>::ones([16]).unwrap();
-    let c = Tensor::<f32>::ones([16]).unwrap();
+/// `--quick`: 5 runs instead of 31.
+fn parse_quick() -> Result<bool, lexopt::Error> {
+    let mut quick = false;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            lexopt::Arg::Long("quick") => quick = true,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(quick)
+}
+
+fn main() -> Result<(), lexopt::Error> {
+    let quick = parse_quick()?;
+    let v = Tensor::<f32>::ones([16]).expect("a small tensor");
+    let c = Tensor::<f32>::ones([16]).expect("a small tensor");
     let g = chain(&v, &c);
     assert_eq!(g.to_vec(), vec![1.0; 16], "gradient of the chain");
     let mut times = Vec::new();
-    for _ in 0..31 {
+    for _ in 0..if quick { 5 } else { 31 } {
         let t = Instant::now();
         for _ in 0..10 {
             std::hint::black_box(chain(&v, &c));
@@ -38,4 +50,5 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!("rime chain1000 fwd+bwd {:.3} us/op", median * 1e6 / 1000.0);
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rime::prelude::*;
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let mut rng = seeded_rng(2);
     let x = Tensor::<f32>::rand_normal([32, 4], 0.0, 1.0, &mut rng)?;
     let y = Tensor::<f32>::rand_normal([32, 1], 0.0, 1.0, &mut rng)?;

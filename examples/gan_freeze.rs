@@ -1,7 +1,7 @@
 //! A small GAN on 1-D data. The discriminator's layers sit in two models:
 //! `discriminator` (trainable, trained on its own step) and a frozen view
 //! inside the `combined` generator→discriminator model. Freezing the view
-//! at model level leaves the layers trainable in `discriminator` (DESIGN
+//! at model level leaves the layers trainable in `discriminator` (docs/design.md,
 //! rule 3) — the Keras GAN recipe without its ordering pitfalls.
 //!
 //! ```sh
@@ -21,7 +21,7 @@ fn bits(model: &dyn Layer<f32>) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let (batch, noise_dim) = (64, 4);
     let (real_mean, real_std) = (3.0f32, 0.5f32);
     let mut rng = seeded_rng(7);

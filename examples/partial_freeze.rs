@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use rime::prelude::*;
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let (n, m, frozen_rows) = (32, 16, 24);
     let mut rng = seeded_rng(42);
     // a regression target the model can fit: y = tanh(x A) B

@@ -1,6 +1,6 @@
 //! One layer in two models. Freezing `model1` at model level leaves the
 //! shared layer's own flag alone, so `model2` still trains it; freezing the
-//! layer itself freezes it in both (DESIGN rules 2 and 3).
+//! layer itself freezes it in both (docs/design.md, rules 2 and 3).
 //!
 //! ```sh
 //! cargo run --release --example shared_layers
@@ -15,7 +15,7 @@ fn snapshot(layer: &dyn Layer<f32>) -> Vec<Vec<f32>> {
     layer.weights().iter().map(|v| v.to_vec()).collect()
 }
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let mut rng = seeded_rng(1);
     let x = Tensor::<f32>::rand_normal([64, 8], 0.0, 1.0, &mut rng)?;
     let y = Tensor::<f32>::rand_normal([64, 2], 0.0, 1.0, &mut rng)?;

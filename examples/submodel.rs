@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use rime::prelude::*;
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let inputs = Input::<f32>::named("inputs", [6]);
     let h1 = inputs.apply(Dense::new(8).activation(Activation::Relu).named("h1"))?;
     let h2 = h1.apply(Dense::new(8).activation(Activation::Relu).named("h2"))?;

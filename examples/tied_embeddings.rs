@@ -14,7 +14,7 @@ use rime::prelude::*;
 
 const VOCAB: usize = 12;
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn main() -> rime::Result<ExitCode> {
     let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16)?);
     let model = Sequential::new()
         .add(embedding.clone())
@@ -54,10 +54,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
     let tape = GradientTape::new();
     let loss = loss_fn.call(&even_targets, &model.call(&evens, true)?)?;
-    let g = tape
-        .gradient(&loss, &[&matrix])?
-        .remove(0)
-        .expect("connected");
+    let g = tape.gradient_of(&loss, &matrix)?;
     let row_norm = |r: usize| {
         g.to_vec()[r * 16..(r + 1) * 16]
             .iter()

@@ -31,9 +31,12 @@
 //!     opt.apply_gradients(&grads, &vars)?;
 //! }
 //! assert_eq!(kernel.to_vec()[..32], frozen_before[..]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), rime::Error>(())
 //! ```
 
+mod error;
+
+pub use error::{Error, Result};
 pub use rime_layers as layers;
 pub use rime_tape as tape;
 pub use rime_tensor as tensor;
@@ -42,6 +45,7 @@ pub use rime_tensor as tensor;
 pub mod prelude {
     pub use rime_layers::activations::Activation;
     pub use rime_layers::initializers::Initializer;
+    pub use rime_layers::layers::Padding;
     pub use rime_layers::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
         MeanSquaredError, SparseCategoricalCrossentropy,
@@ -57,11 +61,19 @@ pub mod prelude {
         Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, WeightSpec, call_symbolic,
         clone_model,
     };
+    pub use rime_layers::{
+        AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+        GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+        MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
+    };
     pub use rime_tape::{
-        AsSource, GradcheckOptions, GradientOptions, GradientTape, Source, TrainableMask,
-        UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record, stop_gradient,
+        AsSource, GradcheckOptions, GradientOptions, GradientTape, Gradients, Source,
+        TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record,
+        stop_gradient,
     };
     pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
+
+    pub use crate::{Error, Result};
 }
 
 /// The README's code blocks, compiled and run as doctests.

@@ -1,7 +1,7 @@
-//! The trainability rules of DESIGN.md, each pinned through the facade
-//! (rules A–H of the rime-layers issue). B, D and E are compared with the
-//! numbers Keras 3 gives for the same problem (tests/reference/
-//! gen_rule_fixtures.py wrote rule_fixtures.json).
+//! The trainability rules of docs/design.md, each pinned through the
+//! facade by tests named `ruleN_..` after the rule they check. Rules 1, 3
+//! and 6 are compared with the numbers Keras 3 gives for the same problem
+//! (tests/reference/gen_rule_fixtures.py wrote rule_fixtures.json).
 
 use std::sync::{Arc, OnceLock};
 
@@ -73,13 +73,13 @@ fn data(seed: u64, rows: usize, cols: usize) -> Tensor<f32> {
     Tensor::rand_normal([rows, cols], 0.0, 1.0, &mut seeded_rng(seed)).unwrap()
 }
 
-// ---------------------------------------------------------------- A
+// ---------------------------------------------------------------- rules 2 and 4: a frozen layer, a step snapshots when built
 
-/// A. One Dense instance in two models; a step built from `frozen_model`
+/// Rules 2 and 4. One Dense instance in two models; a step built from `frozen_model`
 /// while the layer is frozen never trains it, even after the layer is
 /// unfrozen; a step built later from `trainable_model` does.
 #[test]
-fn a_step_snapshots_the_trainable_set_when_built() {
+fn rule4_step_snapshots_the_trainable_set_when_built() {
     let shared = Arc::new(Dense::<f32>::new(4));
     let frozen_model = Sequential::new()
         .add(shared.clone())
@@ -131,7 +131,7 @@ fn a_step_snapshots_the_trainable_set_when_built() {
     assert_ne!(before[1], after[1], "and the bias");
 }
 
-// ---------------------------------------------------------------- B
+// ---------------------------------------------------------------- rule 1: a non-trainable weight of a custom layer
 
 /// A custom layer: `w` trainable, `b` added with `trainable(false)`.
 struct Affine {
@@ -188,8 +188,8 @@ impl Layer<f32> for Affine {
 }
 
 #[test]
-fn b_non_trainable_weight_of_a_custom_layer_stays_bit_identical() {
-    let f = &fixtures()["rule_b"];
+fn rule1_non_trainable_weight_of_a_custom_layer_stays_bit_identical() {
+    let f = &fixtures()["rule1"];
     let layer = Affine::new(tensor(&f["w0"]), tensor(&f["b0"]));
     let (x, y) = (tensor(&f["x"]), tensor(&f["y"]));
     layer.call(&x, false).unwrap();
@@ -219,7 +219,7 @@ fn b_non_trainable_weight_of_a_custom_layer_stays_bit_identical() {
     assert_close(&b.to_vec(), &tensor(&f["b"]).to_vec(), "B b");
 }
 
-// ---------------------------------------------------------------- C
+// ---------------------------------------------------------------- rule 5: element masks
 
 /// A Dense(m) kernel [n, m] under a Dense(2) head; returns the kernel.
 fn dense_kernel_model(n: usize, m: usize) -> (Sequential<f32>, Variable<f32>) {
@@ -251,11 +251,11 @@ fn optimizers() -> Vec<(&'static str, Box<dyn Optimizer<f32>>)> {
     ]
 }
 
-/// C. W1, the first row block of a Dense kernel, frozen by a mask: after 100
+/// Rule 5. W1, the first row block of a Dense kernel, frozen by a mask: after 100
 /// steps of each optimizer W1 is bit-identical and W2 has changed — also when
 /// the mask is set after unmasked steps (momentum already non-zero).
 #[test]
-fn c_masked_row_block_is_bit_identical_under_every_optimizer() {
+fn rule5_masked_row_block_is_bit_identical_under_every_optimizer() {
     let (n, m, frozen) = (6, 5, 2);
     let (x, y) = (data(4, 16, n), data(5, 16, 2));
     for warmup in [0usize, 10] {
@@ -294,7 +294,7 @@ fn c_masked_row_block_is_bit_identical_under_every_optimizer() {
 
 /// C through a training step: the step uses the mask it snapshotted.
 #[test]
-fn c_train_step_honours_the_mask_it_snapshotted() {
+fn rule5_train_step_honours_the_mask_it_snapshotted() {
     let (n, m) = (4, 3);
     let (x, y) = (data(6, 8, n), data(7, 8, 2));
     let (model, kernel) = dense_kernel_model(n, m);
@@ -321,19 +321,20 @@ fn c_train_step_honours_the_mask_it_snapshotted() {
     assert!(before[m..].iter().zip(&after[m..]).all(|(a, b)| a != b));
 }
 
-// ---------------------------------------------------------------- D
+// ---------------------------------------------------------------- rule 3: a frozen model
 
 fn dense_with(units: usize, kernel: &Value, bias: &Value, activation: Activation) -> Dense<f32> {
     let d = Dense::new(units).activation(activation);
     let k = tensor(kernel);
-    d.call(&Tensor::zeros([1, k.dims()[0]]).unwrap(), false).unwrap();
+    d.call(&Tensor::zeros([1, k.dims()[0]]).unwrap(), false)
+        .unwrap();
     d.set_weights(&[k, tensor(bias)]).unwrap();
     d
 }
 
 #[test]
-fn d_freezing_a_model_leaves_a_shared_layer_trainable_elsewhere() {
-    let f = &fixtures()["rule_d"];
+fn rule3_freezing_a_model_leaves_a_shared_layer_trainable_elsewhere() {
+    let f = &fixtures()["rule3"];
     let shared = Arc::new(dense_with(
         3,
         &f["shared"][0],
@@ -440,7 +441,7 @@ fn d_freezing_a_model_leaves_a_shared_layer_trainable_elsewhere() {
     );
 }
 
-// ---------------------------------------------------------------- E
+// ---------------------------------------------------------------- rule 6: a frozen BatchNormalization
 
 fn bn_from(f: &Value) -> BatchNormalization<f32> {
     let bn = BatchNormalization::new();
@@ -456,8 +457,8 @@ fn bn_from(f: &Value) -> BatchNormalization<f32> {
 }
 
 #[test]
-fn e_frozen_batch_norm_runs_in_inference_mode() {
-    let f = &fixtures()["rule_e"];
+fn rule6_frozen_batch_norm_runs_in_inference_mode() {
+    let f = &fixtures()["rule6"];
     let x = tensor(&f["x"]);
 
     let frozen = bn_from(f);
@@ -548,10 +549,10 @@ fn e_frozen_batch_norm_runs_in_inference_mode() {
     step.run(&x, &Tensor::zeros([5, 3]).unwrap()).unwrap();
 }
 
-// ---------------------------------------------------------------- F
+// ---------------------------------------------------------------- rule 7: ties
 
 #[test]
-fn f_tied_embedding_gradients_add_up_and_the_variable_appears_once() {
+fn rule7_tied_embedding_gradients_add_up_and_the_variable_appears_once() {
     let embedding = Arc::new(Embedding::<f64>::new(5, 3).unwrap().embeddings_initializer(
         Initializer::RandomNormal {
             mean: 0.0,
@@ -612,10 +613,10 @@ fn f_tied_embedding_gradients_add_up_and_the_variable_appears_once() {
     assert_ne!(lookup_only.to_vec(), grad.to_vec());
 }
 
-// ---------------------------------------------------------------- G
+// ---------------------------------------------------------------- rule 8: copies are not ties
 
 #[test]
-fn g_clone_model_has_fresh_weights_until_they_are_copied() {
+fn rule8_clone_model_has_fresh_weights_until_they_are_copied() {
     let input = Input::<f32>::new([4]);
     let h = input
         .apply(Dense::new(8).activation(Activation::Relu))
@@ -647,7 +648,7 @@ fn g_clone_model_has_fresh_weights_until_they_are_copied() {
     );
 }
 
-// ---------------------------------------------------------------- H
+// ---------------------------------------------------------------- rule 1: a weight updated in call
 
 /// Counts the rows it has seen in a non-trainable weight, updated in `call`.
 struct RunningSum {
@@ -691,7 +692,7 @@ impl Layer<f32> for RunningSum {
 }
 
 #[test]
-fn h_a_weight_updated_in_call_is_never_trained() {
+fn rule1_a_weight_updated_in_call_is_never_trained() {
     let counter = Arc::new(RunningSum {
         base: LayerBase::new("RunningSum", None),
         total: OnceLock::new(),
@@ -742,9 +743,8 @@ fn h_a_weight_updated_in_call_is_never_trained() {
 #[test]
 fn forty_way_concatenate_trains_end_to_end() {
     let x = Input::<f32>::new([3]);
-    let branches: Vec<SymbolicTensor<f32>> = (0..40)
-        .map(|_| x.apply(Dense::new(1)).unwrap())
-        .collect();
+    let branches: Vec<SymbolicTensor<f32>> =
+        (0..40).map(|_| x.apply(Dense::new(1)).unwrap()).collect();
     let refs: Vec<&SymbolicTensor<f32>> = branches.iter().collect();
     let joined = call_symbolic(Concatenate::new(), &refs).unwrap().remove(0);
     let out = joined.apply(Dense::new(1)).unwrap();
@@ -758,7 +758,10 @@ fn forty_way_concatenate_trains_end_to_end() {
     let loss = pred.sub(&ys).unwrap().square().mean_all();
     let weights = model.trainable_weights();
     let grads = tape.gradient(&loss, &weights).unwrap();
-    assert!(grads.iter().all(Option::is_some), "every weight gets a gradient");
+    assert!(
+        grads.iter().all(Option::is_some),
+        "every weight gets a gradient"
+    );
     let head = &weights[weights.len() - 2];
     let dy = pred.sub(&ys).unwrap().mul_scalar(2.0 / 16.0);
     for b in [0, 17, 31, 32, 33, 39] {
@@ -767,7 +770,11 @@ fn forty_way_concatenate_trains_end_to_end() {
         let got = grads[2 * b].as_ref().unwrap();
         approx::assert_relative_eq!(*got, want, epsilon = 1e-5, max_relative = 1e-4);
     }
-    let mut step = TrainStep::new(&model, Sgd::new().learning_rate(0.01), MeanSquaredError::new());
+    let mut step = TrainStep::new(
+        &model,
+        Sgd::new().learning_rate(0.01),
+        MeanSquaredError::new(),
+    );
     let first = step.run(&xs, &ys).unwrap();
     let mut last = first;
     for _ in 0..30 {

@@ -1,5 +1,5 @@
-"""Keras 3 reference values for the trainability rule tests B, D and E
-(tests/trainability.rs). Run with a TensorFlow venv outside the repo:
+"""Keras 3 reference values for the trainability rule tests of rules 1, 3
+and 6 (docs/design.md; tests/trainability.rs). Run with a TensorFlow venv outside the repo:
 
     /tmp/peers/bin/python tests/reference/gen_rule_fixtures.py
 
@@ -28,7 +28,7 @@ def tolist(x):
 
 out = {}
 
-# ---- B: custom layer, w trainable, b added with trainable=False -----------------
+# ---- rule 1: custom layer, w trainable, b added with trainable=False -----------------
 class Affine(keras.layers.Layer):
     def __init__(self, w0, b0):
         super().__init__()
@@ -55,10 +55,10 @@ for _ in range(3):
     grads = tape.gradient(loss, layer.trainable_weights)
     opt.apply_gradients(zip(grads, layer.trainable_weights))
     losses.append(float(loss))
-out["rule_b"] = dict(x=tolist(x_b), y=tolist(y_b), w0=tolist(w0), b0=tolist(b0), lr=0.1,
+out["rule1"] = dict(x=tolist(x_b), y=tolist(y_b), w0=tolist(w0), b0=tolist(b0), lr=0.1,
                      losses=tolist(losses), w=tolist(layer.w.numpy()), b=tolist(layer.b.numpy()))
 
-# ---- D: a Dense layer shared by two models -------------------------------------
+# ---- rule 3: a Dense layer shared by two models -------------------------------------
 # rime's rule: freezing model1 does not freeze the shared layer inside model2.
 # Keras' `model.trainable = False` would propagate to the shared layer, so the
 # model-level flag is emulated here by the variable list each step trains.
@@ -80,14 +80,14 @@ for _ in range(3):
         loss = mse(y_d, model2(x_d, training=True))
     opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
     losses.append(float(loss))
-out["rule_d"] = dict(x=tolist(x_d), y=tolist(y_d), lr=0.05,
+out["rule3"] = dict(x=tolist(x_d), y=tolist(y_d), lr=0.05,
                      shared=[tolist(ks), tolist(bs)], head1=[tolist(k1), tolist(b1)], head2=[tolist(k2), tolist(b2)],
                      losses_model2=tolist(losses),
                      shared_after=[tolist(v) for v in shared.get_weights()],
                      head2_after=[tolist(v) for v in head2.get_weights()],
                      model1_out_after=tolist(model1(x_d)))
 
-# ---- E: BatchNormalization, frozen and trainable ---------------------------------
+# ---- rule 6: BatchNormalization, frozen and trainable ---------------------------------
 x_e = arr((5, 3), 2.0) + 1.0
 gamma, beta = arr((3,), 0.3) + 1.0, arr((3,), 0.3)
 mmean, mvar = arr((3,), 0.5), np.abs(arr((3,))) + 0.5
@@ -116,7 +116,7 @@ with tf.GradientTape() as tape:
     o = bn2(x_e, training=True)
     s = tf.reduce_sum(o * c)
 g_gamma, g_beta = tape.gradient(s, [bn2.gamma, bn2.beta])
-out["rule_e"] = dict(x=tolist(x_e), gamma=tolist(gamma), beta=tolist(beta),
+out["rule6"] = dict(x=tolist(x_e), gamma=tolist(gamma), beta=tolist(beta),
                      moving_mean=tolist(mmean), moving_variance=tolist(mvar), c=tolist(c),
                      frozen_training_out=tolist(frozen_train_out), frozen_inference_out=tolist(frozen_infer_out),
                      frozen_moving_mean_after=tolist(frozen.moving_mean.numpy()),

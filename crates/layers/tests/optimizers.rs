@@ -465,8 +465,11 @@ fn none_gradients_skip_their_variables() {
     let a = Variable::new("a", Tensor::<f32>::ones([2]).unwrap());
     let b = Variable::new("b", Tensor::<f32>::ones([2]).unwrap());
     let mut opt = Sgd::new().learning_rate(0.5).weight_decay(0.1);
-    opt.apply_gradients(&[None, Some(Tensor::ones([2]).unwrap())], &[a.clone(), b.clone()])
-        .unwrap();
+    opt.apply_gradients(
+        &[None, Some(Tensor::ones([2]).unwrap())],
+        &[a.clone(), b.clone()],
+    )
+    .unwrap();
     assert_eq!(
         a.to_vec(),
         vec![1.0, 1.0],
@@ -492,7 +495,11 @@ fn state_of_dropped_variables_is_released() {
     assert!(most <= 2, "state held for {most} variables");
     // the last fresh variable is gone too: released at the next update
     opt.apply_gradients(&[g.clone()], &[keep.clone()]).unwrap();
-    assert_eq!(Optimizer::<f32>::tracked_variables(&opt), 1, "only the kept variable's");
+    assert_eq!(
+        Optimizer::<f32>::tracked_variables(&opt),
+        1,
+        "only the kept variable's"
+    );
     assert_eq!(opt.slots(&keep).len(), 2, "its m and v survive");
     assert_eq!(Optimizer::<f32>::iterations(&opt), 10_001);
 }

@@ -92,6 +92,19 @@ pub enum Error {
         /// What was wrong.
         msg: String,
     },
+    /// [`gradient_of`](crate::GradientTape::gradient_of) was asked for the
+    /// gradient with respect to a source the target does not depend on.
+    #[error(
+        "{call}: the target does not depend on the source of shape {shape} (it was not \
+         used, or only through stop_gradient or untracked values); ask for \
+         UnconnectedGradients::Zero to get zeros instead"
+    )]
+    Unconnected {
+        /// The call.
+        call: &'static str,
+        /// The source's shape.
+        shape: Shape,
+    },
     /// A user-supplied gradient function (custom gradient) returned
     /// something that does not fit its inputs.
     #[error("custom gradient `{name}`: {msg}")]

@@ -21,7 +21,7 @@
 //! let x = Tensor::<f32>::ones([4, 3])?;
 //! let tape = GradientTape::new();
 //! let loss = x.matmul(&w.value())?.sum_all();
-//! let g = tape.gradient(&loss, &[&w])?.remove(0).unwrap();
+//! let g = tape.gradient_of(&loss, &w)?;
 //! assert_eq!(g.to_vec(), vec![0.0, 0.0, 4.0, 4.0, 4.0, 4.0]);
 //! # Ok::<(), rime_tape::Error>(())
 //! ```
@@ -32,6 +32,7 @@
 mod custom;
 mod error;
 mod gradcheck;
+mod gradients;
 mod mask;
 mod rules;
 mod tape;
@@ -40,9 +41,15 @@ mod variable;
 pub use custom::{custom_gradient, stop_gradient};
 pub use error::{Error, Result};
 pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, gradcheck};
+pub use gradients::Gradients;
 pub use mask::{IndexRanges, MaskStructure, ResolvedMask, TrainableMask};
 pub use tape::{
     AsSource, GradientOptions, GradientTape, RecordingPaused, Source, SourceRef, TapeBuilder,
     UnconnectedGradients, Watchable, live_nodes, no_record,
 };
 pub use variable::{AnyVariable, Constraint, Variable, VariableElement, WeakVariable};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

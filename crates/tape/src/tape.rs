@@ -584,6 +584,16 @@ impl<T: Element> SourceRef<T> {
             _t: std::marker::PhantomData,
         }
     }
+
+    /// The identity of the tensor or variable this source stands for.
+    pub fn id(&self) -> TensorId {
+        self.id
+    }
+
+    /// The source's shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
 }
 
 impl<T: Element> AsSource<T> for SourceRef<T> {

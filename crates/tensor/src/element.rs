@@ -54,6 +54,7 @@ pub trait Element:
     + Display
     + Send
     + Sync
+    + bytemuck::Pod
     + 'static
     + sealed::Sealed
 {

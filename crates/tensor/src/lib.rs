@@ -37,8 +37,10 @@
 
 #![warn(missing_docs)]
 
+mod display;
 mod element;
 mod error;
+mod interop;
 mod kernels;
 pub mod ops;
 mod random;
@@ -49,9 +51,11 @@ mod tensor;
 pub use element::{DType, DynTensor, Element};
 pub use error::{Error, Result};
 pub use ops::arith::BinaryOp;
+pub use ops::conv::{Conv1dOptions, Conv2dGeometry, Conv2dOptions, ConvOp, Padding};
 pub use ops::index::IndexOp;
 pub use ops::layout::LayoutOp;
 pub use ops::nn::NnOp;
+pub use ops::pool::{Pool2dGeometry, Pool2dOptions, PoolOp};
 pub use ops::reduce::{ReduceKind, ReduceOp};
 pub use ops::unary::UnaryOp;
 pub use random::{Rng, seeded_rng};
@@ -69,3 +73,8 @@ pub use tensor::{Tensor, TensorId};
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

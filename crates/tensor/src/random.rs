@@ -109,13 +109,13 @@ impl<T: Element> Tensor<T> {
         let dist = normal("rand_truncated_normal", mean, std)?;
         let (mut v, n) = buffer::<T>("rand_truncated_normal", &shape)?;
         v.extend((0..n).map(|_| {
-                loop {
-                    let s = dist.sample(rng);
-                    if (s - mean).abs() <= 2.0 * std {
-                        break T::of(s);
-                    }
+            loop {
+                let s = dist.sample(rng);
+                if (s - mean).abs() <= 2.0 * std {
+                    break T::of(s);
                 }
-            }));
+            }
+        }));
         Ok(Tensor::from_parts(v, shape))
     }
 }

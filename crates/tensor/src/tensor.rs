@@ -1,7 +1,6 @@
 //! [`Tensor`]: an immutable n-d value with cheap clone, its constructors and
 //! accessors. The ops live in `ops/`, one file per family.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -481,47 +480,6 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-impl<T: Element> fmt::Debug for Tensor<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor<{}>{} ", T::DTYPE, self.shape())?;
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Shows the values nested by axis, NumPy style; axes longer than 6 show
-/// their first and last 3 entries around `...`.
-impl<T: Element> fmt::Display for Tensor<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn rec<T: Element>(f: &mut fmt::Formatter<'_>, data: &[T], dims: &[usize]) -> fmt::Result {
-            const EDGE: usize = 3;
-            let Some((&n, rest)) = dims.split_first() else {
-                return write!(f, "{}", data[0]);
-            };
-            let inner: usize = rest.iter().product();
-            f.write_str("[")?;
-            let mut first = true;
-            for i in 0..n {
-                if n > 2 * EDGE && i >= EDGE && i < n - EDGE {
-                    if i == EDGE {
-                        f.write_str(", ...")?;
-                    }
-                    continue;
-                }
-                if !first {
-                    f.write_str(", ")?;
-                }
-                first = false;
-                rec(f, &data[i * inner..(i + 1) * inner], rest)?;
-            }
-            f.write_str("]")
-        }
-        if self.is_empty() {
-            return write!(f, "[] (shape {})", self.shape());
-        }
-        rec(f, self.as_slice(), self.shape())
-    }
-}
-
 impl<T: Element> approx::AbsDiffEq for Tensor<T> {
     type Epsilon = T;
     fn default_epsilon() -> T {
@@ -613,15 +571,6 @@ mod tests {
             Tensor::<f32>::zeros([2]).unwrap().get(&[0, 0]),
             Err(Error::InvalidArgument { op: "get", .. })
         ));
-    }
-
-    #[test]
-    fn display_abbreviates() {
-        let t = Tensor::arange(0.0f32, 10.0, 1.0).unwrap();
-        assert_eq!(t.to_string(), "[0, 1, 2, ..., 7, 8, 9]");
-        let m = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]).unwrap();
-        assert_eq!(format!("{m:?}"), "Tensor<f32>[2, 2] [[1, 2], [3, 4]]");
-        assert_eq!(Tensor::scalar(1.5f64).to_string(), "1.5");
     }
 
     #[test]

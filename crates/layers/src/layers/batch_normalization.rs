@@ -104,7 +104,7 @@ impl BatchNormalizationConfig {
 ///   `moving = moving · momentum + batch · (1 - momentum)`.
 /// - **Otherwise** the moving statistics normalize and stay as they are.
 ///   A frozen layer (`set_trainable(false)`) therefore runs in inference
-///   mode even with `training = true` (DESIGN rule 6, as in Keras).
+///   mode even with `training = true` (docs/design.md rule 6, as in Keras).
 ///
 /// Weights, in order: `gamma` (if `scale`), `beta` (if `center`), then the
 /// non-trainable `moving_mean` and `moving_variance`.

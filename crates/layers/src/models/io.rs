@@ -20,15 +20,31 @@ fn io_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The elements as little-endian bytes (safetensors' byte order).
 fn le_bytes<T: Element>(v: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(std::mem::size_of_val(v));
-    for &x in v {
-        match T::DTYPE {
-            DType::F32 => out.extend_from_slice(&(x.to_f32().unwrap_or(f32::NAN)).to_le_bytes()),
-            DType::F64 => out.extend_from_slice(&(x.to_f64().unwrap_or(f64::NAN)).to_le_bytes()),
-        }
+    let mut bytes: Vec<u8> = bytemuck::cast_slice(v).to_vec();
+    if cfg!(target_endian = "big") {
+        bytes
+            .chunks_exact_mut(std::mem::size_of::<T>())
+            .for_each(<[u8]>::reverse);
     }
-    out
+    bytes
+}
+
+/// Elements from little-endian bytes (any alignment); `None` if the length
+/// is not a whole number of elements.
+fn from_le_bytes<T: Element>(bytes: &[u8]) -> Option<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    let mut out = vec![T::zero(); bytes.len() / size];
+    let out_bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+    out_bytes.copy_from_slice(bytes);
+    if cfg!(target_endian = "big") {
+        out_bytes.chunks_exact_mut(size).for_each(<[u8]>::reverse);
+    }
+    Some(out)
 }
 
 /// Writes every weight of `model` to a safetensors file.
@@ -118,16 +134,8 @@ pub fn load_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) ->
             ));
         }
         let data: Vec<T> = match (view.dtype(), T::DTYPE) {
-            (Dtype::F32, DType::F32) => view
-                .data()
-                .chunks_exact(4)
-                .map(|c| T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64))
-                .collect(),
-            (Dtype::F64, DType::F64) => view
-                .data()
-                .chunks_exact(8)
-                .map(|c| T::of(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
-                .collect(),
+            (Dtype::F32, DType::F32) | (Dtype::F64, DType::F64) => from_le_bytes(view.data())
+                .ok_or_else(|| io_err(path, format!("`{name}`: data is not whole elements")))?,
             (d, _) => {
                 return Err(io_err(
                     path,
@@ -138,4 +146,30 @@ pub fn load_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) ->
         values.push(Tensor::from_vec(data, w.shape())?);
     }
     model.set_weights(&values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_little_endian_ieee() {
+        // 1.0f32 = 0x3f800000, -2.0f64 = 0xc000000000000000
+        assert_eq!(le_bytes(&[1.0f32, -0.0]), [0, 0, 0x80, 0x3f, 0, 0, 0, 0x80]);
+        assert_eq!(le_bytes(&[-2.0f64]), [0, 0, 0, 0, 0, 0, 0, 0xc0]);
+    }
+
+    #[test]
+    fn decoding_takes_any_alignment_and_rejects_partial_elements() {
+        let values = [1.5f64, -0.0, f64::MAX, f64::MIN_POSITIVE];
+        let mut buf = vec![0xAAu8];
+        buf.extend(le_bytes(&values));
+        let back: Vec<f64> = from_le_bytes(&buf[1..]).unwrap(); // misaligned
+        assert_eq!(
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(from_le_bytes::<f32>(&[0, 0, 0]).is_none());
+        assert_eq!(from_le_bytes::<f32>(&[]), Some(vec![]));
+    }
 }

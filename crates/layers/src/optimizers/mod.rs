@@ -39,6 +39,7 @@ mod adam;
 mod rmsprop;
 pub mod schedules;
 mod sgd;
+mod state;
 
 use std::any::Any;
 use std::ops::Range;
@@ -55,6 +56,7 @@ pub use schedules::{
     CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, PiecewiseConstantDecay,
 };
 pub use sgd::Sgd;
+pub use state::OptimizerState;
 
 use crate::{Error, Result};
 
@@ -104,6 +106,20 @@ pub trait Optimizer<T: Element = f32>: Send {
     /// variable that has been dropped is released at the next update, so a
     /// loop creating fresh variables does not grow this without bound.
     fn tracked_variables(&self) -> usize;
+
+    /// Replaces the learning rate (or schedule) by a constant, as Keras'
+    /// `optimizer.learning_rate = lr` (what `LearningRateScheduler` and
+    /// `ReduceLROnPlateau` do). A negative or non-finite rate is an error.
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()>;
+
+    /// The state to checkpoint: iterations, a constant learning rate, and
+    /// the slots of each of `vars` (in that order).
+    fn state(&self, vars: &[Variable<T>]) -> OptimizerState<T>;
+
+    /// Restores a [`state`](Optimizer::state) for `vars` (the same
+    /// variables, or a fresh model's in the same order). Every name and
+    /// shape is checked first: an error changes nothing.
+    fn set_state(&mut self, vars: &[Variable<T>], state: &OptimizerState<T>) -> Result<()>;
 }
 
 /// An optimizer's update formula, applied to one run of consecutive
@@ -149,7 +165,7 @@ pub(crate) struct Common {
 }
 
 /// One variable's slots of element type `T`.
-struct Slots<T>(Vec<Vec<T>>);
+pub(crate) struct Slots<T>(Vec<Vec<T>>);
 
 impl Common {
     pub fn new(learning_rate: f64) -> Self {
@@ -393,19 +409,21 @@ impl Common {
 /// optimizer does not keep it or its state alive) and its `Slots<T>`.
 type State = FxHashMap<TensorId, Entry>;
 
-struct Entry {
+pub(crate) struct Entry {
     alive: Box<dyn Fn() -> bool + Send>,
     slots: Box<dyn Any + Send>,
 }
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("alive", &(self.alive)()).finish()
+        f.debug_struct("Entry")
+            .field("alive", &(self.alive)())
+            .finish()
     }
 }
 
 impl Entry {
-    fn new<T: Element>(var: &Variable<T>, slots: Vec<Vec<T>>) -> Self {
+    pub(crate) fn new<T: Element>(var: &Variable<T>, slots: Vec<Vec<T>>) -> Self {
         let weak = var.downgrade();
         Entry {
             alive: Box::new(move || weak.is_alive()),
@@ -415,7 +433,10 @@ impl Entry {
 }
 
 fn slot_copy<T: Element>(state: &State, id: TensorId, n: usize, len: usize) -> Vec<Vec<T>> {
-    match state.get(&id).and_then(|s| s.slots.downcast_ref::<Slots<T>>()) {
+    match state
+        .get(&id)
+        .and_then(|s| s.slots.downcast_ref::<Slots<T>>())
+    {
         Some(Slots(s)) => s.clone(),
         None => vec![vec![T::zero(); len]; n],
     }
@@ -581,7 +602,10 @@ pub(crate) fn check_decay(name: &str, what: &str, v: f64) -> Result<()> {
 /// `v` finite and `> 0` (an epsilon of 0 gives 0/0 with a zero gradient).
 pub(crate) fn check_positive(name: &str, what: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(invalid(name, format!("{what} must be finite and > 0, got {v}")));
+        return Err(invalid(
+            name,
+            format!("{what} must be finite and > 0, got {v}"),
+        ));
     }
     Ok(())
 }
@@ -688,6 +712,37 @@ macro_rules! optimizer_common {
 
             fn tracked_variables(&self) -> usize {
                 self.common.tracked_variables()
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) -> $crate::Result<()> {
+                self.common
+                    .set_constant_learning_rate(<$rule as $crate::optimizers::Rule>::NAME, lr)
+            }
+
+            fn state(
+                &self,
+                vars: &[rime_tape::Variable<T>],
+            ) -> $crate::optimizers::OptimizerState<T> {
+                use $crate::optimizers::Rule;
+                self.common.export_state(
+                    <$rule as $crate::optimizers::Rule>::NAME,
+                    self.rule.slot_names(),
+                    vars,
+                )
+            }
+
+            fn set_state(
+                &mut self,
+                vars: &[rime_tape::Variable<T>],
+                state: &$crate::optimizers::OptimizerState<T>,
+            ) -> $crate::Result<()> {
+                use $crate::optimizers::Rule;
+                self.common.import_state(
+                    <$rule as $crate::optimizers::Rule>::NAME,
+                    self.rule.slot_names(),
+                    vars,
+                    state,
+                )
             }
 
             fn get_config(&self) -> serde_json::Value {

@@ -287,9 +287,16 @@ mod tests {
         for &(sa, sb, so) in cases {
             let a: Vec<f64> = (0..Shape::from(sa).numel()).map(|i| i as f64).collect();
             let b: Vec<f64> = (0..Shape::from(sb).numel()).map(|i| -(i as f64)).collect();
-            let got = binary("t", &a, &sa.into(), &b, &sb.into(), &so.into(), 1, |x, y| {
-                x * 10.0 + y
-            })
+            let got = binary(
+                "t",
+                &a,
+                &sa.into(),
+                &b,
+                &sb.into(),
+                &so.into(),
+                1,
+                |x, y| x * 10.0 + y,
+            )
             .unwrap();
             assert_eq!(got, naive(&a, sa, &b, sb, so), "{sa:?} {sb:?}");
         }

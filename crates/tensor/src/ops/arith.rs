@@ -1,11 +1,9 @@
 //! Elementwise binary arithmetic with NumPy broadcasting, comparisons and
 //! `select` (NumPy's `where`). Gradient rules: rime-tape `rules/arith.rs`.
 
-use std::ops;
-
 use crate::kernels::{ARITH, LIBM, broadcast};
 use crate::record::{Op, record};
-use crate::{Element, Error, Result, Tensor, broadcast_shapes};
+use crate::{Element, Result, Tensor, broadcast_shapes};
 
 /// The recorded binary ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -518,45 +516,10 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-fn or_panic<T: Element>(r: Result<Tensor<T>, Error>) -> Tensor<T> {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-macro_rules! std_binary {
-    ($trait:ident, $method:ident) => {
-        /// Convenience operator: panics with the op's error message where the
-        /// fallible method would return it. Library code uses the method.
-        impl<T: Element> ops::$trait<&Tensor<T>> for &Tensor<T> {
-            type Output = Tensor<T>;
-            fn $method(self, rhs: &Tensor<T>) -> Tensor<T> {
-                or_panic(Tensor::$method(self, rhs))
-            }
-        }
-        /// Convenience operator with a scalar right operand.
-        impl<T: Element> ops::$trait<T> for &Tensor<T> {
-            type Output = Tensor<T>;
-            fn $method(self, rhs: T) -> Tensor<T> {
-                or_panic(Tensor::$method(self, &Tensor::scalar(rhs)))
-            }
-        }
-    };
-}
-std_binary!(Add, add);
-std_binary!(Sub, sub);
-std_binary!(Mul, mul);
-std_binary!(Div, div);
-
-/// `-x`, same as [`Tensor::neg`].
-impl<T: Element> ops::Neg for &Tensor<T> {
-    type Output = Tensor<T>;
-    fn neg(self) -> Tensor<T> {
-        Tensor::neg(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     fn t(v: &[f64], s: &[usize]) -> Tensor<f64> {
         Tensor::from_slice(v, s).unwrap()

@@ -231,7 +231,10 @@ mod tests {
             .zip(g.as_slice())
             .map(|(a, b)| a * b)
             .sum();
-        let s = Tensor::zeros([3, 4]).unwrap().scatter_add(1, &idx, &g).unwrap();
+        let s = Tensor::zeros([3, 4])
+            .unwrap()
+            .scatter_add(1, &idx, &g)
+            .unwrap();
         let rhs: f64 = x
             .as_slice()
             .iter()

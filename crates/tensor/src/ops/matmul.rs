@@ -6,9 +6,9 @@ use std::ops::Range;
 
 use smallvec::SmallVec;
 
-use crate::kernels::{self, as_uninit_mut};
 use crate::kernels::broadcast::Plan;
 use crate::kernels::gemm::{self, MatRef};
+use crate::kernels::{self, as_uninit_mut};
 use crate::record::{Op, record};
 use crate::{Element, Error, Result, Shape, Tensor, broadcast_shapes};
 
@@ -342,7 +342,9 @@ mod tests {
             Err(Error::Rank { op: "matmul", .. })
         ));
         assert!(matches!(
-            Tensor::<f32>::zeros([2, 2, 3]).unwrap().matmul(&Tensor::zeros([3, 3, 1]).unwrap()),
+            Tensor::<f32>::zeros([2, 2, 3])
+                .unwrap()
+                .matmul(&Tensor::zeros([3, 3, 1]).unwrap()),
             Err(Error::Broadcast { op: "matmul", .. })
         ));
         assert!(matches!(

@@ -348,7 +348,11 @@ mod tests {
         for axis in [0isize, 1] {
             let y = x.softmax(axis).unwrap();
             let sums = y.sum(&[axis], false).unwrap();
-            assert_relative_eq!(sums, Tensor::ones(sums.shape().clone()).unwrap(), epsilon = 1e-12);
+            assert_relative_eq!(
+                sums,
+                Tensor::ones(sums.shape().clone()).unwrap(),
+                epsilon = 1e-12
+            );
             let ls = x.log_softmax(axis).unwrap();
             assert_relative_eq!(ls.exp(), y, epsilon = 1e-12);
             let lse = x.logsumexp(&[axis], true).unwrap();

@@ -293,7 +293,9 @@ fn reductions() {
         &["[2, 2, 3]"],
     );
     fails(
-        Tensor::<f32>::zeros([3]).unwrap().sum_to(&Shape::from([2, 1])),
+        Tensor::<f32>::zeros([3])
+            .unwrap()
+            .sum_to(&Shape::from([2, 1])),
         "ShapeMismatch",
         "sum_to",
         &["[2, 1]"],
@@ -378,7 +380,12 @@ fn layout() {
         &["[0, 2]"],
     );
     fails(x.transpose(0, 2), "InvalidAxis", "transpose", &["2"]);
-    fails(Tensor::<f32>::zeros([3]).unwrap().t(), "Rank", "t", &["[3]"]);
+    fails(
+        Tensor::<f32>::zeros([3]).unwrap().t(),
+        "Rank",
+        "t",
+        &["[3]"],
+    );
     fails(
         x.broadcast_to([3, 3]),
         "Broadcast",
@@ -529,13 +536,17 @@ fn matmul() {
         &["3 vs 2"],
     );
     fails(
-        Tensor::<f32>::zeros([2]).unwrap().matmul(&Tensor::zeros([3]).unwrap()),
+        Tensor::<f32>::zeros([2])
+            .unwrap()
+            .matmul(&Tensor::zeros([3]).unwrap()),
         "ShapeMismatch",
         "matmul",
         &[],
     );
     fails(
-        Tensor::<f32>::zeros([2, 2, 3]).unwrap().matmul(&Tensor::zeros([3, 3, 1]).unwrap()),
+        Tensor::<f32>::zeros([2, 2, 3])
+            .unwrap()
+            .matmul(&Tensor::zeros([3, 3, 1]).unwrap()),
         "Broadcast",
         "matmul",
         &["[2, 2, 3]", "[3, 3, 1]"],

@@ -36,7 +36,8 @@ fn reshape_family<T: Element>() {
     assert_close(&s.squeeze(&[]).unwrap(), &[], &[3.0], 0.0);
     // empty tensors reshape among empty shapes
     assert_eq!(
-        Tensor::<T>::zeros([0, 3]).unwrap()
+        Tensor::<T>::zeros([0, 3])
+            .unwrap()
             .reshape([3, 0, 5])
             .unwrap()
             .dims(),
@@ -335,7 +336,8 @@ fn gathers<T: Element>() {
         0.0,
     );
     // scatter_add of index_select(x) with ones counts the picks
-    let counts = Tensor::<T>::zeros([5]).unwrap()
+    let counts = Tensor::<T>::zeros([5])
+        .unwrap()
         .scatter_add(0, &[1, 1, 4], &Tensor::ones([3]).unwrap())
         .unwrap();
     assert_close(&counts, &[5], &[0., 2., 0., 0., 1.], 0.0);

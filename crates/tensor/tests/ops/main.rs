@@ -6,10 +6,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod construct;
+mod display;
 mod elementwise;
 mod errors;
 mod layout;
 mod matmul;
+mod operators;
 mod reductions;
 
 pub use common::{naive_broadcast, naive_matmul, naive_reduce, strides, unravel};

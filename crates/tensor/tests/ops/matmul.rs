@@ -112,16 +112,23 @@ fn degenerate<T: Element>() {
     let a = Tensor::<T>::zeros([3, 0]).unwrap();
     let b = Tensor::<T>::zeros([0, 2]).unwrap();
     assert_close(&a.matmul(&b).unwrap(), &[3, 2], &[0.0; 6], 0.0);
-    assert_eq!(b.matmul(&Tensor::zeros([2, 4]).unwrap()).unwrap().dims(), &[0, 4]);
     assert_eq!(
-        Tensor::<T>::zeros([2, 3]).unwrap()
+        b.matmul(&Tensor::zeros([2, 4]).unwrap()).unwrap().dims(),
+        &[0, 4]
+    );
+    assert_eq!(
+        Tensor::<T>::zeros([2, 3])
+            .unwrap()
             .matmul(&Tensor::zeros([3, 0]).unwrap())
             .unwrap()
             .dims(),
         &[2, 0]
     );
     assert_close(
-        &Tensor::<T>::zeros([0]).unwrap().matmul(&Tensor::zeros([0]).unwrap()).unwrap(),
+        &Tensor::<T>::zeros([0])
+            .unwrap()
+            .matmul(&Tensor::zeros([0]).unwrap())
+            .unwrap(),
         &[],
         &[0.0],
         0.0,

@@ -255,7 +255,11 @@ fn softmax<T: Element>() {
         0.0,
     );
     assert_eq!(
-        Tensor::<T>::zeros([0, 4]).unwrap().softmax(-1).unwrap().dims(),
+        Tensor::<T>::zeros([0, 4])
+            .unwrap()
+            .softmax(-1)
+            .unwrap()
+            .dims(),
         &[0, 4]
     );
 }
@@ -465,7 +469,11 @@ fn long_f32_sums_are_accurate() {
     let sum = x.sum_all().to_scalar().unwrap();
     assert!(rel(sum, exact) <= 1e-6, "sum: {}", rel(sum, exact));
     let mean = x.mean_all().to_scalar().unwrap();
-    assert!(rel(mean, exact / n as f64) <= 1e-6, "mean: {}", rel(mean, exact / n as f64));
+    assert!(
+        rel(mean, exact / n as f64) <= 1e-6,
+        "mean: {}",
+        rel(mean, exact / n as f64)
+    );
     // shorter prefixes (one fold, a few chunks) and a column reduction
     for len in [1000, 1 << 16, (1 << 20) + 7] {
         let part = x.narrow(0, 0, len).unwrap();
@@ -475,7 +483,13 @@ fn long_f32_sums_are_accurate() {
     }
     let cols = x.reshape([n / 4, 4]).unwrap().sum(&[0], false).unwrap();
     for (j, &got) in cols.as_slice().iter().enumerate() {
-        let want: f64 = x.as_slice().iter().skip(j).step_by(4).map(|&v| v as f64).sum();
+        let want: f64 = x
+            .as_slice()
+            .iter()
+            .skip(j)
+            .step_by(4)
+            .map(|&v| v as f64)
+            .sum();
         assert!(rel(got, want) <= 1e-6, "column {j}: {}", rel(got, want));
     }
 }
@@ -489,7 +503,9 @@ fn var_is_accurate_on_offset_data() {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(26);
     let dist = Uniform::new(-1e-3f64, 1e-3).unwrap();
     let n = 1usize << 20;
-    let data: Vec<f32> = (0..n).map(|_| (1e4 + dist.sample(&mut rng)) as f32).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|_| (1e4 + dist.sample(&mut rng)) as f32)
+        .collect();
     let mean = data.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let want = data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
     assert!(want > 1e-8, "the f32 data keeps a spread: {want}");
@@ -499,9 +515,18 @@ fn var_is_accurate_on_offset_data() {
     // and per column of a matrix
     let m = x.reshape([n / 8, 8]).unwrap().var(&[0], false).unwrap();
     for (j, &got) in m.as_slice().iter().enumerate() {
-        let col: Vec<f64> = x.as_slice().iter().skip(j).step_by(8).map(|&v| v as f64).collect();
+        let col: Vec<f64> = x
+            .as_slice()
+            .iter()
+            .skip(j)
+            .step_by(8)
+            .map(|&v| v as f64)
+            .collect();
         let mu = col.iter().sum::<f64>() / col.len() as f64;
         let want = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / col.len() as f64;
-        assert!(((got as f64 - want) / want).abs() < 1e-3, "column {j}: {got} vs {want}");
+        assert!(
+            ((got as f64 - want) / want).abs() < 1e-3,
+            "column {j}: {got} vs {want}"
+        );
     }
 }
