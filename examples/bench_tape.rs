@@ -35,8 +35,8 @@ fn parse_quick() -> Result<bool, lexopt::Error> {
 
 fn main() -> Result<(), lexopt::Error> {
     let quick = parse_quick()?;
-    let v = Tensor::<f32>::ones([16]);
-    let c = Tensor::<f32>::ones([16]);
+    let v = Tensor::<f32>::ones([16]).expect("a small tensor");
+    let c = Tensor::<f32>::ones([16]).expect("a small tensor");
     let g = chain(&v, &c);
     assert_eq!(g.to_vec(), vec![1.0; 16], "gradient of the chain");
     let mut times = Vec::new();

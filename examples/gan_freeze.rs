@@ -62,8 +62,8 @@ fn main() -> rime::Result<ExitCode> {
         bce(),
     );
     let (ones, zeros) = (
-        Tensor::<f32>::ones([batch, 1]),
-        Tensor::<f32>::zeros([batch, 1]),
+        Tensor::<f32>::ones([batch, 1])?,
+        Tensor::<f32>::zeros([batch, 1])?,
     );
 
     let (mut d_left_g_alone, mut g_left_d_alone) = (true, true);

@@ -57,7 +57,7 @@ fn main() -> rime::Result<ExitCode> {
     );
 
     // train the full model one step: the sub-models see the new weights
-    let y = Tensor::<f32>::zeros([4, 2]);
+    let y = Tensor::<f32>::zeros([4, 2])?;
     let mut step = TrainStep::new(
         &model,
         Sgd::new().learning_rate(0.1),

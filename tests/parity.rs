@@ -164,7 +164,7 @@ impl Report {
 }
 
 fn grad_or_zeros(g: Option<Tensor<f64>>, like: &Tensor<f64>) -> Tensor<f64> {
-    g.unwrap_or_else(|| Tensor::zeros(like.shape().clone()))
+    g.unwrap_or_else(|| Tensor::zeros(like.shape().clone()).unwrap())
 }
 
 // ---------------------------------------------------------------- op gradients
@@ -833,6 +833,9 @@ impl Optimizer<f32> for Boxed {
     }
     fn get_config(&self) -> Value {
         self.0.get_config()
+    }
+    fn tracked_variables(&self) -> usize {
+        self.0.tracked_variables()
     }
     fn set_learning_rate(&mut self, lr: f64) -> rime::layers::Result<()> {
         self.0.set_learning_rate(lr)

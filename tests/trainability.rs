@@ -326,7 +326,8 @@ fn rule5_train_step_honours_the_mask_it_snapshotted() {
 fn dense_with(units: usize, kernel: &Value, bias: &Value, activation: Activation) -> Dense<f32> {
     let d = Dense::new(units).activation(activation);
     let k = tensor(kernel);
-    d.call(&Tensor::zeros([1, k.dims()[0]]), false).unwrap();
+    d.call(&Tensor::zeros([1, k.dims()[0]]).unwrap(), false)
+        .unwrap();
     d.set_weights(&[k, tensor(bias)]).unwrap();
     d
 }
@@ -444,7 +445,7 @@ fn rule3_freezing_a_model_leaves_a_shared_layer_trainable_elsewhere() {
 
 fn bn_from(f: &Value) -> BatchNormalization<f32> {
     let bn = BatchNormalization::new();
-    bn.call(&Tensor::zeros([1, 3]), false).unwrap();
+    bn.call(&Tensor::zeros([1, 3]).unwrap(), false).unwrap();
     bn.set_weights(&[
         tensor(&f["gamma"]),
         tensor(&f["beta"]),
@@ -545,7 +546,7 @@ fn rule6_frozen_batch_norm_runs_in_inference_mode() {
         MeanSquaredError::new(),
     );
     assert_eq!(step.variables().len(), 2);
-    step.run(&x, &Tensor::zeros([5, 3])).unwrap();
+    step.run(&x, &Tensor::zeros([5, 3]).unwrap()).unwrap();
 }
 
 // ---------------------------------------------------------------- rule 7: ties
@@ -733,4 +734,51 @@ fn rule1_a_weight_updated_in_call_is_never_trained() {
         &expected,
         "H running sum",
     );
+}
+
+/// A node with more inputs than the old 32-bit "needs gradient" mask held:
+/// a functional model concatenating 40 branches trains end to end, every
+/// branch gets its own gradient (checked against the product rule), and
+/// the loss falls.
+#[test]
+fn forty_way_concatenate_trains_end_to_end() {
+    let x = Input::<f32>::new([3]);
+    let branches: Vec<SymbolicTensor<f32>> =
+        (0..40).map(|_| x.apply(Dense::new(1)).unwrap()).collect();
+    let refs: Vec<&SymbolicTensor<f32>> = branches.iter().collect();
+    let joined = call_symbolic(Concatenate::new(), &refs).unwrap().remove(0);
+    let out = joined.apply(Dense::new(1)).unwrap();
+    let model = Model::new(&[&x], &[&out]).unwrap();
+    let xs = Tensor::rand_normal([16, 3], 0.0, 1.0, &mut seeded_rng(40)).unwrap();
+    let ys = Tensor::rand_normal([16, 1], 0.0, 1.0, &mut seeded_rng(41)).unwrap();
+    // every branch kernel gets d loss / d w_b = x^T (dL/dy * v_b), with v_b
+    // the head's weight on branch b
+    let tape = GradientTape::new();
+    let pred = model.call(&xs, true).unwrap();
+    let loss = pred.sub(&ys).unwrap().square().mean_all();
+    let weights = model.trainable_weights();
+    let grads = tape.gradient(&loss, &weights).unwrap();
+    assert!(
+        grads.iter().all(Option::is_some),
+        "every weight gets a gradient"
+    );
+    let head = &weights[weights.len() - 2];
+    let dy = pred.sub(&ys).unwrap().mul_scalar(2.0 / 16.0);
+    for b in [0, 17, 31, 32, 33, 39] {
+        let v_b = head.value_untracked().get(&[b, 0]).unwrap();
+        let want = xs.matmul_t(&dy.mul_scalar(v_b), true, false).unwrap();
+        let got = grads[2 * b].as_ref().unwrap();
+        approx::assert_relative_eq!(*got, want, epsilon = 1e-5, max_relative = 1e-4);
+    }
+    let mut step = TrainStep::new(
+        &model,
+        Sgd::new().learning_rate(0.01),
+        MeanSquaredError::new(),
+    );
+    let first = step.run(&xs, &ys).unwrap();
+    let mut last = first;
+    for _ in 0..30 {
+        last = step.run(&xs, &ys).unwrap();
+    }
+    assert!(last < first * 0.9, "{first} -> {last}");
 }

@@ -209,9 +209,9 @@ impl Initializer {
             };
         let avg = (fan_in + fan_out) / 2.0;
         match self {
-            Initializer::Zeros => Ok(Tensor::zeros(shape.clone())),
-            Initializer::Ones => Ok(Tensor::ones(shape.clone())),
-            Initializer::Constant { value } => Ok(Tensor::full(shape.clone(), T::of(*value))),
+            Initializer::Zeros => Ok(Tensor::zeros(shape.clone())?),
+            Initializer::Ones => Ok(Tensor::ones(shape.clone())?),
+            Initializer::Constant { value } => Ok(Tensor::full(shape.clone(), T::of(*value))?),
             Initializer::GlorotUniform { seed } => scaled(1.0, avg, Distribution::Uniform, seed),
             Initializer::GlorotNormal { seed } => {
                 scaled(1.0, avg, Distribution::TruncatedNormal, seed)

@@ -88,7 +88,7 @@ impl CallContext {
 /// use rime_layers::{Dense, Layer};
 /// use rime_tensor::Tensor;
 /// let dense = Dense::new(3);
-/// let y = dense.call(&Tensor::<f32>::ones([2, 4]), false)?;
+/// let y = dense.call(&Tensor::<f32>::ones([2, 4])?, false)?;
 /// assert_eq!(y.shape(), &[2, 3]);
 /// assert_eq!(dense.weights().len(), 2); // kernel [4, 3] and bias [3]
 /// # Ok::<(), rime_layers::Error>(())
@@ -119,7 +119,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         let zeros: Vec<Tensor<T>> = input_shapes
             .iter()
             .map(|s| Tensor::zeros(s.clone()))
-            .collect();
+            .collect::<rime_tensor::Result<_>>()?;
         let out = rime_tape::no_record(|| self.apply(&zeros, CallContext::INFERENCE))?;
         Ok(out.iter().map(|t| t.shape().clone()).collect())
     }

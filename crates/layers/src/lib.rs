@@ -7,13 +7,14 @@
 //! use rime_tensor::Tensor;
 //! let hidden = Dense::new(8).activation(Activation::Relu);
 //! let out = Dense::new(1);
-//! let x = Tensor::<f32>::ones([4, 3]);
+//! let x = Tensor::<f32>::ones([4, 3])?;
 //! let y = out.call(&hidden.call(&x, true)?, true)?;
 //! assert_eq!(y.shape(), &[4, 1]);
 //! assert_eq!(hidden.trainable_weights().len() + out.trainable_weights().len(), 4);
 //! # Ok::<(), rime_layers::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod activations;
@@ -31,6 +32,7 @@ pub mod models;
 pub mod optimizers;
 pub mod regularizers;
 pub mod saving;
+mod staging;
 mod train;
 
 pub use error::{Error, Result};
@@ -50,4 +52,5 @@ pub use layers::{
 pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
+pub use staging::{assign_state, current_state};
 pub use train::TrainStep;

@@ -257,7 +257,7 @@ impl<T: Element> Loss<T> for MeanAbsoluteError {
 /// ```
 /// use rime_layers::losses::{Huber, Loss};
 /// use rime_tensor::Tensor;
-/// let y = Tensor::<f64>::zeros([1, 2]);
+/// let y = Tensor::<f64>::zeros([1, 2])?;
 /// let p = Tensor::from_vec(vec![0.5, 3.0], [1, 2])?;
 /// // (½·0.25 + (3 − ½)) / 2
 /// assert!((Huber::new().call(&y, &p)?.to_scalar()? - 1.3125).abs() < 1e-12);

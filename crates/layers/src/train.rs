@@ -24,7 +24,7 @@ use crate::{CallContext, Error, Layer, Result};
 /// use rime_tensor::Tensor;
 /// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
 /// let mut step = TrainStep::new(&model, Sgd::new().learning_rate(0.1), MeanSquaredError::new());
-/// let (x, y) = (Tensor::ones([4, 2]), Tensor::zeros([4, 1]));
+/// let (x, y) = (Tensor::ones([4, 2])?, Tensor::zeros([4, 1])?);
 /// let first = step.run(&x, &y)?;
 /// for _ in 0..20 {
 ///     step.run(&x, &y)?;
@@ -96,7 +96,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// use rime_tensor::Tensor;
     /// let model = Sequential::<f32>::new().add(Dense::new(2)).with_input_shape([3])?;
     /// let mut step = TrainStep::new(&model, Adam::new(), MeanSquaredError::new());
-    /// let (x, y) = (Tensor::ones([4, 3]), Tensor::zeros([4, 2]));
+    /// let (x, y) = (Tensor::ones([4, 3])?, Tensor::zeros([4, 2])?);
     /// step.run(&x, &y)?;
     /// let kernel = model.weights()[0].clone();
     /// kernel.set_mask(Some(TrainableMask::freeze_rows(0..1)))?;
@@ -129,11 +129,48 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// [`run_many`](TrainStep::run_many), also returning the model's
     /// outputs of the training-mode forward pass (before the update), from
     /// which `fit` updates its metrics as Keras does.
+    ///
+    /// A step that fails changes nothing: targets are checked before the
+    /// forward pass, the forward pass's state updates (moving statistics)
+    /// are staged and committed only after the optimizer update succeeded,
+    /// and the optimizer's own update is all or nothing.
     pub fn run_with_outputs(
         &mut self,
         inputs: &[Tensor<T>],
         targets: &[Tensor<T>],
     ) -> Result<(T, Vec<Tensor<T>>)> {
+        self.check_targets(targets)?;
+        let (result, staged) = crate::staging::stage(|| self.forward_backward(inputs, targets));
+        let (value, outputs, grads) = result?;
+        if let Some(grads) = grads {
+            self.optimizer
+                .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
+        }
+        staged.commit()?;
+        Ok((value, outputs))
+    }
+
+    /// What can be checked of the targets before the forward pass; their
+    /// count and shapes are checked against the outputs before anything
+    /// is applied.
+    fn check_targets(&self, targets: &[Tensor<T>]) -> Result<()> {
+        if targets.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: format!("train step of `{}`", self.model.name()),
+                msg: "no targets given".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forward pass, loss and gradients (`None` for a frozen model); no
+    /// variable changes here.
+    #[allow(clippy::type_complexity)]
+    fn forward_backward(
+        &self,
+        inputs: &[Tensor<T>],
+        targets: &[Tensor<T>],
+    ) -> Result<(T, Vec<Tensor<T>>, Option<Vec<Option<Tensor<T>>>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
             .start();
@@ -157,7 +194,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         let value = loss.to_scalar()?;
         if self.variables.is_empty() {
             // a frozen model: forward and loss only, nothing to train
-            return Ok((value, outputs));
+            return Ok((value, outputs, None));
         }
         let sources: Vec<SourceRef<T>> = self
             .variables
@@ -166,9 +203,6 @@ impl<'m, T: Element> TrainStep<'m, T> {
             .map(|(v, m)| SourceRef::variable_with_mask(v, m.clone()))
             .collect();
         let grads = tape.gradient(&loss, &sources)?;
-        drop(tape);
-        self.optimizer
-            .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
-        Ok((value, outputs))
+        Ok((value, outputs, Some(grads)))
     }
 }

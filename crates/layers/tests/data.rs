@@ -122,15 +122,15 @@ fn prefetching_gives_the_same_batches() {
 
 #[test]
 fn several_inputs_and_mismatched_counts() {
-    let a = Tensor::<f32>::zeros([4, 3]);
-    let b = Tensor::<f32>::ones([4]);
-    let y = Tensor::<f32>::zeros([4, 1]);
+    let a = Tensor::<f32>::zeros([4, 3]).unwrap();
+    let b = Tensor::<f32>::ones([4]).unwrap();
+    let y = Tensor::<f32>::zeros([4, 1]).unwrap();
     let d = Dataset::from_many(vec![a.clone(), b], vec![y.clone()]).unwrap();
     let batch = d.batch(3).unwrap().iter().next().unwrap().unwrap();
     assert_eq!(batch.inputs.len(), 2);
     assert_eq!(batch.inputs[1].dims(), &[3]);
     assert_eq!(batch.len(), 3);
-    let err = Dataset::from_many(vec![a.clone()], vec![Tensor::zeros([5])]).unwrap_err();
+    let err = Dataset::from_many(vec![a.clone()], vec![Tensor::zeros([5]).unwrap()]).unwrap_err();
     assert!(err.to_string().contains("5 samples"), "{err}");
     assert!(Dataset::<f32>::from_many(vec![], vec![y]).is_err());
     assert!(Dataset::from_features(Tensor::<f32>::scalar(1.0)).is_err());

@@ -23,7 +23,7 @@ fn t(v: &[f64], shape: &[usize]) -> Tensor<f64> {
 
 fn constant_dense(units: usize, kernel: &[f64], bias: &[f64]) -> Dense<f64> {
     let d = Dense::new(units);
-    d.call(&Tensor::zeros([1, kernel.len() / units]), false)
+    d.call(&Tensor::zeros([1, kernel.len() / units]).unwrap(), false)
         .unwrap();
     d.set_weights(&[t(kernel, &[kernel.len() / units, units]), t(bias, &[units])])
         .unwrap();
@@ -105,9 +105,9 @@ fn dense_gradients_match_finite_differences() {
 #[test]
 fn dense_rejects_inputs_it_was_not_built_for() {
     let d = Dense::<f32>::new(3).named("head");
-    d.call(&Tensor::ones([2, 4]), false).unwrap();
+    d.call(&Tensor::ones([2, 4]).unwrap(), false).unwrap();
     let before = d.get_weights();
-    let err = d.call(&Tensor::ones([2, 5]), false).unwrap_err();
+    let err = d.call(&Tensor::ones([2, 5]).unwrap(), false).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Input { .. }), "{err:?}");
     assert!(
@@ -118,7 +118,7 @@ fn dense_rejects_inputs_it_was_not_built_for() {
     assert_eq!(d.get_weights(), before);
     assert!(
         Dense::<f32>::new(0)
-            .call(&Tensor::ones([1, 2]), false)
+            .call(&Tensor::ones([1, 2]).unwrap(), false)
             .is_err()
     );
 }
@@ -161,7 +161,7 @@ fn regularizers_reach_losses_and_constraints_hold_after_updates() {
     let vars = d.trainable_weights();
     let grads: Vec<_> = vars
         .iter()
-        .map(|v| Some(Tensor::full(v.shape(), 100.0)))
+        .map(|v| Some(Tensor::full(v.shape(), 100.0).unwrap()))
         .collect();
     Sgd::new()
         .learning_rate(1.0)
@@ -176,7 +176,7 @@ fn regularizers_reach_losses_and_constraints_hold_after_updates() {
 
 #[test]
 fn dropout_is_seeded_scaled_and_off_in_inference() {
-    let x = Tensor::<f64>::ones([200, 50]);
+    let x = Tensor::<f64>::ones([200, 50]).unwrap();
     let drop = Dropout::<f64>::new(0.3).unwrap().seed(5);
     assert_eq!(drop.call(&x, false).unwrap().to_vec(), x.to_vec());
     let y = drop.call(&x, true).unwrap().to_vec();
@@ -342,7 +342,7 @@ fn a_struct_of_layers_is_a_layer() {
 #[test]
 fn add_loss_is_collected_per_call() {
     let l = Lambda::<f64>::new("penalized", |xs| Ok(vec![xs[0].clone()]));
-    l.call(&Tensor::ones([1]), false).unwrap();
+    l.call(&Tensor::ones([1]).unwrap(), false).unwrap();
     l.base().add_loss(Tensor::scalar(0.25));
     let got: Vec<f64> = l
         .losses()

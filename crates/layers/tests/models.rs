@@ -210,7 +210,7 @@ fn configs_round_trip() {
     let back: rime_layers::config::LayerConfig = serde_json::from_str(&text).unwrap();
     let rebuilt = rime_layers::config::layer_from_config::<f32>(&back).unwrap();
     rebuilt.set_weights(&model.get_weights()).unwrap();
-    let input = Tensor::<f32>::ones([2, 3]);
+    let input = Tensor::<f32>::ones([2, 3]).unwrap();
     assert_eq!(
         rebuilt.call(&input, false).unwrap(),
         model.call(&input, false).unwrap()
@@ -294,10 +294,10 @@ fn set_weights_checks_everything_first() {
         .unwrap();
     let good = model.get_weights();
     let mut bad = good.clone();
-    bad[3] = Tensor::zeros([2]); // last bias is [1]
+    bad[3] = Tensor::zeros([2]).unwrap(); // last bias is [1]
     let zeros: Vec<Tensor<f32>> = good.iter().map(Tensor::zeros_like).collect();
     let mut partly = zeros.clone();
-    partly[3] = Tensor::zeros([2]);
+    partly[3] = Tensor::zeros([2]).unwrap();
     let err = model.set_weights(&partly).unwrap_err();
     assert!(
         matches!(&err, Error::SetWeights { msg, .. } if msg.contains("[1]") && msg.contains("[2]")),

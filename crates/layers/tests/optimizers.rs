@@ -175,7 +175,7 @@ fn keras_defaults_in_config() {
 
 #[test]
 fn clipping_by_value_norm_and_global_norm() {
-    let w = || Variable::new("w", Tensor::<f64>::zeros([2]));
+    let w = || Variable::new("w", Tensor::<f64>::zeros([2]).unwrap());
     let g = || Some(Tensor::from_vec(vec![3.0, -4.0], [2]).unwrap()); // norm 5
 
     let v = w();
@@ -204,7 +204,7 @@ fn clipping_by_value_norm_and_global_norm() {
     assert_eq!(v.to_vec(), vec![-3.0, 4.0]);
 
     // two variables, joint norm sqrt(25 + 144) = 13
-    let (a, b) = (w(), Variable::new("b", Tensor::<f64>::zeros([1])));
+    let (a, b) = (w(), Variable::new("b", Tensor::<f64>::zeros([1]).unwrap()));
     let gb = Some(Tensor::from_vec(vec![12.0], [1]).unwrap());
     Sgd::new()
         .learning_rate(1.0)
@@ -218,8 +218,8 @@ fn clipping_by_value_norm_and_global_norm() {
 #[test]
 fn schedules_drive_the_learning_rate() {
     // plain SGD with a gradient of 1: each step moves w by exactly lr(step)
-    let w = Variable::new("w", Tensor::<f64>::zeros([1]));
-    let one = || vec![Some(Tensor::<f64>::ones([1]))];
+    let w = Variable::new("w", Tensor::<f64>::zeros([1]).unwrap());
+    let one = || vec![Some(Tensor::<f64>::ones([1]).unwrap())];
     let mut opt = Sgd::new().learning_rate_schedule(
         PiecewiseConstantDecay::new(vec![1, 2], vec![1.0, 0.5, 0.25]).unwrap(),
     );
@@ -238,7 +238,7 @@ fn schedules_drive_the_learning_rate() {
     assert_eq!(Optimizer::<f64>::current_learning_rate(&opt), 0.1);
 
     let mut opt = Sgd::new().learning_rate_schedule(CosineDecay::new(1.0, 2).unwrap());
-    let w = Variable::new("w", Tensor::<f64>::zeros([1]));
+    let w = Variable::new("w", Tensor::<f64>::zeros([1]).unwrap());
     for _ in 0..3 {
         opt.apply_gradients(&one(), std::slice::from_ref(&w))
             .unwrap();
@@ -358,7 +358,7 @@ fn a_mask_from_the_start_leaves_frozen_state_at_zero() {
 struct WrongShape;
 impl Constraint<f64> for WrongShape {
     fn apply(&self, _: &Tensor<f64>) -> rime_tensor::Result<Tensor<f64>> {
-        Ok(Tensor::zeros([1]))
+        Ok(Tensor::zeros([1])?)
     }
 }
 
@@ -386,7 +386,7 @@ fn constraints_apply_after_the_update_but_never_to_frozen_elements() {
         axis: 0,
     })));
     w.set_mask(Some(TrainableMask::freeze_rows(0..1))).unwrap();
-    let zero = Tensor::<f64>::zeros([2, 2]);
+    let zero = Tensor::<f64>::zeros([2, 2]).unwrap();
     Sgd::new()
         .apply_gradients(&[Some(zero)], std::slice::from_ref(&w))
         .unwrap();
@@ -401,10 +401,10 @@ fn constraints_apply_after_the_update_but_never_to_frozen_elements() {
 
 #[test]
 fn bad_calls_change_nothing() {
-    let a = Variable::new("a", Tensor::<f64>::ones([2]));
-    let b = Variable::new("b", Tensor::<f64>::ones([3]));
-    let ok = Some(Tensor::<f64>::ones([2]));
-    let bad = Some(Tensor::<f64>::ones([2])); // b is [3]
+    let a = Variable::new("a", Tensor::<f64>::ones([2]).unwrap());
+    let b = Variable::new("b", Tensor::<f64>::ones([3]).unwrap());
+    let ok = Some(Tensor::<f64>::ones([2]).unwrap());
+    let bad = Some(Tensor::<f64>::ones([2]).unwrap()); // b is [3]
     let vars = [a.clone(), b.clone()];
     let mut opt = Adam::new();
 
@@ -433,7 +433,7 @@ fn bad_calls_change_nothing() {
 
     // a constraint that fails after a good variable: nothing is written
     b.set_constraint(Some(Arc::new(WrongShape)));
-    let gb = Some(Tensor::<f64>::ones([3]));
+    let gb = Some(Tensor::<f64>::ones([3]).unwrap());
     let err = opt.apply_gradients(&[ok.clone(), gb], &vars).unwrap_err();
     assert!(err.to_string().contains("constraint"), "{err}");
 
@@ -462,15 +462,44 @@ fn bad_calls_change_nothing() {
 
 #[test]
 fn none_gradients_skip_their_variables() {
-    let a = Variable::new("a", Tensor::<f32>::ones([2]));
-    let b = Variable::new("b", Tensor::<f32>::ones([2]));
+    let a = Variable::new("a", Tensor::<f32>::ones([2]).unwrap());
+    let b = Variable::new("b", Tensor::<f32>::ones([2]).unwrap());
     let mut opt = Sgd::new().learning_rate(0.5).weight_decay(0.1);
-    opt.apply_gradients(&[None, Some(Tensor::ones([2]))], &[a.clone(), b.clone()])
-        .unwrap();
+    opt.apply_gradients(
+        &[None, Some(Tensor::ones([2]).unwrap())],
+        &[a.clone(), b.clone()],
+    )
+    .unwrap();
     assert_eq!(
         a.to_vec(),
         vec![1.0, 1.0],
         "no gradient: no update and no decay"
     );
     assert_eq!(b.to_vec(), vec![1.0 - 0.05 - 0.5; 2]);
+}
+
+/// A long-lived optimizer fed a fresh variable every step keeps state only
+/// for variables that are still alive (it held all 10^4 before).
+#[test]
+fn state_of_dropped_variables_is_released() {
+    let mut opt = Adam::new().learning_rate(0.01);
+    let keep = Variable::new("kept", Tensor::<f32>::ones([4]).unwrap());
+    let g = Some(Tensor::<f32>::ones([4]).unwrap());
+    let mut most = 0;
+    for i in 0..10_000 {
+        let fresh = Variable::new("fresh", Tensor::<f32>::full([4], i as f32).unwrap());
+        opt.apply_gradients(&[g.clone(), g.clone()], &[keep.clone(), fresh])
+            .unwrap();
+        most = most.max(Optimizer::<f32>::tracked_variables(&opt));
+    }
+    assert!(most <= 2, "state held for {most} variables");
+    // the last fresh variable is gone too: released at the next update
+    opt.apply_gradients(&[g.clone()], &[keep.clone()]).unwrap();
+    assert_eq!(
+        Optimizer::<f32>::tracked_variables(&opt),
+        1,
+        "only the kept variable's"
+    );
+    assert_eq!(opt.slots(&keep).len(), 2, "its m and v survive");
+    assert_eq!(Optimizer::<f32>::iterations(&opt), 10_001);
 }

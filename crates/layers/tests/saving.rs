@@ -168,7 +168,7 @@ fn a_checkpoint_that_does_not_fit_changes_nothing() {
     let (x, y) = data();
     let model = mlp();
     let mut step = TrainStep::new(&model, Adam::new(), MeanSquaredError::new());
-    let y1 = Tensor::zeros([40, 3]);
+    let y1 = Tensor::zeros([40, 3]).unwrap();
     step.run(&x, &y1).unwrap();
     let path = tmp("mismatch.ckpt");
     save_checkpoint(&path, &model, step.optimizer(), &Counters::default()).unwrap();
@@ -239,7 +239,7 @@ fn model_files_round_trip_weights_flags_masks_and_ties() {
     );
 
     // the loaded model trains like the saved one, frozen parts included
-    let y = Tensor::zeros([3, 2]);
+    let y = Tensor::zeros([3, 2]).unwrap();
     let mut s1 = TrainStep::new(
         &model,
         Sgd::new().learning_rate(0.1),

@@ -40,8 +40,8 @@ fn chain_untaped(v: &Tensor<f32>, c: &Tensor<f32>) -> Tensor<f32> {
 }
 
 fn overhead(c: &mut Criterion) {
-    let v = Tensor::<f32>::ones([16]);
-    let k = Tensor::<f32>::ones([16]);
+    let v = Tensor::<f32>::ones([16]).unwrap();
+    let k = Tensor::<f32>::ones([16]).unwrap();
     assert_eq!(chain(&v, &k).to_vec(), vec![1.0; 16]);
     let mut g = c.benchmark_group("tape_overhead");
     g.sample_size(50).measurement_time(Duration::from_secs(3));

@@ -8,8 +8,8 @@ use rime_tensor::Shape;
 /// ```
 /// use rime_tape::{Error, GradientTape, Variable};
 /// use rime_tensor::Tensor;
-/// let v = Variable::new("w", Tensor::<f32>::zeros([2]));
-/// let err = v.assign(&Tensor::zeros([3])).unwrap_err();
+/// let v = Variable::new("w", Tensor::<f32>::zeros([2]).unwrap());
+/// let err = v.assign(&Tensor::zeros([3]).unwrap()).unwrap_err();
 /// assert!(matches!(err, Error::AssignShape { .. }));
 /// assert_eq!(err.to_string(), "assign to variable `w`: value of shape [3] does not fit shape [2]");
 /// ```
@@ -64,6 +64,16 @@ pub enum Error {
         /// The value's shape.
         got: Shape,
     },
+    /// A variable written (assigned or updated) from inside its own
+    /// [`Variable::update`](crate::Variable::update) closure, on the thread
+    /// running it. (Reads there see the value from before the update.)
+    #[error("{call} on variable `{variable}` inside its own update closure")]
+    ReentrantUpdate {
+        /// The variable's name.
+        variable: String,
+        /// The write attempted (`assign`, `update`, ...).
+        call: &'static str,
+    },
     /// A mask that does not fit the variable or tensor it is applied to.
     #[error("trainable mask for `{target}` (shape {shape}): {msg}")]
     Mask {
@@ -112,7 +122,7 @@ pub enum Error {
 /// fn double(v: &rime_tape::Variable<f32>) -> rime_tape::Result<()> {
 ///     v.assign(&v.value_untracked().mul_scalar(2.0))
 /// }
-/// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([2]));
+/// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([2])?);
 /// double(&v)?;
 /// assert_eq!(v.to_vec(), vec![2.0, 2.0]);
 /// # Ok::<(), rime_tape::Error>(())

@@ -132,7 +132,7 @@ where
     // own, and ops on the fresh, unwatched `xs` are not recorded anyway
     let probe = f(&xs)?;
     let v = if probe.len() == 1 {
-        Tensor::ones(probe.shape().clone())
+        Tensor::ones_like(&probe)
     } else {
         Tensor::<f64>::rand_normal(
             probe.shape().clone(),

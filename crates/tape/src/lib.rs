@@ -16,9 +16,9 @@
 //! ```
 //! use rime_tape::{GradientTape, TrainableMask, Variable};
 //! use rime_tensor::Tensor;
-//! let w = Variable::new("w", Tensor::<f32>::ones([3, 2]));
+//! let w = Variable::new("w", Tensor::<f32>::ones([3, 2])?);
 //! w.set_mask(Some(TrainableMask::freeze_rows(0..1)))?; // row 0 frozen
-//! let x = Tensor::<f32>::ones([4, 3]);
+//! let x = Tensor::<f32>::ones([4, 3])?;
 //! let tape = GradientTape::new();
 //! let loss = x.matmul(&w.value())?.sum_all();
 //! let g = tape.gradient_of(&loss, &w)?;
@@ -26,6 +26,7 @@
 //! # Ok::<(), rime_tape::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod custom;
@@ -46,7 +47,7 @@ pub use tape::{
     AsSource, GradientOptions, GradientTape, RecordingPaused, Source, SourceRef, TapeBuilder,
     UnconnectedGradients, Watchable, live_nodes, no_record,
 };
-pub use variable::{AnyVariable, Constraint, Variable, VariableElement};
+pub use variable::{AnyVariable, Constraint, Variable, VariableElement, WeakVariable};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

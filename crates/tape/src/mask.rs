@@ -355,6 +355,14 @@ impl TrainableMask {
             shape: shape.clone(),
             msg,
         };
+        // the shape may come from anywhere: size the flags with checked
+        // arithmetic and a fallible reservation before building them
+        let n = shape
+            .checked_len::<bool>("TrainableMask")
+            .map_err(|e| err(e.to_string()))?;
+        Vec::<bool>::new()
+            .try_reserve_exact(n)
+            .map_err(|_| err(format!("cannot allocate {n} flags")))?;
         let bits = eval(&self.0, shape, &err)?;
         Ok(ResolvedMask::from_bits(shape.clone(), bits))
     }

@@ -84,7 +84,7 @@ const NOT_STORED: u32 = u32::MAX;
 /// ```
 /// use rime_tape::{live_nodes, GradientTape};
 /// use rime_tensor::Tensor;
-/// let x = Tensor::<f32>::ones([4]);
+/// let x = Tensor::<f32>::ones([4]).unwrap();
 /// let before = live_nodes();
 /// {
 ///     let tape = GradientTape::new();
@@ -459,7 +459,7 @@ pub(crate) fn record_custom(
 /// ```
 /// use rime_tape::{no_record, GradientTape};
 /// use rime_tensor::Tensor;
-/// let x = Tensor::<f32>::ones([2]);
+/// let x = Tensor::<f32>::ones([2]).unwrap();
 /// let tape = GradientTape::new();
 /// tape.watch(&x);
 /// let y = no_record(|| x.exp());
@@ -545,7 +545,7 @@ impl<T: Element> Default for GradientOptions<'_, T> {
 /// ```
 /// use rime_tape::{AsSource, GradientTape, SourceRef, Variable};
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f32>::ones([2]));
+/// let w = Variable::new("w", Tensor::<f32>::ones([2])?);
 /// let sources: Vec<SourceRef<f32>> = vec![w.as_source()];
 /// let tape = GradientTape::new();
 /// let y = w.value().mul_scalar(3.0).sum_all();
@@ -568,7 +568,7 @@ impl<T: Element> SourceRef<T> {
     /// use rime_tape::{GradientTape, SourceRef, TrainableMask, Variable};
     /// use rime_tensor::Tensor;
     /// use std::sync::Arc;
-    /// let w = Variable::new("w", Tensor::<f32>::ones([2]));
+    /// let w = Variable::new("w", Tensor::<f32>::ones([2])?);
     /// let mask = Arc::new(TrainableMask::rows(1..2).resolve("w", &w.shape())?);
     /// let tape = GradientTape::new();
     /// let y = w.value().sum_all();
@@ -609,7 +609,7 @@ impl<T: Element> AsSource<T> for SourceRef<T> {
 /// ```
 /// use rime_tape::{AsSource, GradientTape, Variable};
 /// use rime_tensor::Tensor;
-/// let v = Variable::new("v", Tensor::<f32>::full([2], 3.0));
+/// let v = Variable::new("v", Tensor::<f32>::full([2], 3.0)?);
 /// let tape = GradientTape::persistent();
 /// let y = v.value().square().sum_all();
 /// // a variable, a reference to one, and a SourceRef are all sources
@@ -658,8 +658,8 @@ impl<T: Element, S: AsSource<T> + ?Sized> AsSource<T> for &S {
 /// ```
 /// use rime_tape::{GradientTape, Source, Variable};
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f64>::full([1], 3.0));
-/// let x = Tensor::<f64>::full([1], 2.0);
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 3.0)?);
+/// let x = Tensor::<f64>::full([1], 2.0)?;
 /// let tape = GradientTape::new();
 /// tape.watch(&x);
 /// let y = w.value().mul(&x)?.sum_all();
@@ -702,7 +702,7 @@ impl<T: Element> AsSource<T> for Source<'_, T> {
 /// ```
 /// use rime_tape::{GradientTape, Variable, Watchable};
 /// use rime_tensor::Tensor;
-/// let v = Variable::non_trainable("v", Tensor::<f32>::ones([1]));
+/// let v = Variable::non_trainable("v", Tensor::<f32>::ones([1])?);
 /// assert_eq!(v.watch_id().0, v.id());
 /// let tape = GradientTape::new();
 /// tape.watch(&v); // a non-trainable variable, watched explicitly
@@ -767,7 +767,7 @@ pub struct GradientTape {
 /// ```
 /// use rime_tape::{GradientTape, Variable};
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+/// let w = Variable::new("w", Tensor::<f32>::ones([1]).unwrap());
 /// let tape = GradientTape::builder().persistent(true).watch_accessed_variables(false).start();
 /// assert!(tape.is_persistent());
 /// let _ = w.value().exp();
@@ -796,7 +796,7 @@ impl TapeBuilder {
     /// ```
     /// use rime_tape::{Error, GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+    /// let w = Variable::new("w", Tensor::<f32>::ones([1]).unwrap());
     /// let tape = GradientTape::builder().watch_accessed_variables(false).start();
     /// let y = w.value().exp().sum_all();
     /// assert!(matches!(tape.gradient(&y, &[&w]), Err(Error::TargetNotRecorded { .. })));
@@ -864,7 +864,7 @@ impl GradientTape {
     /// ```
     /// use rime_tape::{GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0));
+    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0)?);
     /// let tape = GradientTape::new();
     /// let y = w.value().square().sum_all();
     /// assert_eq!(tape.gradient(&y, &[&w])?[0].as_ref().unwrap().to_vec(), vec![4.0]);
@@ -934,7 +934,7 @@ impl GradientTape {
     /// ```
     /// use rime_tape::GradientTape;
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::full([2], 3.0);
+    /// let x = Tensor::<f32>::full([2], 3.0)?;
     /// let tape = GradientTape::new();
     /// tape.watch(&x);
     /// let y = x.square().sum_all();
@@ -957,8 +957,8 @@ impl GradientTape {
     /// ```
     /// use rime_tape::{GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let a = Variable::new("a", Tensor::<f32>::ones([1]));
-    /// let frozen = Variable::non_trainable("f", Tensor::<f32>::ones([1]));
+    /// let a = Variable::new("a", Tensor::<f32>::ones([1])?);
+    /// let frozen = Variable::non_trainable("f", Tensor::<f32>::ones([1])?);
     /// let tape = GradientTape::new();
     /// let _ = a.value().add(&frozen.value())?;
     /// let watched: Vec<Variable<f32>> = tape.watched_variables();
@@ -981,7 +981,7 @@ impl GradientTape {
     /// ```
     /// use rime_tape::GradientTape;
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::ones([1]);
+    /// let x = Tensor::<f32>::ones([1]).unwrap();
     /// let tape = GradientTape::new();
     /// tape.watch(&x);
     /// let y = {
@@ -1027,7 +1027,7 @@ impl GradientTape {
     /// ```
     /// use rime_tape::GradientTape;
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f64>::full([1], 2.0);
+    /// let x = Tensor::<f64>::full([1], 2.0)?;
     /// let tape = GradientTape::new();
     /// tape.watch(&x);
     /// let y = x.square().sum_all();
@@ -1134,7 +1134,7 @@ impl GradientTape {
         self.check_targets(CALL, targets, options.output_gradients)?;
         let grads = self.compute(targets, options.output_gradients, &sources)?;
         self.mark_used();
-        Ok(fill_unconnected(grads, &sources, options.unconnected))
+        fill_unconnected(grads, &sources, options.unconnected)
     }
 
     /// The Jacobian of `target` with respect to `source`: shape
@@ -1170,7 +1170,10 @@ impl GradientTape {
             let seed = [Tensor::from_vec(seed, target.shape().clone())?];
             let g = self.compute(&[target], Some(&seed), &src)?.pop().flatten();
             connected |= g.is_some();
-            rows.push(g.unwrap_or_else(|| Tensor::zeros(src[0].shape.clone())));
+            rows.push(match g {
+                Some(g) => g,
+                None => Tensor::zeros(src[0].shape.clone())?,
+            });
         }
         self.mark_used();
         if !connected && n > 0 {
@@ -1179,7 +1182,7 @@ impl GradientTape {
         let mut shape: SmallVec<[usize; 4]> = target.dims().into();
         shape.extend_from_slice(&src[0].shape);
         if rows.is_empty() {
-            return Ok(Some(Tensor::zeros(Shape::from(shape))));
+            return Ok(Some(Tensor::zeros(Shape::from(shape))?));
         }
         let stacked = Tensor::stack(&rows.iter().collect::<Vec<_>>(), 0)?;
         Ok(Some(stacked.reshape(Shape::from(shape))?))
@@ -1233,7 +1236,10 @@ impl GradientTape {
             let seed = [Tensor::from_vec(seed, target.shape().clone())?];
             let g = self.compute(&[target], Some(&seed), &src)?.pop().flatten();
             connected |= g.is_some();
-            cols.push(g.unwrap_or_else(|| Tensor::zeros(src[0].shape.clone())));
+            cols.push(match g {
+                Some(g) => g,
+                None => Tensor::zeros(src[0].shape.clone())?,
+            });
         }
         self.mark_used();
         if !connected && per > 0 {
@@ -1242,7 +1248,7 @@ impl GradientTape {
         let mut shape: SmallVec<[usize; 4]> = target.dims().into();
         shape.extend_from_slice(&src[0].shape[1..]);
         if cols.is_empty() {
-            return Ok(Some(Tensor::zeros(Shape::from(shape))));
+            return Ok(Some(Tensor::zeros(Shape::from(shape))?));
         }
         // cols[j]: [b, src...] → stack on axis 1: [b, per, src...]
         let stacked = Tensor::stack(&cols.iter().collect::<Vec<_>>(), 1)?;
@@ -1391,7 +1397,7 @@ impl GradientTape {
             }
             let seed = match seeds {
                 Some(s) => s[i].clone(),
-                None => Tensor::ones(t.shape().clone()),
+                None => Tensor::ones_like(t),
             };
             acc.add(slot, T::into_dyn(seed), false)?;
         }
@@ -1399,6 +1405,7 @@ impl GradientTape {
         // reverse
         let mut hints: SmallVec<[Option<&ResolvedMask>; 4]> = SmallVec::new();
         let mut inputs: Vec<&DynTensor> = Vec::new();
+        let mut needs = rules::InputSet::default();
         for (i, node) in st.nodes.iter().enumerate().rev() {
             if !derived_node[i] {
                 continue;
@@ -1409,14 +1416,14 @@ impl GradientTape {
                 acc.node[i].take()
             };
             let Some(g) = g else { continue };
-            let mut needs = 0u32;
+            needs.clear();
             let slots = st.slots_of(node);
             for (k, s) in slots.iter().enumerate() {
                 if is_derived(s, &derived_node) {
-                    needs |= 1 << k;
+                    needs.insert(k);
                 }
             }
-            if needs == 0 {
+            if needs.is_empty() {
                 continue;
             }
             if let NodeOp::ReadVariable = node.op {
@@ -1439,7 +1446,7 @@ impl GradientTape {
                 &inputs,
                 output,
                 &g,
-                needs,
+                &needs,
                 &hints,
                 &mut |k, value, premasked| acc.add(slots[k], value, premasked),
             )?;
@@ -1581,13 +1588,13 @@ fn fill_unconnected<T: Element>(
     grads: Vec<Option<Tensor<T>>>,
     sources: &[SourceRef<T>],
     unconnected: UnconnectedGradients,
-) -> Vec<Option<Tensor<T>>> {
+) -> Result<Vec<Option<Tensor<T>>>> {
     grads
         .into_iter()
         .zip(sources)
         .map(|(g, s)| match (g, unconnected) {
-            (None, UnconnectedGradients::Zero) => Some(Tensor::zeros(s.shape.clone())),
-            (g, _) => g,
+            (None, UnconnectedGradients::Zero) => Ok(Some(Tensor::zeros(s.shape.clone())?)),
+            (g, _) => Ok(g),
         })
         .collect()
 }
@@ -1604,13 +1611,13 @@ mod tests {
     /// are found by binary search; watched ids and constants stay apart.
     #[test]
     fn lookups_of_tracked_ids() {
-        let x = Tensor::<f32>::ones([2]);
-        let early = Tensor::<f32>::ones([2]); // an output made before its turn
-        let c = Tensor::<f32>::ones([2]);
+        let x = Tensor::<f32>::ones([2]).unwrap();
+        let early = Tensor::<f32>::ones([2]).unwrap(); // an output made before its turn
+        let c = Tensor::<f32>::ones([2]).unwrap();
         let mut st = TapeState::default();
         assert!(st.watch(x.id()));
         assert!(!st.watch(x.id()), "watching twice is one leaf");
-        let outs: Vec<Tensor<f32>> = (0..5).map(|_| Tensor::ones([2])).collect();
+        let outs: Vec<Tensor<f32>> = (0..5).map(|_| Tensor::ones([2]).unwrap()).collect();
         let mut prev = x.clone();
         for o in &outs {
             let inputs = [dynref(&prev), dynref(&c)];

@@ -1,6 +1,8 @@
 //! [`Variable`]: a shared, mutable tensor with an identity, a name, a
 //! `trainable` flag, an optional element mask and an optional constraint.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,9 +64,67 @@ struct Inner<T: Element> {
 /// ```
 pub struct Variable<T: Element = f32>(Arc<Inner<T>>);
 
+/// A non-owning handle to a [`Variable`] (see [`Variable::downgrade`]).
+pub struct WeakVariable<T: Element = f32>(std::sync::Weak<Inner<T>>);
+
+impl<T: Element> WeakVariable<T> {
+    /// Whether some [`Variable`] handle still holds the variable.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
+    /// The variable, if it is still alive.
+    pub fn upgrade(&self) -> Option<Variable<T>> {
+        self.0.upgrade().map(Variable)
+    }
+}
+
+impl<T: Element> Clone for WeakVariable<T> {
+    fn clone(&self) -> Self {
+        WeakVariable(self.0.clone())
+    }
+}
+
 impl<T: Element> Clone for Variable<T> {
     fn clone(&self) -> Self {
         Variable(Arc::clone(&self.0))
+    }
+}
+
+/// The variables whose `update` closure is running on this thread, with
+/// their values from before the update (a `Tensor<T>` of the variable's
+/// element type). Usually empty; at most a few entries deep.
+struct Updating;
+
+thread_local! {
+    static UPDATING: RefCell<Vec<(TensorId, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops its entry from [`UPDATING`] when dropped (also while unwinding).
+struct UpdatingGuard;
+
+impl Drop for UpdatingGuard {
+    fn drop(&mut self) {
+        UPDATING.with(|u| u.borrow_mut().pop());
+    }
+}
+
+impl Updating {
+    fn enter<T: Element>(id: TensorId, before: Tensor<T>) -> UpdatingGuard {
+        UPDATING.with(|u| u.borrow_mut().push((id, Box::new(before))));
+        UpdatingGuard
+    }
+
+    fn active(id: TensorId) -> bool {
+        UPDATING.with(|u| u.borrow().iter().any(|(i, _)| *i == id))
+    }
+
+    fn snapshot<T: Element>(id: TensorId) -> Option<Tensor<T>> {
+        UPDATING.with(|u| {
+            let u = u.borrow();
+            let (_, t) = u.iter().rev().find(|(i, _)| *i == id)?;
+            t.downcast_ref::<Tensor<T>>().cloned()
+        })
     }
 }
 
@@ -84,7 +144,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("bias", Tensor::<f32>::zeros([3]));
+    /// let v = Variable::new("bias", Tensor::<f32>::zeros([3]).unwrap());
     /// assert_eq!(v.name(), "bias");
     /// assert!(v.trainable());
     /// ```
@@ -105,7 +165,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// assert!(!Variable::non_trainable("moving_mean", Tensor::<f32>::zeros([3])).trainable());
+    /// assert!(!Variable::non_trainable("moving_mean", Tensor::<f32>::zeros([3]).unwrap()).trainable());
     /// ```
     pub fn non_trainable(name: impl Into<String>, value: Tensor<T>) -> Self {
         let v = Self::new(name, value);
@@ -118,8 +178,8 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// let a = Variable::new("w", Tensor::<f32>::zeros([1]));
-    /// let b = Variable::new("w", Tensor::<f32>::zeros([1]));
+    /// let a = Variable::new("w", Tensor::<f32>::zeros([1]).unwrap());
+    /// let b = Variable::new("w", Tensor::<f32>::zeros([1]).unwrap());
     /// assert_eq!(a.id(), a.clone().id());
     /// assert_ne!(a.id(), b.id());
     /// ```
@@ -130,7 +190,7 @@ impl<T: Element> Variable<T> {
     /// The name given at creation (errors name the variable by it).
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("dense/kernel", rime_tensor::Tensor::<f32>::zeros([1]));
+    /// let v = rime_tape::Variable::new("dense/kernel", rime_tensor::Tensor::<f32>::zeros([1]).unwrap());
     /// assert_eq!(v.name(), "dense/kernel");
     /// ```
     pub fn name(&self) -> &str {
@@ -141,37 +201,51 @@ impl<T: Element> Variable<T> {
     /// shape are errors).
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]));
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]).unwrap());
     /// assert_eq!(v.shape(), [2, 3]);
     /// ```
     pub fn shape(&self) -> Shape {
-        read(&self.0.value).shape().clone()
+        self.current().shape().clone()
     }
 
     /// Number of elements.
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]));
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([2, 3]).unwrap());
     /// assert_eq!(v.len(), 6);
     /// ```
     pub fn len(&self) -> usize {
-        read(&self.0.value).len()
+        self.current().len()
     }
 
     /// Whether the variable has no elements.
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([0, 3]));
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([0, 3]).unwrap());
     /// assert!(v.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// A handle that does not keep the variable alive (for caches keyed by
+    /// variable, such as an optimizer's state, which must not outlive it).
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::zeros([1]).unwrap());
+    /// let weak = v.downgrade();
+    /// assert!(weak.is_alive());
+    /// drop(v);
+    /// assert!(!weak.is_alive());
+    /// ```
+    pub fn downgrade(&self) -> WeakVariable<T> {
+        WeakVariable(Arc::downgrade(&self.0))
+    }
+
     /// Whether two handles share one variable (also what `==` compares).
     ///
     /// ```
-    /// let a = rime_tape::Variable::new("a", rime_tensor::Tensor::<f32>::zeros([1]));
+    /// let a = rime_tape::Variable::new("a", rime_tensor::Tensor::<f32>::zeros([1]).unwrap());
     /// let b = a.clone();
     /// assert!(a.ptr_eq(&b));
     /// assert!(!a.ptr_eq(&rime_tape::Variable::new("a", a.value())));
@@ -187,7 +261,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::{GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0));
+    /// let w = Variable::new("w", Tensor::<f32>::full([1], 2.0)?);
     /// let tape = GradientTape::new();
     /// let y = w.value().powf(3.0).sum_all();
     /// assert_eq!(tape.watched_variables::<f32>(), vec![w.clone()]);
@@ -195,7 +269,7 @@ impl<T: Element> Variable<T> {
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
     pub fn value(&self) -> Tensor<T> {
-        let v = read(&self.0.value).clone();
+        let v = self.current();
         if rime_tensor::record::is_recording() {
             tape::on_variable_read(self, &v)
         } else {
@@ -208,23 +282,23 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::{GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("w", Tensor::<f32>::ones([1]));
+    /// let w = Variable::new("w", Tensor::<f32>::ones([1]).unwrap());
     /// let tape = GradientTape::new();
     /// let _ = w.value_untracked().exp();
     /// assert!(tape.is_empty() && tape.watched_variables::<f32>().is_empty());
     /// ```
     pub fn value_untracked(&self) -> Tensor<T> {
-        read(&self.0.value).clone()
+        self.current()
     }
 
     /// The elements, copied.
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f64>::ones([2]));
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f64>::ones([2]).unwrap());
     /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
     /// ```
     pub fn to_vec(&self) -> Vec<T> {
-        read(&self.0.value).to_vec()
+        self.current().to_vec()
     }
 
     fn check_shape(&self, got: &Shape) -> Result<()> {
@@ -244,14 +318,15 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f32>::zeros([2]));
-    /// v.assign(&Tensor::ones([2]))?;
+    /// let v = Variable::new("v", Tensor::<f32>::zeros([2])?);
+    /// v.assign(&Tensor::ones([2])?)?;
     /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
-    /// assert!(v.assign(&Tensor::ones([1])).is_err());
+    /// assert!(v.assign(&Tensor::ones([1])?).is_err());
     /// assert_eq!(v.to_vec(), vec![1.0, 1.0]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
     pub fn assign(&self, value: &Tensor<T>) -> Result<()> {
+        self.check_not_updating("assign")?;
         let mut slot = write(&self.0.value);
         if slot.shape() != value.shape() {
             return Err(Error::AssignShape {
@@ -269,8 +344,8 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f64>::ones([2]));
-    /// v.assign_add(&Tensor::ones([2]))?;
+    /// let v = Variable::new("v", Tensor::<f64>::ones([2])?);
+    /// v.assign_add(&Tensor::ones([2])?)?;
     /// assert_eq!(v.to_vec(), vec![2.0, 2.0]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -280,8 +355,7 @@ impl<T: Element> Variable<T> {
             w.iter_mut()
                 .zip(delta.as_slice())
                 .for_each(|(w, &d)| *w += d)
-        });
-        Ok(())
+        })
     }
 
     /// Subtracts `delta` (of the variable's shape) from the value; another
@@ -290,10 +364,10 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::Variable;
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f64>::ones([2]));
-    /// v.assign_sub(&Tensor::full([2], 0.25))?;
+    /// let v = Variable::new("v", Tensor::<f64>::ones([2])?);
+    /// v.assign_sub(&Tensor::full([2], 0.25)?)?;
     /// assert_eq!(v.to_vec(), vec![0.75, 0.75]);
-    /// assert!(v.assign_sub(&Tensor::ones([3])).is_err());
+    /// assert!(v.assign_sub(&Tensor::ones([3])?).is_err());
     /// assert_eq!(v.to_vec(), vec![0.75, 0.75]);
     /// # Ok::<(), rime_tape::Error>(())
     /// ```
@@ -303,31 +377,80 @@ impl<T: Element> Variable<T> {
             w.iter_mut()
                 .zip(delta.as_slice())
                 .for_each(|(w, &d)| *w -= d)
-        });
-        Ok(())
+        })
     }
 
     /// Mutates the value in place (copying first only if a tensor read
     /// earlier still shares the buffer). Optimizers update through this.
     ///
+    /// Other threads wait while `f` runs. On the thread running it, reads
+    /// of this variable inside `f` see the value from before the update
+    /// (they do not deadlock), and writes to it (`assign`, `update`, ...)
+    /// are [`Error::ReentrantUpdate`], which this call also returns without
+    /// running `f` when it is itself nested in an update of the variable.
+    ///
     /// ```
-    /// use rime_tape::Variable;
+    /// use rime_tape::{Error, Variable};
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f32>::ones([3]));
+    /// let v = Variable::new("v", Tensor::<f32>::ones([3])?);
     /// let before = v.value();
-    /// v.update(|w| w[1] = 5.0);
+    /// v.update(|w| w[1] = 5.0)?;
     /// assert_eq!(v.to_vec(), vec![1.0, 5.0, 1.0]);
     /// assert_eq!(before.to_vec(), vec![1.0, 1.0, 1.0]); // earlier reads keep their value
+    /// // reading inside the closure sees the old value
+    /// let seen = v.update(|w| { let old = v.to_vec(); w[0] = 2.0; old })?;
+    /// assert_eq!(seen, vec![1.0, 5.0, 1.0]);
+    /// // writing inside it is an error, and changes nothing
+    /// let nested = v.update(|_| v.assign(&Tensor::zeros([3]).unwrap()))?;
+    /// assert!(matches!(nested, Err(Error::ReentrantUpdate { .. })));
+    /// assert_eq!(v.to_vec(), vec![2.0, 5.0, 1.0]);
+    /// # Ok::<(), Error>(())
     /// ```
-    pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
+    pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        self.check_not_updating("update")?;
         let mut slot = write(&self.0.value);
-        f(slot.make_mut())
+        // the value before the update, for reads from inside `f`; it shares
+        // the buffer, so `make_mut` below writes into a copy
+        let _updating = Updating::enter(self.id(), slot.clone());
+        Ok(f(slot.make_mut()))
+    }
+
+    /// The current value: the pre-update snapshot when called from inside
+    /// this variable's own `update` closure on this thread (the lock is held
+    /// there), else the stored value.
+    fn current(&self) -> Tensor<T> {
+        if let Some(t) = Updating::snapshot::<T>(self.id()) {
+            return t;
+        }
+        read(&self.0.value).clone()
+    }
+
+    /// Whether this thread is running this variable's
+    /// [`update`](Variable::update) closure (where writes are errors).
+    ///
+    /// ```
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([1]).unwrap());
+    /// assert!(!v.is_updating());
+    /// assert!(v.update(|_| v.is_updating()).unwrap());
+    /// ```
+    pub fn is_updating(&self) -> bool {
+        Updating::active(self.id())
+    }
+
+    fn check_not_updating(&self, call: &'static str) -> Result<()> {
+        if Updating::active(self.id()) {
+            return Err(Error::ReentrantUpdate {
+                variable: self.name().to_string(),
+                call,
+            });
+        }
+        Ok(())
     }
 
     /// Whether gradient training may change this variable.
     ///
     /// ```
-    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([1]));
+    /// let v = rime_tape::Variable::new("v", rime_tensor::Tensor::<f32>::ones([1]).unwrap());
     /// assert!(v.trainable());
     /// ```
     pub fn trainable(&self) -> bool {
@@ -340,7 +463,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::{GradientTape, Variable};
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f32>::ones([1]));
+    /// let v = Variable::new("v", Tensor::<f32>::ones([1]).unwrap());
     /// v.clone().set_trainable(false);
     /// assert!(!v.trainable());
     /// let tape = GradientTape::new();
@@ -356,7 +479,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::{TrainableMask, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("w", Tensor::<f32>::zeros([3, 2]));
+    /// let w = Variable::new("w", Tensor::<f32>::zeros([3, 2])?);
     /// assert!(w.mask().is_none());
     /// w.set_mask(Some(TrainableMask::rows(2..3)))?;
     /// assert_eq!(w.mask().unwrap().runs(), &[4..6]);
@@ -372,7 +495,7 @@ impl<T: Element> Variable<T> {
     /// ```
     /// use rime_tape::{TrainableMask, Variable};
     /// use rime_tensor::Tensor;
-    /// let w = Variable::new("kernel", Tensor::<f32>::zeros([4, 2]));
+    /// let w = Variable::new("kernel", Tensor::<f32>::zeros([4, 2])?);
     /// w.set_mask(Some(TrainableMask::freeze_rows(0..2)))?;
     /// assert_eq!(w.mask().unwrap().trainable_count(), 4);
     /// assert!(w.set_mask(Some(TrainableMask::rows(0..5))).is_err());
@@ -421,7 +544,7 @@ impl<T: Element> Variable<T> {
     /// impl Constraint<f32> for Clip {
     ///     fn apply(&self, w: &Tensor<f32>) -> rime_tensor::Result<Tensor<f32>> { w.clamp(-1.0, 1.0) }
     /// }
-    /// let w = Variable::new("w", Tensor::<f32>::zeros([1]));
+    /// let w = Variable::new("w", Tensor::<f32>::zeros([1]).unwrap());
     /// w.set_constraint(Some(Arc::new(Clip)));
     /// assert!(w.constraint().is_some());
     /// w.set_constraint(None);
@@ -464,7 +587,7 @@ impl<T: Element> Hash for Variable<T> {
 /// ```
 /// use rime_tape::{AnyVariable, Variable, VariableElement};
 /// use rime_tensor::Tensor;
-/// let v = Variable::new("v", Tensor::<f64>::ones([1]));
+/// let v = Variable::new("v", Tensor::<f64>::ones([1]).unwrap());
 /// let any = f64::wrap(v.clone());
 /// assert!(matches!(any, AnyVariable::F64(_)));
 /// assert_eq!(any.id(), v.id());
@@ -482,7 +605,7 @@ pub enum AnyVariable {
 /// ```
 /// use rime_tape::{Variable, VariableElement};
 /// use rime_tensor::Tensor;
-/// let any = f32::wrap(Variable::new("v", Tensor::<f32>::ones([1])));
+/// let any = f32::wrap(Variable::new("v", Tensor::<f32>::ones([1]).unwrap()));
 /// assert!(f32::unwrap(&any).is_some());
 /// assert!(f64::unwrap(&any).is_none());
 /// ```
@@ -523,7 +646,7 @@ impl AnyVariable {
     /// ```
     /// use rime_tape::{AnyVariable, Variable};
     /// use rime_tensor::Tensor;
-    /// let v = Variable::new("v", Tensor::<f32>::ones([1]));
+    /// let v = Variable::new("v", Tensor::<f32>::ones([1]).unwrap());
     /// assert_eq!(AnyVariable::F32(v.clone()).id(), v.id());
     /// ```
     pub fn id(&self) -> TensorId {
@@ -544,13 +667,13 @@ mod tests {
     fn variables_are_send_sync_and_shared() {
         assert_send_sync::<Variable<f32>>();
         assert_send_sync::<Variable<f64>>();
-        let a = Variable::new("a", Tensor::<f32>::zeros([2]));
+        let a = Variable::new("a", Tensor::<f32>::zeros([2]).unwrap());
         let b = a.clone();
-        b.assign(&Tensor::ones([2])).unwrap();
+        b.assign(&Tensor::ones([2]).unwrap()).unwrap();
         assert_eq!(a.to_vec(), vec![1.0, 1.0]);
         assert_eq!(a, b);
-        assert_ne!(a, Variable::new("a", Tensor::<f32>::zeros([2])));
-        std::thread::spawn(move || b.assign_add(&Tensor::ones([2])).unwrap())
+        assert_ne!(a, Variable::new("a", Tensor::<f32>::zeros([2]).unwrap()));
+        std::thread::spawn(move || b.assign_add(&Tensor::ones([2]).unwrap()).unwrap())
             .join()
             .unwrap();
         assert_eq!(a.to_vec(), vec![2.0, 2.0]);
@@ -558,11 +681,11 @@ mod tests {
 
     #[test]
     fn bad_assignments_change_nothing() {
-        let v = Variable::new("v", Tensor::<f32>::ones([2, 2]));
+        let v = Variable::new("v", Tensor::<f32>::ones([2, 2]).unwrap());
         for r in [
-            v.assign(&Tensor::zeros([4])),
-            v.assign_add(&Tensor::zeros([2])),
-            v.assign_sub(&Tensor::zeros([2, 2, 1])),
+            v.assign(&Tensor::zeros([4]).unwrap()),
+            v.assign_add(&Tensor::zeros([2]).unwrap()),
+            v.assign_sub(&Tensor::zeros([2, 2, 1]).unwrap()),
         ] {
             assert!(matches!(r, Err(Error::AssignShape { ref variable, .. }) if variable == "v"));
         }

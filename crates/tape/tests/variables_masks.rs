@@ -104,7 +104,7 @@ fn assignment_keeps_earlier_reads_and_detaches_the_value() -> R {
     let v = Variable::new("v", t(&[1.0, 1.0], &[2]));
     let read = v.value();
     v.assign_add(&t(&[1.0, 2.0], &[2]))?;
-    v.update(|w| w[0] *= 10.0);
+    v.update(|w| w[0] *= 10.0).unwrap();
     assert_eq!(read.to_vec(), vec![1.0, 1.0]);
     assert_eq!(v.to_vec(), vec![20.0, 3.0]);
     // assigning a recorded tensor does not connect the variable to its history
@@ -125,13 +125,13 @@ fn assignment_keeps_earlier_reads_and_detaches_the_value() -> R {
 
 #[test]
 fn variables_are_shared_across_threads() {
-    let v = Variable::new("counter", Tensor::<f32>::zeros([3]));
+    let v = Variable::new("counter", Tensor::<f32>::zeros([3]).unwrap());
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let v = v.clone();
             std::thread::spawn(move || {
                 for _ in 0..250 {
-                    v.assign_add(&Tensor::ones([3])).unwrap();
+                    v.assign_add(&Tensor::ones([3]).unwrap()).unwrap();
                 }
             })
         })
@@ -144,14 +144,14 @@ fn variables_are_shared_across_threads() {
 
 #[test]
 fn trainable_flag() {
-    let v = Variable::new("a", Tensor::<f32>::zeros([1]));
+    let v = Variable::new("a", Tensor::<f32>::zeros([1]).unwrap());
     assert!(v.trainable());
     let w = v.clone();
     w.set_trainable(false);
     assert!(!v.trainable(), "the flag is shared by handles");
     v.set_trainable(true);
     assert!(w.trainable());
-    assert!(!Variable::non_trainable("b", Tensor::<f32>::zeros([1])).trainable());
+    assert!(!Variable::non_trainable("b", Tensor::<f32>::zeros([1]).unwrap()).trainable());
 }
 
 // ---- TrainableMask: resolving ------------------------------------------------------
@@ -347,7 +347,7 @@ fn resolved_masks_for_optimizers() -> R {
 #[test]
 #[allow(clippy::reversed_empty_ranges)] // a reversed range is one of the bad inputs
 fn masks_that_do_not_fit_are_typed_errors_and_change_nothing() -> R {
-    let w = Variable::new("kernel", Tensor::<f32>::zeros([3, 2]));
+    let w = Variable::new("kernel", Tensor::<f32>::zeros([3, 2]).unwrap());
     w.set_mask(Some(TrainableMask::rows(0..1)))?;
     let before = w.mask();
     let bad = [
@@ -558,7 +558,7 @@ fn mask_aware_matmul_gives_the_full_products_trainable_block() -> R {
         assert_masked(&g, &naive, &m, 1e-13, name);
     }
     // f32 as well
-    let w = Variable::new("w32", Tensor::<f32>::ones([4, 3]));
+    let w = Variable::new("w32", Tensor::<f32>::ones([4, 3]).unwrap());
     w.set_mask(Some(TrainableMask::rows(2..4)))?;
     let x = Tensor::<f32>::from_vec((0..8).map(|v| v as f32).collect(), [2, 4])?;
     let tape = GradientTape::new();
@@ -675,7 +675,7 @@ fn large_irregular_masks() -> R {
     // a user's seed is never written to: masking copies a shared buffer
     let tape = GradientTape::new();
     let y = w.value(); // the seed itself reaches the variable
-    let seed = Tensor::<f64>::ones(shape);
+    let seed = Tensor::<f64>::ones(shape).unwrap();
     let g = tape
         .gradient_with(
             &[&y],

@@ -155,7 +155,8 @@ impl Element for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: forwarded contract.
+        // SAFETY: the caller upholds this function's contract (gemm_raw
+        // checks the A and B extents and its caller the C extent).
         unsafe {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }
@@ -208,7 +209,8 @@ impl Element for f64 {
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: forwarded contract.
+        // SAFETY: the caller upholds this function's contract (gemm_raw
+        // checks the A and B extents and its caller the C extent).
         unsafe {
             matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }

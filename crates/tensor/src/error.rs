@@ -7,8 +7,8 @@ use crate::Shape;
 ///
 /// ```
 /// use rime_tensor::{Error, Tensor};
-/// let a = Tensor::<f32>::zeros([2, 3]);
-/// let b = Tensor::<f32>::zeros([4]);
+/// let a = Tensor::<f32>::zeros([2, 3]).unwrap();
+/// let b = Tensor::<f32>::zeros([4]).unwrap();
 /// let err = a.add(&b).unwrap_err();
 /// assert!(matches!(err, Error::Broadcast { op: "add", .. }));
 /// assert_eq!(err.to_string(), "add: shapes [2, 3] and [4] cannot be broadcast together");
@@ -93,6 +93,25 @@ pub enum Error {
         /// The shape given.
         shape: Shape,
     },
+    /// A shape whose element count or byte size overflows what one buffer
+    /// can hold (`isize::MAX` bytes), so no tensor can have it.
+    #[error(
+        "{op}: shape {shape} is too large: its element count or byte size overflows (at most isize::MAX bytes)"
+    )]
+    ShapeOverflow {
+        /// The op.
+        op: &'static str,
+        /// The requested shape.
+        shape: Shape,
+    },
+    /// The allocator could not provide a buffer of `bytes` bytes.
+    #[error("{op}: cannot allocate {bytes} bytes")]
+    Alloc {
+        /// The op.
+        op: &'static str,
+        /// The size of the buffer requested.
+        bytes: usize,
+    },
     /// Any other invalid argument; `msg` says which and why.
     #[error("{op}: {msg}")]
     InvalidArgument {
@@ -114,6 +133,8 @@ impl Error {
             | Error::InvalidAxis { op, .. }
             | Error::IndexOutOfBounds { op, .. }
             | Error::Rank { op, .. }
+            | Error::ShapeOverflow { op, .. }
+            | Error::Alloc { op, .. }
             | Error::InvalidArgument { op, .. } => op,
         }
     }

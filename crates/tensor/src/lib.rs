@@ -11,7 +11,7 @@
 //! ```
 //! use rime_tensor::Tensor;
 //! let x = Tensor::<f32>::from_vec(vec![1.0, -2.0, 3.0, -4.0], [2, 2])?;
-//! let w = Tensor::<f32>::eye(2);
+//! let w = Tensor::<f32>::eye(2)?;
 //! let y = x.matmul(&w)?.relu().sum(&[1], false)?;
 //! assert_eq!(y.to_vec(), vec![1.0, 3.0]);
 //! # Ok::<(), rime_tensor::Error>(())

@@ -35,6 +35,13 @@ fn normal(op: &'static str, mean: f64, std: f64) -> Result<Normal<f64>> {
     }
 }
 
+/// A fallibly reserved, empty buffer for the validated element count of
+/// `shape`, and that count.
+fn buffer<T>(op: &'static str, shape: &Shape) -> Result<(Vec<T>, usize)> {
+    let n = shape.checked_len::<T>(op)?;
+    Ok((crate::kernels::try_buffer(op, n)?, n))
+}
+
 impl<T: Element> Tensor<T> {
     /// Uniform values in `[low, high)`.
     ///
@@ -56,9 +63,8 @@ impl<T: Element> Tensor<T> {
             op: "rand_uniform",
             msg: format!("bounds [{low}, {high}): {e}"),
         })?;
-        let v = (0..shape.numel())
-            .map(|_| T::of(dist.sample(rng)))
-            .collect();
+        let (mut v, n) = buffer::<T>("rand_uniform", &shape)?;
+        v.extend((0..n).map(|_| T::of(dist.sample(rng))));
         Ok(Tensor::from_parts(v, shape))
     }
 
@@ -79,9 +85,8 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Self> {
         let shape = shape.into();
         let dist = normal("rand_normal", mean, std)?;
-        let v = (0..shape.numel())
-            .map(|_| T::of(dist.sample(rng)))
-            .collect();
+        let (mut v, n) = buffer::<T>("rand_normal", &shape)?;
+        v.extend((0..n).map(|_| T::of(dist.sample(rng))));
         Ok(Tensor::from_parts(v, shape))
     }
 
@@ -102,16 +107,15 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Self> {
         let shape = shape.into();
         let dist = normal("rand_truncated_normal", mean, std)?;
-        let v = (0..shape.numel())
-            .map(|_| {
-                loop {
-                    let s = dist.sample(rng);
-                    if (s - mean).abs() <= 2.0 * std {
-                        break T::of(s);
-                    }
+        let (mut v, n) = buffer::<T>("rand_truncated_normal", &shape)?;
+        v.extend((0..n).map(|_| {
+            loop {
+                let s = dist.sample(rng);
+                if (s - mean).abs() <= 2.0 * std {
+                    break T::of(s);
                 }
-            })
-            .collect();
+            }
+        }));
         Ok(Tensor::from_parts(v, shape))
     }
 }

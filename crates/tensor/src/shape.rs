@@ -57,6 +57,40 @@ impl Shape {
         self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
+    /// The number of elements of a `T` buffer of this shape, validated with
+    /// checked arithmetic: the product of the dimensions (zero dimensions
+    /// counted as 1, so every row-major stride fits too) times
+    /// `size_of::<T>()` must fit in `isize::MAX` bytes. Every constructor and
+    /// op that sizes a buffer from a shape goes through this check first.
+    ///
+    /// ```
+    /// use rime_tensor::{Error, Shape};
+    /// assert_eq!(Shape::from([2, 3]).checked_len::<f32>("zeros")?, 6);
+    /// assert_eq!(Shape::from([0, 1 << 20]).checked_len::<f32>("zeros")?, 0);
+    /// let huge = Shape::from([(1 << 63) + 1, 2]);
+    /// assert!(matches!(huge.checked_len::<f32>("zeros"), Err(Error::ShapeOverflow { op: "zeros", .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn checked_len<T>(&self, op: &'static str) -> Result<usize> {
+        let elem = std::mem::size_of::<T>().max(1);
+        let limit = isize::MAX as usize / elem;
+        let mut strided = 1usize;
+        let mut numel = 1usize;
+        for &d in self.0.iter() {
+            strided = match strided.checked_mul(d.max(1)) {
+                Some(s) if s <= limit => s,
+                _ => {
+                    return Err(Error::ShapeOverflow {
+                        op,
+                        shape: self.clone(),
+                    });
+                }
+            };
+            numel *= d;
+        }
+        Ok(numel)
+    }
+
     /// The dimensions as a slice.
     #[inline]
     pub fn dims(&self) -> &[usize] {
@@ -159,7 +193,10 @@ pub fn broadcast_shapes(op: &'static str, a: &Shape, b: &Shape) -> Result<Shape>
             });
         };
     }
-    Ok(Shape(out))
+    let out = Shape(out);
+    // zero-size operands can broadcast to a shape with huge dimensions
+    out.checked_len::<u8>(op)?;
+    Ok(out)
 }
 
 /// Strides of `from` when read in the index space of the broadcast shape `to`

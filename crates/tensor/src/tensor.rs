@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Element, Error, Result, Shape};
+use crate::{Element, Error, Result, Shape, kernels};
 
 /// The identity of a tensor value: two handles with the same id are clones
 /// of one value. A gradient tape tracks tensors by id.
 ///
 /// ```
 /// use rime_tensor::Tensor;
-/// let a = Tensor::<f32>::ones([2]);
+/// let a = Tensor::<f32>::ones([2]).unwrap();
 /// let b = a.clone();
 /// assert_eq!(a.id(), b.id());
 /// assert_ne!(a.id(), a.detach().id());
@@ -119,7 +119,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn from_vec(data: Vec<T>, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        if shape.checked_numel() != Some(data.len()) {
+        if shape.checked_len::<T>("from_vec")? != data.len() {
             return Err(Error::DataLength {
                 op: "from_vec",
                 shape,
@@ -139,7 +139,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn from_slice(data: &[T], shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        if shape.checked_numel() != Some(data.len()) {
+        if shape.checked_len::<T>("from_slice")? != data.len() {
             return Err(Error::DataLength {
                 op: "from_slice",
                 shape,
@@ -172,59 +172,76 @@ impl<T: Element> Tensor<T> {
         Self::from_parts(data, Shape::from([n]))
     }
 
-    /// A tensor filled with `value`.
+    /// A tensor filled with `value`. The shape is validated
+    /// ([`Shape::checked_len`]) and the buffer reserved fallibly, so a shape
+    /// too large for memory is an error, not an abort.
+    ///
+    /// ```
+    /// use rime_tensor::{Error, Tensor};
+    /// assert_eq!(Tensor::full([2], 7.0f32)?.to_vec(), vec![7.0, 7.0]);
+    /// assert!(matches!(Tensor::full([usize::MAX, 2], 0.0f32)?, Err(Error::ShapeOverflow { op: "full", .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn full(shape: impl Into<Shape>, value: T) -> Result<Self> {
+        Self::filled("full", shape.into(), value)
+    }
+
+    /// A tensor of zeros (see [`Tensor::full`] for the errors).
+    ///
+    /// ```
+    /// use rime_tensor::{Error, Tensor};
+    /// assert_eq!(Tensor::<f32>::zeros([3])?.to_vec(), vec![0.0; 3]);
+    /// // 2^42 floats: more than any allocator gives
+    /// assert!(matches!(Tensor::<f32>::zeros([1 << 42])?, Err(Error::Alloc { op: "zeros", .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn zeros(shape: impl Into<Shape>) -> Result<Self> {
+        Self::filled("zeros", shape.into(), T::zero())
+    }
+
+    /// A tensor of ones (see [`Tensor::full`] for the errors).
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::full([2], 7.0f32).to_vec(), vec![7.0, 7.0]);
+    /// assert_eq!(Tensor::<f64>::ones([2, 2])?.to_vec(), vec![1.0; 4]);
+    /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn full(shape: impl Into<Shape>, value: T) -> Self {
-        let shape = shape.into();
-        Self::from_parts(vec![value; shape.numel()], shape)
+    pub fn ones(shape: impl Into<Shape>) -> Result<Self> {
+        Self::filled("ones", shape.into(), T::one())
     }
 
-    /// A tensor of zeros.
-    ///
-    /// ```
-    /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::<f32>::zeros([3]).to_vec(), vec![0.0; 3]);
-    /// ```
-    pub fn zeros(shape: impl Into<Shape>) -> Self {
-        Self::full(shape, T::zero())
+    fn filled(op: &'static str, shape: Shape, value: T) -> Result<Self> {
+        let n = shape.checked_len::<T>(op)?;
+        Ok(Self::from_parts(kernels::try_filled(op, n, value)?, shape))
     }
 
-    /// A tensor of ones.
-    ///
-    /// ```
-    /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::<f64>::ones([2, 2]).to_vec(), vec![1.0; 4]);
-    /// ```
-    pub fn ones(shape: impl Into<Shape>) -> Self {
-        Self::full(shape, T::one())
-    }
-
-    /// Zeros with the shape of `other`.
+    /// Zeros with the shape of `other` (its buffer exists, so this size
+    /// does too).
     pub fn zeros_like(other: &Tensor<T>) -> Self {
-        Self::zeros(other.shape().clone())
+        Self::from_parts(vec![T::zero(); other.len()], other.shape().clone())
     }
 
     /// Ones with the shape of `other`.
     pub fn ones_like(other: &Tensor<T>) -> Self {
-        Self::ones(other.shape().clone())
+        Self::from_parts(vec![T::one(); other.len()], other.shape().clone())
     }
 
-    /// The `n×n` identity matrix.
+    /// The `n×n` identity matrix (see [`Tensor::full`] for the errors).
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::<f32>::eye(2).to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
+    /// assert_eq!(Tensor::<f32>::eye(2)?.to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
+    /// assert!(Tensor::<f32>::eye(1 << 33)?.is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn eye(n: usize) -> Self {
-        let mut v = vec![T::zero(); n * n];
+    pub fn eye(n: usize) -> Result<Self> {
+        let shape = Shape::from([n, n]);
+        let len = shape.checked_len::<T>("eye")?;
+        let mut v = kernels::try_filled("eye", len, T::zero())?;
         for i in 0..n {
             v[i * n + i] = T::one();
         }
-        Self::from_parts(v, Shape::from([n, n]))
+        Ok(Self::from_parts(v, shape))
     }
 
     /// `start, start + step, ...` up to but excluding `end`.
@@ -259,36 +276,38 @@ impl<T: Element> Tensor<T> {
                 }
             }
         };
-        let v = (0..n)
-            .map(|i| start + step * T::of(i as f64))
-            .collect::<Vec<_>>();
+        let mut v = kernels::try_buffer("arange", n)?;
+        v.extend((0..n).map(|i| start + step * T::of(i as f64)));
         Ok(Self::vector(v))
     }
 
-    /// `n` evenly spaced values from `start` to `end` inclusive.
+    /// `n` evenly spaced values from `start` to `end` inclusive (the
+    /// buffer reserved fallibly, as in [`Tensor::full`]).
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::linspace(0.0f64, 1.0, 3).to_vec(), vec![0.0, 0.5, 1.0]);
+    /// assert_eq!(Tensor::linspace(0.0f64, 1.0, 3)?.to_vec(), vec![0.0, 0.5, 1.0]);
+    /// assert!(Tensor::<f32>::linspace(0.0, 1.0, usize::MAX).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn linspace(start: T, end: T, n: usize) -> Self {
-        let v = match n {
-            0 => vec![],
-            1 => vec![start],
+    pub fn linspace(start: T, end: T, n: usize) -> Result<Self> {
+        let len = Shape::from([n]).checked_len::<T>("linspace")?;
+        let mut v = kernels::try_buffer("linspace", len)?;
+        match n {
+            0 => {}
+            1 => v.push(start),
             _ => {
                 let step = (end - start) / T::of((n - 1) as f64);
-                (0..n)
-                    .map(|i| {
-                        if i == n - 1 {
-                            end
-                        } else {
-                            start + step * T::of(i as f64)
-                        }
-                    })
-                    .collect()
+                v.extend((0..n).map(|i| {
+                    if i == n - 1 {
+                        end
+                    } else {
+                        start + step * T::of(i as f64)
+                    }
+                }));
             }
-        };
-        Self::vector(v)
+        }
+        Ok(Self::vector(v))
     }
 
     /// Identity of this value (see [`TensorId`]).
@@ -302,7 +321,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let a = Tensor::<f32>::ones([2]);
+    /// let a = Tensor::<f32>::ones([2]).unwrap();
     /// assert_eq!(a.detach().to_vec(), a.to_vec());
     /// ```
     pub fn detach(&self) -> Self {
@@ -362,7 +381,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let a = Tensor::<f32>::zeros([2]);
+    /// let a = Tensor::<f32>::zeros([2]).unwrap();
     /// let mut b = a.clone();
     /// b.make_mut()[0] = 1.0;
     /// assert_eq!(a.to_vec(), vec![0.0, 0.0]);
@@ -407,7 +426,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::Tensor;
     /// assert_eq!(Tensor::from_vec(vec![3.0f32], [1, 1])?.to_scalar()?, 3.0);
-    /// assert!(Tensor::<f32>::zeros([2]).to_scalar().is_err());
+    /// assert!(Tensor::<f32>::zeros([2])?.to_scalar().is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn to_scalar(&self) -> Result<T> {
@@ -523,7 +542,7 @@ mod tests {
 
     #[test]
     fn constructors() {
-        let t = Tensor::<f64>::eye(3);
+        let t = Tensor::<f64>::eye(3).unwrap();
         assert_eq!(t.get(&[2, 2]).unwrap(), 1.0);
         assert_eq!(t.get(&[2, 1]).unwrap(), 0.0);
         assert_eq!(
@@ -535,7 +554,7 @@ mod tests {
             vec![2.0, 1.5]
         );
         assert!(Tensor::arange(1.0f32, 2.0, -1.0).unwrap().is_empty());
-        assert_eq!(Tensor::<f32>::linspace(0.0, 1.0, 0).len(), 0);
+        assert_eq!(Tensor::<f32>::linspace(0.0, 1.0, 0).unwrap().len(), 0);
         assert_eq!(
             Tensor::from_vec(Vec::<f32>::new(), [0, 3]).unwrap().shape(),
             &[0, 3]
@@ -549,7 +568,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            Tensor::<f32>::zeros([2]).get(&[0, 0]),
+            Tensor::<f32>::zeros([2]).unwrap().get(&[0, 0]),
             Err(Error::InvalidArgument { op: "get", .. })
         ));
     }
@@ -565,7 +584,7 @@ mod tests {
 
     #[test]
     fn make_mut_is_copy_on_write() {
-        let a = Tensor::<f32>::zeros([2]);
+        let a = Tensor::<f32>::zeros([2]).unwrap();
         let mut b = a.clone();
         let old = b.id();
         b.make_mut()[1] = 2.0;

@@ -270,7 +270,7 @@ proptest! {
         }
         // a - a = 0 and a * 1 = a, at any shape
         prop_assert!(f64s(&a.sub(&a).unwrap()).iter().all(|&v| v == 0.0));
-        prop_assert_eq!(&a.mul(&Tensor::ones(a.shape().clone())).unwrap(), &a);
+        prop_assert_eq!(&a.mul(&Tensor::ones(a.shape().clone()).unwrap()).unwrap(), &a);
     }
 
     #[test]

@@ -271,13 +271,14 @@ impl<T: Element> BatchNormalization<T> {
             let mut new = Vec::with_capacity(2);
             for (var, batch) in stats {
                 new.push(
-                    var.value_untracked()
+                    crate::current_state(var)
                         .mul_scalar(T::of(m))
                         .add(&batch.reshape(var.shape())?.mul_scalar(T::of(1.0 - m)))?,
                 );
             }
-            for ((var, _), value) in stats.iter().zip(&new) {
-                var.assign(value)?;
+            // staged inside a training step: committed when it succeeds
+            for ((var, _), value) in stats.iter().zip(new) {
+                crate::assign_state(var, value)?;
             }
             Ok(())
         })
@@ -356,8 +357,8 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
             (mean, variance)
         } else {
             (
-                moving_mean.value().reshape(bshape.clone())?,
-                moving_variance.value().reshape(bshape.clone())?,
+                crate::current_state(moving_mean).reshape(bshape.clone())?,
+                crate::current_state(moving_variance).reshape(bshape.clone())?,
             )
         };
         // tf.nn.batch_normalization's arithmetic: x · inv + (beta - mean · inv)

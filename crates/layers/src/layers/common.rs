@@ -67,6 +67,23 @@ pub(crate) fn validate_regularizers<'a>(
     rs.into_iter().flatten().try_for_each(Regularizer::validate)
 }
 
+/// The largest size (units, table dimensions, reshape targets) a layer
+/// config may give: 2^48, beyond any buffer this library could allocate, so
+/// anything larger in an (untrusted) config is rejected when the layer is
+/// made rather than when its weights are sized.
+pub(crate) const MAX_SIZE: usize = 1 << 48;
+
+/// `value` in `1..=MAX_SIZE`, or an error naming the class and field.
+pub(crate) fn check_size(class: &str, field: &str, value: usize) -> Result<()> {
+    if value == 0 || value > MAX_SIZE {
+        return Err(invalid(
+            class,
+            format!("{field} must be in 1..={MAX_SIZE}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
 /// An invalid constructor argument of a layer class.
 pub(crate) fn invalid(class: &str, msg: impl Into<String>) -> Error {
     Error::InvalidArgument {

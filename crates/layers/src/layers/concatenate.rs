@@ -38,9 +38,9 @@ impl Default for ConcatenateConfig {
 /// use rime_layers::{Concatenate, Layer};
 /// use rime_tensor::Tensor;
 /// let cat = Concatenate::<f32>::new();
-/// let y = cat.call_many(&[Tensor::ones([2, 3]), Tensor::zeros([2, 1])], false)?;
+/// let y = cat.call_many(&[Tensor::ones([2, 3])?, Tensor::zeros([2, 1])?], false)?;
 /// assert_eq!(y[0].shape(), &[2, 4]);
-/// assert!(cat.call_many(&[Tensor::ones([2, 3]), Tensor::zeros([3, 1])], false).is_err());
+/// assert!(cat.call_many(&[Tensor::ones([2, 3])?, Tensor::zeros([3, 1])?], false).is_err());
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Concatenate<T: Element = f32> {

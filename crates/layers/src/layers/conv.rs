@@ -506,7 +506,7 @@ pub(crate) use conv_layer;
 /// use rime_layers::{Conv1D, Layer, layers::Padding};
 /// use rime_tensor::Tensor;
 /// let conv = Conv1D::new(4, 3).padding(Padding::Same);
-/// assert_eq!(conv.call(&Tensor::<f32>::ones([2, 10, 3]), false)?.shape(), &[2, 10, 4]);
+/// assert_eq!(conv.call(&Tensor::<f32>::ones([2, 10, 3])?, false)?.shape(), &[2, 10, 4]);
 /// assert_eq!(conv.kernel().unwrap().shape(), [3, 3, 4]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
@@ -540,7 +540,7 @@ conv_layer!(Conv1D, ConvKind::Conv1D);
 /// use rime_layers::{Conv2D, Layer, activations::Activation, layers::Padding};
 /// use rime_tensor::{Shape, Tensor};
 /// let conv = Conv2D::new(32, [3, 3]).activation(Activation::Relu);
-/// assert_eq!(conv.call(&Tensor::<f32>::ones([1, 28, 28, 1]), false)?.shape(), &[1, 26, 26, 32]);
+/// assert_eq!(conv.call(&Tensor::<f32>::ones([1, 28, 28, 1])?, false)?.shape(), &[1, 26, 26, 32]);
 /// let s = Conv2D::<f32>::new(8, [3, 3]).strides(&[2]).padding(Padding::Same);
 /// assert_eq!(s.compute_output_shape(&[Shape::from([1, 7, 8, 3])])?, vec![Shape::from([1, 4, 4, 8])]);
 /// # Ok::<(), rime_layers::Error>(())

@@ -19,7 +19,7 @@ use crate::{CallContext, Layer, LayerBase, Result};
 /// use rime_layers::{Conv2DTranspose, Layer, layers::Padding};
 /// use rime_tensor::Tensor;
 /// let up = Conv2DTranspose::new(3, [3, 3]).strides(&[2, 2]).padding(Padding::Same);
-/// assert_eq!(up.call(&Tensor::<f32>::ones([1, 4, 5, 2]), false)?.shape(), &[1, 8, 10, 3]);
+/// assert_eq!(up.call(&Tensor::<f32>::ones([1, 4, 5, 2])?, false)?.shape(), &[1, 8, 10, 3]);
 /// assert_eq!(up.kernel().unwrap().shape(), [3, 3, 3, 2]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```

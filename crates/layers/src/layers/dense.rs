@@ -10,7 +10,7 @@ use crate::activations::Activation;
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Error, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
 
 /// Dense's constructor arguments (Keras names and defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ impl Default for DenseConfig {
 /// use rime_layers::{activations::Activation, Dense, Layer};
 /// use rime_tensor::Tensor;
 /// let layer = Dense::new(2).activation(Activation::Relu);
-/// let y = layer.call(&Tensor::<f32>::ones([5, 3]), true)?;
+/// let y = layer.call(&Tensor::<f32>::ones([5, 3])?, true)?;
 /// assert_eq!(y.shape(), &[5, 2]);
 /// assert_eq!(layer.kernel().unwrap().shape(), [3, 2]);
 /// # Ok::<(), rime_layers::Error>(())
@@ -108,12 +108,7 @@ impl<T: Element> Dense<T> {
 
     /// From a full config; errors if `units` is 0 or a regularizer is invalid.
     pub fn from_config(config: DenseConfig) -> Result<Self> {
-        if config.units == 0 {
-            return Err(Error::InvalidArgument {
-                what: "Dense".into(),
-                msg: "units must be > 0".into(),
-            });
-        }
+        super::common::check_size("Dense", "units", config.units)?;
         for r in [
             &config.kernel_regularizer,
             &config.bias_regularizer,
@@ -214,8 +209,15 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 
     fn build(&self, input_shapes: &[Shape]) -> Result<()> {
-        if self.config.units == 0 {
-            return Err(self.base.bad_input(input_shapes, "units must be > 0"));
+        if self.config.units == 0 || self.config.units > super::common::MAX_SIZE {
+            return Err(self.base.bad_input(
+                input_shapes,
+                format!(
+                    "units must be in 1..={}, got {}",
+                    super::common::MAX_SIZE,
+                    self.config.units
+                ),
+            ));
         }
         let input_dim = match input_shapes {
             [s] if s.rank() >= 1 => s[s.rank() - 1],

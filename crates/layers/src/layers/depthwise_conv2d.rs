@@ -128,7 +128,7 @@ impl DepthwiseConv2DConfig {
 /// use rime_layers::{DepthwiseConv2D, Layer};
 /// use rime_tensor::Tensor;
 /// let dw = DepthwiseConv2D::new([3, 3]).depth_multiplier(2);
-/// assert_eq!(dw.call(&Tensor::<f32>::ones([1, 5, 5, 3]), false)?.shape(), &[1, 3, 3, 6]);
+/// assert_eq!(dw.call(&Tensor::<f32>::ones([1, 5, 5, 3])?, false)?.shape(), &[1, 3, 3, 6]);
 /// assert_eq!(dw.kernel().unwrap().shape(), [3, 3, 3, 2]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```

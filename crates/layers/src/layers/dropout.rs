@@ -60,7 +60,7 @@ impl DropoutConfig {
 /// use rime_layers::{Dropout, Layer};
 /// use rime_tensor::Tensor;
 /// let drop = Dropout::<f32>::new(0.5)?.seed(7);
-/// let x = Tensor::ones([4, 100]);
+/// let x = Tensor::ones([4, 100])?;
 /// assert_eq!(drop.call(&x, false)?, x); // inference: identity
 /// let y = drop.call(&x, true)?;
 /// assert!(y.as_slice().iter().all(|&v| v == 0.0 || v == 2.0));

@@ -6,7 +6,7 @@ use rime_tape::Variable;
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{constraint, invalid, single_shape, validate_regularizers};
+use super::common::{check_size, constraint, single_shape, validate_regularizers};
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
@@ -88,15 +88,8 @@ impl<T: Element> Embedding<T> {
 
     /// From a full config; errors if a size is 0 or the regularizer is invalid.
     pub fn from_config(config: EmbeddingConfig) -> Result<Self> {
-        if config.input_dim == 0 || config.output_dim == 0 {
-            return Err(invalid(
-                "Embedding",
-                format!(
-                    "input_dim and output_dim must be > 0, got {} and {}",
-                    config.input_dim, config.output_dim
-                ),
-            ));
-        }
+        check_size("Embedding", "input_dim", config.input_dim)?;
+        check_size("Embedding", "output_dim", config.output_dim)?;
         validate_regularizers([&config.embeddings_regularizer])?;
         Ok(Embedding {
             base: LayerBase::new("Embedding", config.name.clone()),

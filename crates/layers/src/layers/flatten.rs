@@ -41,7 +41,7 @@ pub struct FlattenConfig {
 /// use rime_layers::{Flatten, Layer};
 /// use rime_tensor::{Shape, Tensor};
 /// let flat = Flatten::<f32>::new();
-/// assert_eq!(flat.call(&Tensor::zeros([2, 3, 4]), false)?.shape(), &[2, 12]);
+/// assert_eq!(flat.call(&Tensor::zeros([2, 3, 4])?, false)?.shape(), &[2, 12]);
 /// assert_eq!(flat.compute_output_shape(&[Shape::from([5])])?, vec![Shape::from([5, 1])]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```

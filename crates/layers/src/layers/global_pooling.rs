@@ -107,23 +107,23 @@ global_pooling_layer!(
     GlobalAveragePooling2D,
     false,
     2,
-    "Keras' GlobalAveragePooling2D: `[batch, h, w, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalAveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalAveragePooling2D::new().call(&Tensor::<f32>::ones([2, 3, 3, 4]), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' GlobalAveragePooling2D: `[batch, h, w, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalAveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalAveragePooling2D::new().call(&Tensor::<f32>::ones([2, 3, 3, 4]).unwrap(), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 global_pooling_layer!(
     GlobalMaxPooling2D,
     true,
     2,
-    "Keras' GlobalMaxPooling2D: `[batch, h, w, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalMaxPooling2D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalMaxPooling2D::new().keepdims(true).call(&Tensor::<f32>::ones([2, 3, 3, 4]), false)?;\nassert_eq!(y.shape(), &[2, 1, 1, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' GlobalMaxPooling2D: `[batch, h, w, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalMaxPooling2D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalMaxPooling2D::new().keepdims(true).call(&Tensor::<f32>::ones([2, 3, 3, 4]).unwrap(), false)?;\nassert_eq!(y.shape(), &[2, 1, 1, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 global_pooling_layer!(
     GlobalAveragePooling1D,
     false,
     1,
-    "Keras' GlobalAveragePooling1D: `[batch, steps, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalAveragePooling1D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalAveragePooling1D::new().call(&Tensor::<f32>::ones([2, 5, 4]), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' GlobalAveragePooling1D: `[batch, steps, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalAveragePooling1D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalAveragePooling1D::new().call(&Tensor::<f32>::ones([2, 5, 4]).unwrap(), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 global_pooling_layer!(
     GlobalMaxPooling1D,
     true,
     1,
-    "Keras' GlobalMaxPooling1D: `[batch, steps, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalMaxPooling1D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalMaxPooling1D::new().call(&Tensor::<f32>::ones([2, 5, 4]), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' GlobalMaxPooling1D: `[batch, steps, c]` → `[batch, c]`.\n\n```\nuse rime_layers::{GlobalMaxPooling1D, Layer};\nuse rime_tensor::Tensor;\nlet y = GlobalMaxPooling1D::new().call(&Tensor::<f32>::ones([2, 5, 4]).unwrap(), false)?;\nassert_eq!(y.shape(), &[2, 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );

@@ -33,8 +33,8 @@ pub struct MultiplyConfig {
 /// let b = Tensor::from_vec(vec![3.0, 5.0], [2, 1])?;
 /// assert_eq!(merge.call_many(&[a.clone(), b], false)?[0].to_vec(), vec![3.0, 10.0]);
 /// // [2, 1] and [2, 3, 1] broadcast to [2, 3, 1]
-/// assert_eq!(merge.call_many(&[a.clone(), Tensor::ones([2, 3, 1])], false)?[0].shape(), &[2, 3, 1]);
-/// assert!(merge.call_many(&[a, Tensor::ones([3, 1])], false).is_err()); // batch sizes differ
+/// assert_eq!(merge.call_many(&[a.clone(), Tensor::ones([2, 3, 1])?], false)?[0].shape(), &[2, 3, 1]);
+/// assert!(merge.call_many(&[a, Tensor::ones([3, 1])?], false).is_err()); // batch sizes differ
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Multiply<T: Element = f32> {

@@ -239,13 +239,13 @@ pooling_layer!(
     MaxPooling2D,
     Reduce::Max,
     2,
-    "Keras' MaxPooling2D over `[batch, height, width, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling2D, layers::Padding};\nuse rime_tensor::Tensor;\nlet pool = MaxPooling2D::new(&[2, 2])?.padding(Padding::Same)?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 5, 4, 3]), false)?.shape(), &[1, 3, 2, 3]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' MaxPooling2D over `[batch, height, width, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling2D, layers::Padding};\nuse rime_tensor::Tensor;\nlet pool = MaxPooling2D::new(&[2, 2])?.padding(Padding::Same)?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 5, 4, 3]).unwrap(), false)?.shape(), &[1, 3, 2, 3]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 pooling_layer!(
     AveragePooling2D,
     Reduce::Avg,
     2,
-    "Keras' AveragePooling2D (with `same` padding each window is divided by its real elements).\n\n```\nuse rime_layers::{AveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet pool = AveragePooling2D::new(&[2])?.strides(&[1, 1])?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 3, 3, 1]), false)?.to_vec(), vec![1.0; 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' AveragePooling2D (with `same` padding each window is divided by its real elements).\n\n```\nuse rime_layers::{AveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet pool = AveragePooling2D::new(&[2])?.strides(&[1, 1])?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 3, 3, 1]).unwrap(), false)?.to_vec(), vec![1.0; 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 pooling_layer!(
     MaxPooling1D,

@@ -3,7 +3,7 @@
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{invalid, single_shape};
+use super::common::{MAX_SIZE, invalid, single_shape};
 use crate::{CallContext, Layer, LayerBase, Result};
 
 /// Reshape's constructor arguments (Keras names).
@@ -30,8 +30,8 @@ pub struct ReshapeConfig {
 /// use rime_layers::{Layer, Reshape};
 /// use rime_tensor::Tensor;
 /// let r = Reshape::<f32>::new(vec![-1, 2])?;
-/// assert_eq!(r.call(&Tensor::zeros([5, 3, 4]), false)?.shape(), &[5, 6, 2]);
-/// assert!(r.call(&Tensor::zeros([5, 3]), false).is_err()); // 3 is not a multiple of 2
+/// assert_eq!(r.call(&Tensor::zeros([5, 3, 4])?, false)?.shape(), &[5, 6, 2]);
+/// assert!(r.call(&Tensor::zeros([5, 3])?, false).is_err()); // 3 is not a multiple of 2
 /// assert!(Reshape::<f32>::new(vec![-1, -1]).is_err());
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
@@ -57,6 +57,16 @@ impl<T: Element> Reshape<T> {
             return Err(invalid(
                 "Reshape",
                 format!("target_shape entries must be positive, with at most one -1; got {t:?}"),
+            ));
+        }
+        let known = t
+            .iter()
+            .filter(|&&d| d > 0)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+        if known.is_none_or(|k| k > MAX_SIZE) {
+            return Err(invalid(
+                "Reshape",
+                format!("target_shape {t:?} has more than {MAX_SIZE} elements"),
             ));
         }
         let base = LayerBase::new("Reshape", config.name.clone());

@@ -38,7 +38,7 @@ impl Default for UpSampling2DConfig {
 /// use rime_layers::{Layer, UpSampling2D};
 /// use rime_tensor::Tensor;
 /// let up = UpSampling2D::new([2, 3])?;
-/// assert_eq!(up.call(&Tensor::<f32>::ones([1, 2, 2, 1]), false)?.shape(), &[1, 4, 6, 1]);
+/// assert_eq!(up.call(&Tensor::<f32>::ones([1, 2, 2, 1])?, false)?.shape(), &[1, 4, 6, 1]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct UpSampling2D<T: Element = f32> {

@@ -35,7 +35,7 @@ impl Default for ZeroPadding2DConfig {
 /// use rime_layers::{Layer, ZeroPadding2D};
 /// use rime_tensor::Tensor;
 /// let pad = ZeroPadding2D::new([[1, 0], [2, 2]]);
-/// assert_eq!(pad.call(&Tensor::<f32>::ones([1, 3, 3, 2]), false)?.shape(), &[1, 4, 7, 2]);
+/// assert_eq!(pad.call(&Tensor::<f32>::ones([1, 3, 3, 2])?, false)?.shape(), &[1, 4, 7, 2]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct ZeroPadding2D<T: Element = f32> {

@@ -176,7 +176,7 @@ pub fn call_symbolic<T: Element>(
 /// let h2 = h1.apply(shared.clone())?;
 /// let h3 = h2.apply(shared.clone())?; // the same weights twice
 /// let model = Model::new(&[&x], &[&h1, &h3])?; // two outputs
-/// let outs = model.call_many(&[Tensor::ones([2, 4])], false)?;
+/// let outs = model.call_many(&[Tensor::ones([2, 4])?], false)?;
 /// assert_eq!(outs[1].shape(), &[2, 8]);
 /// // a model from an inner tensor onwards shares the weights
 /// let tail = Model::new(&[&h2], &[&h3])?;

@@ -46,7 +46,7 @@ impl<T: Element, L: Layer<T> + 'static> IntoLayerRef<T> for L {
 /// use rime_tensor::Tensor;
 /// let model = Sequential::<f32>::new().add(Dense::new(3)).with_input_shape([2])?;
 /// let copy = clone_model(&model)?;
-/// let x = Tensor::ones([1, 2]);
+/// let x = Tensor::ones([1, 2])?;
 /// assert_ne!(model.call(&x, false)?, copy.call(&x, false)?);
 /// copy.set_weights(&model.get_weights())?;
 /// assert_eq!(model.call(&x, false)?, copy.call(&x, false)?);

@@ -22,7 +22,7 @@ use crate::{CallContext, Error, Layer, LayerBase, Result};
 /// let model = Sequential::new()
 ///     .add(Dense::new(16).activation(Activation::Relu))
 ///     .add(Dense::new(3));
-/// let y = model.call(&Tensor::<f32>::ones([8, 4]), true)?;
+/// let y = model.call(&Tensor::<f32>::ones([8, 4])?, true)?;
 /// assert_eq!(y.shape(), &[8, 3]);
 /// assert_eq!(model.count_params(), 4 * 16 + 16 + 16 * 3 + 3);
 /// # Ok::<(), rime_layers::Error>(())

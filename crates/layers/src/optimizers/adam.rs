@@ -6,7 +6,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{Common, Rule, check_range, invalid, optimizer_common};
+use super::{Common, Rule, check_decay, check_positive, optimizer_common};
 use crate::Result;
 
 /// Adam (Keras 3's `Adam`; defaults: learning rate 0.001, β₁ 0.9, β₂ 0.999,
@@ -21,9 +21,9 @@ use crate::Result;
 /// use rime_layers::optimizers::{Adam, Optimizer};
 /// use rime_tape::Variable;
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0));
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0)?);
 /// let mut opt = Adam::new().learning_rate(0.1);
-/// opt.apply_gradients(&[Some(Tensor::full([1], 3.0))], &[w.clone()])?;
+/// opt.apply_gradients(&[Some(Tensor::full([1], 3.0)?)], &[w.clone()])?;
 /// // the first Adam step moves every element by about lr
 /// assert!((w.to_vec()[0] - 0.9).abs() < 1e-6);
 /// # Ok::<(), rime_layers::Error>(())
@@ -41,10 +41,10 @@ pub struct Adam {
 /// use rime_layers::optimizers::{AdamW, Optimizer};
 /// use rime_tape::Variable;
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f64>::full([1], 2.0));
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 2.0)?);
 /// let mut opt = AdamW::new().learning_rate(0.1).weight_decay(0.5);
 /// // a zero gradient: only the decay moves the weight
-/// opt.apply_gradients(&[Some(Tensor::zeros([1]))], &[w.clone()])?;
+/// opt.apply_gradients(&[Some(Tensor::zeros([1])?)], &[w.clone()])?;
 /// assert!((w.to_vec()[0] - (2.0 - 2.0 * 0.5 * 0.1)).abs() < 1e-12);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
@@ -159,15 +159,9 @@ impl Rule for AdamRule {
     }
 
     fn validate(&self) -> Result<()> {
-        check_range(Self::NAME, "beta_1", self.beta_1, 0.0, 1.0)?;
-        check_range(Self::NAME, "beta_2", self.beta_2, 0.0, 1.0)?;
-        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(invalid(
-                Self::NAME,
-                format!("epsilon must be >= 0, got {}", self.epsilon),
-            ));
-        }
-        Ok(())
+        check_decay(Self::NAME, "beta_1", self.beta_1)?;
+        check_decay(Self::NAME, "beta_2", self.beta_2)?;
+        check_positive(Self::NAME, "epsilon", self.epsilon)
     }
 
     fn update<T: Element>(

@@ -22,7 +22,7 @@
 //! use rime_layers::optimizers::{Optimizer, Sgd};
 //! use rime_tape::{GradientTape, Variable};
 //! use rime_tensor::Tensor;
-//! let w = Variable::new("w", Tensor::<f32>::full([2], 1.0));
+//! let w = Variable::new("w", Tensor::<f32>::full([2], 1.0)?);
 //! let mut opt = Sgd::new().learning_rate(0.1);
 //! let tape = GradientTape::new();
 //! let loss = w.value().square().sum_all(); // gradient 2w
@@ -101,6 +101,11 @@ pub trait Optimizer<T: Element = f32>: Send {
 
     /// Keras-style configuration (`learning_rate`, `momentum`, ...).
     fn get_config(&self) -> Value;
+
+    /// How many variables the optimizer holds state (slots) for. State of a
+    /// variable that has been dropped is released at the next update, so a
+    /// loop creating fresh variables does not grow this without bound.
+    fn tracked_variables(&self) -> usize;
 
     /// Replaces the learning rate (or schedule) by a constant, as Keras'
     /// `optimizer.learning_rate = lr` (what `LearningRateScheduler` and
@@ -229,6 +234,10 @@ impl Common {
         self.iterations
     }
 
+    pub fn tracked_variables(&self) -> usize {
+        self.state.len()
+    }
+
     pub fn current_learning_rate(&self) -> f64 {
         self.learning_rate.at(self.iterations)
     }
@@ -294,7 +303,7 @@ impl Common {
         let Some(Slots(slots)) = self
             .state
             .get(&var.id())
-            .and_then(|s| s.downcast_ref::<Slots<T>>())
+            .and_then(|s| s.slots.downcast_ref::<Slots<T>>())
         else {
             return Vec::new();
         };
@@ -322,6 +331,13 @@ impl Common {
         rule.validate()?;
         self.validate(name)?;
         let items = check_inputs(name, grads, vars, masks)?;
+        if let Some(var) = items.iter().map(|&i| &vars[i]).find(|v| v.is_updating()) {
+            return Err(rime_tape::Error::ReentrantUpdate {
+                variable: var.name().to_string(),
+                call: "apply_gradients",
+            }
+            .into());
+        }
         let lr = self.current_learning_rate();
         let n_slots = rule.slot_names().len();
 
@@ -401,16 +417,19 @@ impl Common {
             }
             let all = 0..var.len();
             let runs = runs_of(masks[i].as_deref(), &all);
-            let slots = slots_mut::<T>(&mut self.state, var.id(), n_slots, var.len());
-            var.update(|w| step(var, w, effective[k].as_slice(), slots, runs));
+            let slots = slots_mut::<T>(&mut self.state, var, n_slots);
+            var.update(|w| step(var, w, effective[k].as_slice(), slots, runs))?;
         }
         for (i, merged, slots) in staged {
             let var = &vars[i];
-            var.update(|w| w.copy_from_slice(&merged));
+            var.update(|w| w.copy_from_slice(&merged))?;
             if n_slots > 0 {
-                self.state.insert(var.id(), Box::new(Slots(slots)));
+                self.state.insert(var.id(), Entry::new(var, slots));
             }
         }
+        // release the state of variables dropped since (their ids never
+        // come back)
+        self.state.retain(|_, e| (e.alive)());
         self.iterations += 1;
         Ok(())
     }
@@ -435,29 +454,60 @@ impl Common {
     }
 }
 
-type State = FxHashMap<TensorId, Box<dyn Any + Send>>;
+/// Per variable (by id): whether it is still alive (a weak handle, so the
+/// optimizer does not keep it or its state alive) and its `Slots<T>`.
+type State = FxHashMap<TensorId, Entry>;
+
+pub(crate) struct Entry {
+    alive: Box<dyn Fn() -> bool + Send>,
+    slots: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("alive", &(self.alive)())
+            .finish()
+    }
+}
+
+impl Entry {
+    pub(crate) fn new<T: Element>(var: &Variable<T>, slots: Vec<Vec<T>>) -> Self {
+        let weak = var.downgrade();
+        Entry {
+            alive: Box::new(move || weak.is_alive()),
+            slots: Box::new(Slots(slots)),
+        }
+    }
+}
 
 fn slot_copy<T: Element>(state: &State, id: TensorId, n: usize, len: usize) -> Vec<Vec<T>> {
-    match state.get(&id).and_then(|s| s.downcast_ref::<Slots<T>>()) {
+    match state
+        .get(&id)
+        .and_then(|s| s.slots.downcast_ref::<Slots<T>>())
+    {
         Some(Slots(s)) => s.clone(),
         None => vec![vec![T::zero(); len]; n],
     }
 }
 
-fn slots_mut<T: Element>(
-    state: &mut State,
-    id: TensorId,
+fn slots_mut<'a, T: Element>(
+    state: &'a mut State,
+    var: &Variable<T>,
     n: usize,
-    len: usize,
-) -> &mut Vec<Vec<T>> {
+) -> &'a mut Vec<Vec<T>> {
+    let len = var.len();
     let entry = state
-        .entry(id)
-        .or_insert_with(|| Box::new(Slots(vec![vec![T::zero(); len]; n])));
-    if !entry.is::<Slots<T>>() {
+        .entry(var.id())
+        .or_insert_with(|| Entry::new(var, vec![vec![T::zero(); len]; n]));
+    if !entry.slots.is::<Slots<T>>() {
         // variable ids are unique, so this only happens for a new variable
-        *entry = Box::new(Slots(vec![vec![T::zero(); len]; n]));
+        *entry = Entry::new(var, vec![vec![T::zero(); len]; n]);
     }
-    &mut entry.downcast_mut::<Slots<T>>().expect("just checked").0
+    match entry.slots.downcast_mut::<Slots<T>>() {
+        Some(Slots(s)) => s,
+        None => unreachable!("replaced by slots of this type just above"),
+    }
 }
 
 fn runs_of<'a>(mask: Option<&'a ResolvedMask>, all: &'a Range<usize>) -> &'a [Range<usize>] {
@@ -589,6 +639,26 @@ pub(crate) fn invalid(name: &str, msg: String) -> Error {
     }
 }
 
+/// `v` in `[0, 1)`: a decay rate (beta, rho) of 1 would never update (or,
+/// for Adam's bias correction, divide by zero).
+pub(crate) fn check_decay(name: &str, what: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+        return Err(invalid(name, format!("{what} must be in [0, 1), got {v}")));
+    }
+    Ok(())
+}
+
+/// `v` finite and `> 0` (an epsilon of 0 gives 0/0 with a zero gradient).
+pub(crate) fn check_positive(name: &str, what: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(invalid(
+            name,
+            format!("{what} must be finite and > 0, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_range(name: &str, what: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
     if !(v.is_finite() && v >= lo && v <= hi) {
         return Err(invalid(
@@ -687,6 +757,10 @@ macro_rules! optimizer_common {
             ) -> Vec<(&'static str, rime_tensor::Tensor<T>)> {
                 use $crate::optimizers::Rule;
                 self.common.slots(self.rule.slot_names(), var)
+            }
+
+            fn tracked_variables(&self) -> usize {
+                self.common.tracked_variables()
             }
 
             fn set_learning_rate(&mut self, lr: f64) -> $crate::Result<()> {

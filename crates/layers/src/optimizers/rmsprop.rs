@@ -6,7 +6,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{Common, Rule, check_range, invalid, optimizer_common};
+use super::{Common, Rule, check_decay, check_positive, check_range, optimizer_common};
 use crate::Result;
 
 /// RMSprop (Keras 3's `RMSprop`; defaults: learning rate 0.001, rho 0.9,
@@ -21,9 +21,9 @@ use crate::Result;
 /// use rime_layers::optimizers::{Optimizer, RmsProp};
 /// use rime_tape::Variable;
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0));
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0)?);
 /// let mut opt = RmsProp::new().learning_rate(0.01);
-/// opt.apply_gradients(&[Some(Tensor::full([1], 2.0))], &[w.clone()])?;
+/// opt.apply_gradients(&[Some(Tensor::full([1], 2.0)?)], &[w.clone()])?;
 /// // v = 0.1·4 = 0.4; w = 1 − 0.01·2/√(0.4 + 1e-7)
 /// let expected = 1.0 - 0.02 / (0.4f64 + 1e-7).sqrt();
 /// assert!((w.to_vec()[0] - expected).abs() < 1e-12);
@@ -103,15 +103,9 @@ impl Rule for RmsPropRule {
     }
 
     fn validate(&self) -> Result<()> {
-        check_range(Self::NAME, "rho", self.rho, 0.0, 1.0)?;
+        check_decay(Self::NAME, "rho", self.rho)?;
         check_range(Self::NAME, "momentum", self.momentum, 0.0, 1.0)?;
-        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(invalid(
-                Self::NAME,
-                format!("epsilon must be >= 0, got {}", self.epsilon),
-            ));
-        }
-        Ok(())
+        check_positive(Self::NAME, "epsilon", self.epsilon)
     }
 
     fn update<T: Element>(

@@ -19,10 +19,10 @@ use crate::Result;
 /// use rime_layers::optimizers::{Optimizer, Sgd};
 /// use rime_tape::Variable;
 /// use rime_tensor::Tensor;
-/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0));
+/// let w = Variable::new("w", Tensor::<f64>::full([1], 1.0)?);
 /// let mut opt = Sgd::new().learning_rate(0.1).momentum(0.9);
 /// for _ in 0..2 {
-///     opt.apply_gradients(&[Some(Tensor::full([1], 1.0))], &[w.clone()])?;
+///     opt.apply_gradients(&[Some(Tensor::full([1], 1.0)?)], &[w.clone()])?;
 /// }
 /// // m₁ = −0.1, m₂ = 0.9·(−0.1) − 0.1 = −0.19: w = 1 − 0.1 − 0.19
 /// assert!((w.to_vec()[0] - 0.71).abs() < 1e-12);

@@ -4,7 +4,7 @@
 use rime_tape::Variable;
 use rime_tensor::{Element, Tensor};
 
-use super::{Common, Slots, invalid};
+use super::{Common, invalid};
 use crate::Result;
 
 /// Everything an optimizer has learned while training: the iteration count
@@ -117,7 +117,7 @@ impl Common {
                 self.state.remove(&v.id());
             } else {
                 let values = slots.iter().map(|(_, t)| t.to_vec()).collect();
-                self.state.insert(v.id(), Box::new(Slots(values)));
+                self.state.insert(v.id(), super::Entry::new(v, values));
             }
         }
         self.iterations = state.iterations;

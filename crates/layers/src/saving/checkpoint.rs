@@ -39,7 +39,7 @@ pub struct Counters {
 /// use rime_layers::{losses::MeanSquaredError, optimizers::{Adam, Optimizer}, Dense, Layer, Sequential, TrainStep};
 /// use rime_tensor::Tensor;
 /// let build = || Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2]);
-/// let (x, y) = (Tensor::ones([4, 2]), Tensor::zeros([4, 1]));
+/// let (x, y) = (Tensor::ones([4, 2])?, Tensor::zeros([4, 1])?);
 /// let model = build()?;
 /// let mut step = TrainStep::new(&model, Adam::new(), MeanSquaredError::new());
 /// step.run(&x, &y)?;

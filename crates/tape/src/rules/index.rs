@@ -12,7 +12,7 @@ pub(super) fn backward<T: Element>(op: &IndexOp, c: &Ctx<'_, T>) -> Result<Grads
         IndexOp::IndexSelect { axis, indices } => {
             let x = c.x[0];
             let g = c.grad_if(0, || {
-                Tensor::zeros(x.shape().clone()).scatter_add(*axis as isize, indices, dy)
+                Tensor::zeros_like(x).scatter_add(*axis as isize, indices, dy)
             })?;
             one(g)
         }

@@ -74,7 +74,7 @@ fn masked_block<T: Element>(
     Ok(match mask.structure() {
         MaskStructure::Rows(rows) => Some(l.matmul_t_blocks(r, tl, tr, Some(rows), None)?),
         MaskStructure::Cols(cols) => Some(l.matmul_t_blocks(r, tl, tr, None, Some(cols))?),
-        MaskStructure::Nothing => Some(Tensor::zeros(x.shape().clone())),
+        MaskStructure::Nothing => Some(Tensor::zeros_like(x)),
         MaskStructure::All | MaskStructure::Irregular => None,
     })
 }

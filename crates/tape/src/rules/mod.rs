@@ -22,7 +22,7 @@ mod pool;
 mod reduce;
 mod unary;
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
 use rime_tensor::{DType, DynTensor, Element, Op, Tensor};
 use smallvec::SmallVec;
@@ -67,17 +67,49 @@ pub(crate) struct Ctx<'a, T: Element> {
     pub y: &'a Tensor<T>,
     /// The gradient flowing into the output.
     pub dy: &'a Tensor<T>,
-    /// Bit `i`: input `i` needs a gradient.
-    needs: u32,
+    /// The inputs that need a gradient.
+    needs: &'a InputSet,
     hints: &'a [Option<&'a ResolvedMask>],
-    premasked: Cell<u32>,
+    premasked: RefCell<InputSet>,
+}
+
+/// A set of input positions of one node, for any number of inputs (a
+/// 40-way concatenation has 40): one bit per input, inline up to 64.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct InputSet(SmallVec<[u64; 1]>);
+
+impl InputSet {
+    /// Adds input `i`.
+    pub fn insert(&mut self, i: usize) {
+        let (word, bit) = (i / 64, i % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    /// Whether input `i` is in the set.
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Whether no input is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// Removes every input (keeping the storage).
+    pub fn clear(&mut self) {
+        self.0.iter_mut().for_each(|w| *w = 0);
+    }
 }
 
 impl<T: Element> Ctx<'_, T> {
     /// Whether input `i` needs a gradient.
     #[inline]
     pub fn needs(&self, i: usize) -> bool {
-        self.needs & (1 << i) != 0
+        self.needs.contains(i)
     }
 
     /// The trainable mask of input `i`, when it is a read of a masked
@@ -89,7 +121,7 @@ impl<T: Element> Ctx<'_, T> {
     /// Declares that the gradient returned for input `i` is already exactly
     /// zero at the frozen elements of its hint mask.
     pub fn mark_premasked(&self, i: usize) {
-        self.premasked.set(self.premasked.get() | (1 << i));
+        self.premasked.borrow_mut().insert(i);
     }
 
     /// Computes input `i`'s gradient with `f` only if it is needed.
@@ -113,15 +145,15 @@ impl<T: Element> Ctx<'_, T> {
 pub(crate) type Sink<'a> = dyn FnMut(usize, DynTensor, bool) -> Result<()> + 'a;
 
 /// Applies the rule of a node's op to the gradient `dy` of its output and
-/// hands each needed input gradient to `sink`. `needs` has bit `i` set for
-/// each input that needs a gradient; `hints` is empty or has one entry per
+/// hands each needed input gradient to `sink`. `needs` holds each input
+/// that needs a gradient; `hints` is empty or has one entry per
 /// input. (Variable reads pass their gradient on in the tape itself.)
 pub(crate) fn backward(
     op: &NodeOp,
     inputs: &[&DynTensor],
     output: &DynTensor,
     dy: &DynTensor,
-    needs: u32,
+    needs: &InputSet,
     hints: &[Option<&ResolvedMask>],
     sink: &mut Sink<'_>,
 ) -> Result<()> {
@@ -131,7 +163,7 @@ pub(crate) fn backward(
             let grads = backward(inputs, output, dy)?;
             check_custom(name, inputs, &grads)?;
             for (k, g) in grads.into_iter().enumerate() {
-                if let (true, Some(g)) = (needs & (1 << k) != 0, g) {
+                if let (true, Some(g)) = (needs.contains(k), g) {
                     sink(k, g, false)?;
                 }
             }
@@ -157,7 +189,7 @@ fn typed<T: Element>(
     inputs: &[&DynTensor],
     output: &DynTensor,
     dy: &Tensor<T>,
-    needs: u32,
+    needs: &InputSet,
     hints: &[Option<&ResolvedMask>],
     sink: &mut Sink<'_>,
 ) -> Result<()> {
@@ -178,7 +210,7 @@ fn typed<T: Element>(
         dy,
         needs,
         hints,
-        premasked: Cell::new(0),
+        premasked: RefCell::new(InputSet::default()),
     };
     match inputs.len() {
         1 => apply(op, &ctx(&[x(0)?]), sink),
@@ -222,10 +254,10 @@ fn apply<T: Element>(op: &Op, ctx: &Ctx<'_, T>, sink: &mut Sink<'_>) -> Result<(
             .all(|(g, x)| g.as_ref().is_none_or(|g| g.shape() == x.shape())),
         "rule for {op:?} returned a gradient of the wrong shape"
     );
-    let premasked = ctx.premasked.get();
+    let premasked = ctx.premasked.borrow();
     for (k, g) in grads.into_iter().enumerate() {
-        if let (true, Some(g)) = (needs & (1 << k) != 0, g) {
-            sink(k, T::into_dyn(g), premasked & (1 << k) != 0)?;
+        if let (true, Some(g)) = (needs.contains(k), g) {
+            sink(k, T::into_dyn(g), premasked.contains(k))?;
         }
     }
     Ok(())

@@ -55,7 +55,7 @@ pub(super) fn backward<T: Element>(op: UnaryOp, c: &Ctx<'_, T>) -> Result<Grads<
             let inside = x.ge_scalar(of(min)).mul(&x.le_scalar(of(max)))?;
             dy.mul(&inside)
         }
-        UnaryOp::Sign => Ok(Tensor::zeros(x.shape().clone())),
+        UnaryOp::Sign => Ok(Tensor::zeros_like(x)),
     })?;
     Ok(one(g))
 }

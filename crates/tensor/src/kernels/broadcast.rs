@@ -11,9 +11,9 @@ use std::mem::MaybeUninit;
 
 use smallvec::SmallVec;
 
-use super::{build, vectorized, write_fill, write_map, write_zip};
+use super::{try_build, vectorized, write_fill, write_map, write_zip};
 use crate::shape::broadcast_strides;
-use crate::{Element, Shape};
+use crate::{Element, Result, Shape};
 
 type Dims = SmallVec<[usize; 4]>;
 
@@ -140,7 +140,9 @@ fn for_range<T, const N: usize>(
 
 /// `out = f(a, b)` with broadcasting; `out_shape` is the broadcast shape and
 /// `cost` the work per element (see [`super::ARITH`]).
+#[allow(clippy::too_many_arguments)] // op name, two operands with shapes, output shape, cost, f
 pub(crate) fn binary<T: Element, F>(
+    op: &'static str,
     a: &[T],
     a_shape: &Shape,
     b: &[T],
@@ -148,16 +150,17 @@ pub(crate) fn binary<T: Element, F>(
     out_shape: &Shape,
     cost: usize,
     f: F,
-) -> Vec<T>
+) -> Result<Vec<T>>
 where
     F: Fn(T, T) -> T + Sync + Send,
 {
     if a_shape == b_shape {
-        return super::zip_map(a, b, cost, f);
+        return Ok(super::zip_map(a, b, cost, f));
     }
     let plan = Plan::new([a_shape, b_shape], out_shape);
     let [sa, sb] = plan.inner_stride;
-    build(out_shape.numel(), cost, |start, dst| {
+    let n = out_shape.checked_len::<T>(op)?;
+    try_build(op, n, cost, |start, dst| {
         vectorized(
             #[inline(always)]
             || {
@@ -188,14 +191,20 @@ where
 }
 
 /// `out = f(a, b, c)` with broadcasting (used by `select`).
-pub(crate) fn ternary<T: Element, F>(inputs: [(&[T], &Shape); 3], out_shape: &Shape, f: F) -> Vec<T>
+pub(crate) fn ternary<T: Element, F>(
+    op: &'static str,
+    inputs: [(&[T], &Shape); 3],
+    out_shape: &Shape,
+    f: F,
+) -> Result<Vec<T>>
 where
     F: Fn(T, T, T) -> T + Sync + Send,
 {
     let plan = Plan::new([inputs[0].1, inputs[1].1, inputs[2].1], out_shape);
     let [s0, s1, s2] = plan.inner_stride;
     let (x, y, z) = (inputs[0].0, inputs[1].0, inputs[2].0);
-    build(out_shape.numel(), super::ARITH, |start, dst| {
+    let n = out_shape.checked_len::<T>(op)?;
+    try_build(op, n, super::ARITH, |start, dst| {
         vectorized(
             #[inline(always)]
             || {
@@ -224,10 +233,16 @@ where
 }
 
 /// Materializes `x` broadcast to `out_shape`.
-pub(crate) fn expand<T: Element>(x: &[T], x_shape: &Shape, out_shape: &Shape) -> Vec<T> {
+pub(crate) fn expand<T: Element>(
+    op: &'static str,
+    x: &[T],
+    x_shape: &Shape,
+    out_shape: &Shape,
+) -> Result<Vec<T>> {
+    let n = out_shape.checked_len::<T>(op)?;
     let plan = Plan::new([x_shape], out_shape);
     let [s] = plan.inner_stride;
-    build(out_shape.numel(), super::ARITH, |start, dst| {
+    try_build(op, n, super::ARITH, |start, dst| {
         for_range(&plan, start, dst, |o, [ox]| {
             if s == 1 {
                 write_map(o, &x[ox..ox + o.len()], |v| v)
@@ -272,9 +287,17 @@ mod tests {
         for &(sa, sb, so) in cases {
             let a: Vec<f64> = (0..Shape::from(sa).numel()).map(|i| i as f64).collect();
             let b: Vec<f64> = (0..Shape::from(sb).numel()).map(|i| -(i as f64)).collect();
-            let got = binary(&a, &sa.into(), &b, &sb.into(), &so.into(), 1, |x, y| {
-                x * 10.0 + y
-            });
+            let got = binary(
+                "t",
+                &a,
+                &sa.into(),
+                &b,
+                &sb.into(),
+                &so.into(),
+                1,
+                |x, y| x * 10.0 + y,
+            )
+            .unwrap();
             assert_eq!(got, naive(&a, sa, &b, sb, so), "{sa:?} {sb:?}");
         }
     }
@@ -286,6 +309,7 @@ mod tests {
         let a: Vec<f64> = (0..r * c).map(|i| i as f64).collect();
         let b: Vec<f64> = (0..c).map(|i| i as f64 * 0.5).collect();
         let got = binary(
+            "t",
             &a,
             &[r, c].into(),
             &b,
@@ -293,7 +317,8 @@ mod tests {
             &[r, c].into(),
             1,
             |x, y| x - y,
-        );
+        )
+        .unwrap();
         for i in 0..r * c {
             assert_eq!(got[i], a[i] - b[i % c]);
         }
@@ -304,6 +329,7 @@ mod tests {
         let n = crate::kernels::PAR_THRESHOLD * 2 + 3;
         let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let got = binary(
+            "t",
             &a,
             &[n].into(),
             &[2.0],
@@ -311,7 +337,8 @@ mod tests {
             &[n].into(),
             1,
             |x, y| x * y,
-        );
+        )
+        .unwrap();
         assert!(got.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f64));
         // [r, 1] op [1, c]: neither operand is contiguous along a row
         let (r, c) = (1001, 263);
@@ -319,6 +346,7 @@ mod tests {
         let col: Vec<f64> = (0..r).map(|i| i as f64).collect();
         let row: Vec<f64> = (0..c).map(|j| j as f64 * 1e-3).collect();
         let got = binary(
+            "t",
             &col,
             &[r, 1].into(),
             &row,
@@ -326,13 +354,14 @@ mod tests {
             &[r, c].into(),
             1,
             |x, y| x + y,
-        );
+        )
+        .unwrap();
         for i in (0..r).step_by(97) {
             for j in 0..c {
                 assert_eq!(got[i * c + j], col[i] + row[j]);
             }
         }
-        let e = expand(&row, &[c].into(), &[r, c].into());
+        let e = expand("t", &row, &[c].into(), &[r, c].into()).unwrap();
         assert!(e.chunks(c).all(|ch| ch == &row[..]));
     }
 
@@ -340,11 +369,11 @@ mod tests {
     fn expand_repeats() {
         let x = [1.0f32, 2.0];
         assert_eq!(
-            expand(&x, &[2, 1].into(), &[2, 3].into()),
+            expand("t", &x, &[2, 1].into(), &[2, 3].into()).unwrap(),
             vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
         );
         assert_eq!(
-            expand(&x, &[2].into(), &[2, 2].into()),
+            expand("t", &x, &[2].into(), &[2, 2].into()).unwrap(),
             vec![1.0, 2.0, 1.0, 2.0]
         );
     }

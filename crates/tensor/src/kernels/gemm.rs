@@ -69,6 +69,21 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
+/// Whether a `rows×cols` matrix with strides `(rs, cs)` lies inside a
+/// buffer of `len` elements: its last element, `(rows-1)·rs + (cols-1)·cs`,
+/// computed with checked arithmetic (a wrapped product would pass a plain
+/// comparison) and below `len`, and both strides representable as `isize`
+/// (matrixmultiply takes them signed). Empty matrices always fit.
+pub(crate) fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    last.is_some_and(|l| l < len) && isize::try_from(rs.max(cs)).is_ok()
+}
+
 /// `C[m×n] (row stride ldc) = A[m×k] · B[k×n]`, overwriting C.
 #[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
 pub(crate) fn gemm<T: Element>(
@@ -118,7 +133,7 @@ pub(crate) fn gemm_part<T: Element>(
         return;
     }
     let threads = super::threads();
-    if parallel && threads > 1 && m * n * k >= PAR_FLOPS {
+    if parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS {
         if m >= n {
             // row blocks of C, multiples of 16 rows so kernels stay full
             let per = m.div_ceil(threads).div_ceil(16) * 16;
@@ -130,7 +145,7 @@ pub(crate) fn gemm_part<T: Element>(
         } else {
             // column blocks of C: each task writes a disjoint column range
             let per = n.div_ceil(threads).div_ceil(16) * 16;
-            assert!(c.len() >= (m - 1) * ldc + n);
+            assert!(fits(c.len(), m, n, ldc, 1));
             let cptr = SendPtr(c.as_mut_ptr().cast::<T>());
             super::par_tasks(n.div_ceil(per), |t| {
                 let c0 = t * per;
@@ -204,7 +219,7 @@ fn outer<T: Element>(
     parallel: bool,
 ) {
     let (col, row) = (gather(a.data, a.rs, m), gather(b.data, b.cs, n));
-    assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(fits(c.len(), m, n, ldc, 1));
     let run = |i0: usize, c: &mut [MaybeUninit<T>]| {
         vectorized(
             #[inline(always)]
@@ -239,7 +254,7 @@ fn gather<T: Element>(data: &[T], stride: usize, k: usize) -> std::borrow::Cow<'
 /// `y[j] = Σ_p x[p] M[p * ld + j]`: `y += x[p] * row p` over the rows of M.
 fn axpy_rows<T: Element>(x: &[T], mat: &[T], ld: usize, y: &mut [MaybeUninit<T>], par: bool) {
     let (k, n) = (x.len(), y.len());
-    assert!(k == 0 || mat.len() >= (k - 1) * ld + n);
+    assert!(k == 0 || fits(mat.len(), k, n, ld, 1));
     let run = |c0: usize, y: &mut [MaybeUninit<T>]| {
         vectorized(
             #[inline(always)]
@@ -308,7 +323,7 @@ fn dot16x4<T: Element>(x: &[T], rows: [&[T]; 4]) -> [T; 4] {
 /// `y[j] = Σ_p x[p] M[j * ld + p]`: dot products of x with the rows of M.
 fn dot_rows<T: Element>(x: &[T], mat: &[T], ld: usize, y: &mut [MaybeUninit<T>], par: bool) {
     let (k, n) = (x.len(), y.len());
-    assert!(n == 0 || mat.len() >= (n - 1) * ld + k);
+    assert!(n == 0 || fits(mat.len(), n, k, ld, 1));
     let run = |j0: usize, y: &mut [MaybeUninit<T>]| {
         vectorized(
             #[inline(always)]
@@ -351,8 +366,9 @@ fn gemm_serial<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n);
-    // SAFETY: C is exclusively borrowed and large enough (asserted);
+    assert!(fits(c.len(), m, n, ldc, 1));
+    // SAFETY: C is exclusively borrowed and holds m rows of stride ldc with
+    // n elements each (asserted with checked arithmetic just above);
     // matrixmultiply does not read C when beta is 0.
     unsafe { gemm_raw(m, k, n, a, b, c.as_mut_ptr().cast::<T>(), ldc) }
 }
@@ -369,9 +385,12 @@ unsafe fn gemm_raw<T: Element>(
     c: *mut T,
     ldc: usize,
 ) {
-    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
-    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
-    // SAFETY: A and B bounds are asserted above; C's is the caller's contract.
+    assert!(fits(a.data.len(), m, k, a.rs, a.cs));
+    assert!(fits(b.data.len(), k, n, b.rs, b.cs));
+    assert!(isize::try_from(ldc).is_ok());
+    // SAFETY: every element matrixmultiply reads of A and B lies inside
+    // their slices, and the strides fit in isize (asserted above with
+    // checked arithmetic); C's extent is the caller's contract (# Safety).
     unsafe {
         T::gemm(
             m,

@@ -10,7 +10,7 @@
 
 use smallvec::SmallVec;
 
-use super::{parallel, vectorized};
+use super::{Cascade, parallel, vectorized};
 use crate::{Element, Shape};
 
 /// How to fold values: identity, a binary combine, and a fast fold of a
@@ -116,11 +116,61 @@ where
     if x.len() <= FOLD_CHUNK {
         return (fold.fold_slice)(x);
     }
-    let mut acc = fold.init;
+    // chunk results combined pairwise (the parallel path builds the same
+    // tree over the same chunks)
+    let mut cascade = Cascade::new();
     for c in x.chunks(FOLD_CHUNK) {
-        acc = (fold.combine)(acc, (fold.fold_slice)(c));
+        cascade.push((fold.fold_slice)(c), &fold.combine);
     }
-    acc
+    cascade.finish(fold.init, &fold.combine)
+}
+
+/// Folds whole rows `part` of a column reduction into a pairwise tree of
+/// rows (the row analogue of [`Cascade`]), so that the error of summing
+/// many blocks of rows grows with their logarithm.
+struct RowCascade<T> {
+    stack: Vec<Vec<T>>,
+    count: u64,
+}
+
+impl<T: Copy> RowCascade<T> {
+    fn new() -> Self {
+        RowCascade {
+            stack: Vec::new(),
+            count: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, part: &[T], combine: impl Fn(T, T) -> T) {
+        let mut v = part.to_vec();
+        let mut c = self.count;
+        while c & 1 == 1 {
+            let left = self.stack.pop().expect("a stacked row per one bit");
+            for (v, &l) in v.iter_mut().zip(&left) {
+                *v = combine(l, *v);
+            }
+            c >>= 1;
+        }
+        self.stack.push(v);
+        self.count += 1;
+    }
+
+    /// Combines the tree into `out` (`out = combine(out, total)`).
+    #[inline(always)]
+    fn finish_into(mut self, out: &mut [T], combine: impl Fn(T, T) -> T) {
+        let Some(mut acc) = self.stack.pop() else {
+            return;
+        };
+        while let Some(left) = self.stack.pop() {
+            for (a, &l) in acc.iter_mut().zip(&left) {
+                *a = combine(l, *a);
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = combine(*o, a);
+        }
+    }
 }
 
 /// Serial kernel: combines the fold of `x` (alternating runs) into `out`
@@ -148,6 +198,7 @@ where
         [(r, true), (k, false)] => {
             // blocks of COL_BLOCK rows folded into a partial row, then into out
             let mut part = vec![fold.init; k];
+            let mut tree = RowCascade::new();
             for block in x.chunks(COL_BLOCK * k) {
                 part.copy_from_slice(&block[..k]);
                 for row in block[k..].chunks_exact(k) {
@@ -155,10 +206,9 @@ where
                         *p = (fold.combine)(*p, v);
                     }
                 }
-                for (o, &p) in out.iter_mut().zip(&part) {
-                    *o = (fold.combine)(*o, p);
-                }
+                tree.push(&part, &fold.combine);
             }
+            tree.finish_into(out, &fold.combine);
             debug_assert_eq!(x.len(), r * k);
         }
         [(r, true), ref rest @ ..] => {
@@ -203,7 +253,11 @@ where
                     || (fold.fold_slice)(c),
                 );
             });
-            out[0] = parts.into_iter().fold(out[0], |a, b| (fold.combine)(a, b));
+            let mut cascade = Cascade::new();
+            for p in parts {
+                cascade.push(p, &fold.combine);
+            }
+            out[0] = (fold.combine)(out[0], cascade.finish(fold.init, &fold.combine));
         }
         [(r, true), (k, false)] if r.div_ceil(COL_BLOCK) >= 2 * super::threads() => {
             // the serial kernel's blocks of COL_BLOCK rows, folded into
@@ -226,11 +280,11 @@ where
             vectorized(
                 #[inline(always)]
                 || {
+                    let mut tree = RowCascade::new();
                     for part in parts.chunks_exact(k) {
-                        for (o, &p) in out.iter_mut().zip(part) {
-                            *o = (fold.combine)(*o, p);
-                        }
+                        tree.push(part, &fold.combine);
                     }
+                    tree.finish_into(out, &fold.combine);
                 },
             );
         }

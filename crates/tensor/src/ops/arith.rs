@@ -58,8 +58,10 @@ impl<T: Element> Tensor<T> {
     fn binary(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
+        let name = op.name();
         let data = match op {
             BinaryOp::Add => broadcast::binary(
+                name,
                 a,
                 sa,
                 b,
@@ -70,6 +72,7 @@ impl<T: Element> Tensor<T> {
                 |x, y| x + y,
             ),
             BinaryOp::Sub => broadcast::binary(
+                name,
                 a,
                 sa,
                 b,
@@ -80,6 +83,7 @@ impl<T: Element> Tensor<T> {
                 |x, y| x - y,
             ),
             BinaryOp::Mul => broadcast::binary(
+                name,
                 a,
                 sa,
                 b,
@@ -90,6 +94,7 @@ impl<T: Element> Tensor<T> {
                 |x, y| x * y,
             ),
             BinaryOp::Div => broadcast::binary(
+                name,
                 a,
                 sa,
                 b,
@@ -100,6 +105,7 @@ impl<T: Element> Tensor<T> {
                 |x, y| x / y,
             ),
             BinaryOp::Pow => broadcast::binary(
+                name,
                 a,
                 sa,
                 b,
@@ -109,9 +115,9 @@ impl<T: Element> Tensor<T> {
                 #[inline(always)]
                 |x: T, y| x.powf(y),
             ),
-            BinaryOp::Maximum => broadcast::binary(a, sa, b, sb, &shape, ARITH, maximum),
-            BinaryOp::Minimum => broadcast::binary(a, sa, b, sb, &shape, ARITH, minimum),
-        };
+            BinaryOp::Maximum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, maximum),
+            BinaryOp::Minimum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, minimum),
+        }?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Binary(op), &[self, rhs], &out);
         Ok(out)
@@ -298,6 +304,7 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
         let data = broadcast::binary(
+            op,
             self.as_slice(),
             self.shape(),
             rhs.as_slice(),
@@ -306,7 +313,7 @@ impl<T: Element> Tensor<T> {
             ARITH,
             #[inline(always)]
             |a, b| flag(f(a, b)),
-        );
+        )?;
         // comparisons are not differentiable and are not recorded
         Ok(Tensor::from_parts(data, shape))
     }
@@ -493,6 +500,7 @@ impl<T: Element> Tensor<T> {
         let s = broadcast_shapes("select", cond.shape(), on_true.shape())?;
         let shape = broadcast_shapes("select", &s, on_false.shape())?;
         let data = broadcast::ternary(
+            "select",
             [
                 (cond.as_slice(), cond.shape()),
                 (on_true.as_slice(), on_true.shape()),
@@ -501,7 +509,7 @@ impl<T: Element> Tensor<T> {
             &shape,
             #[inline(always)]
             |c, a, b| if c != T::zero() { a } else { b },
-        );
+        )?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Select, &[cond, on_true, on_false], &out);
         Ok(out)
@@ -532,7 +540,7 @@ mod tests {
         assert_eq!(s.shape(), &[2, 3]);
         assert_eq!(s.to_vec(), vec![10., 20., 30., 20., 40., 60.]);
         // size-0 axis
-        let e = Tensor::<f64>::zeros([0, 3]);
+        let e = Tensor::<f64>::zeros([0, 3]).unwrap();
         assert_eq!(e.add(&row).unwrap().shape(), &[0, 3]);
         // rank 0 with rank 0
         assert_eq!(
@@ -589,8 +597,8 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_typed_errors() {
-        let a = Tensor::<f32>::zeros([2, 3]);
-        let b = Tensor::<f32>::zeros([2]);
+        let a = Tensor::<f32>::zeros([2, 3]).unwrap();
+        let b = Tensor::<f32>::zeros([2]).unwrap();
         for (name, r) in [
             ("add", a.add(&b)),
             ("sub", a.sub(&b)),
@@ -620,6 +628,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "add: shapes [2, 3] and [2] cannot be broadcast together")]
     fn operator_panics_with_the_error_message() {
-        let _ = &Tensor::<f32>::zeros([2, 3]) + &Tensor::<f32>::zeros([2]);
+        let _ = &Tensor::<f32>::zeros([2, 3]).unwrap() + &Tensor::<f32>::zeros([2]).unwrap();
     }
 }

@@ -396,13 +396,13 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::Tensor;
     /// use rime_tensor::ops::conv::{Conv2dOptions, Padding};
     /// let x = Tensor::<f32>::from_vec((0..16).map(|v| v as f32).collect(), [1, 4, 4, 1])?;
-    /// let k = Tensor::<f32>::ones([2, 2, 1, 1]);
+    /// let k = Tensor::<f32>::ones([2, 2, 1, 1])?;
     /// let y = x.conv2d(&k, &Conv2dOptions::default().strides([2, 2]))?;
     /// assert_eq!(y.shape(), &[1, 2, 2, 1]);
     /// assert_eq!(y.to_vec(), vec![10.0, 18.0, 42.0, 50.0]);
     /// let same = x.conv2d(&k, &Conv2dOptions::default().padding(Padding::Same))?;
     /// assert_eq!(same.shape(), &[1, 4, 4, 1]);
-    /// assert!(x.conv2d(&Tensor::ones([2, 2, 3, 1]), &Conv2dOptions::default()).is_err());
+    /// assert!(x.conv2d(&Tensor::ones([2, 2, 3, 1])?, &Conv2dOptions::default()).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn conv2d(&self, kernel: &Tensor<T>, opts: &Conv2dOptions) -> Result<Tensor<T>> {
@@ -416,8 +416,8 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::Tensor;
     /// use rime_tensor::ops::conv::{Conv2dGeometry, Conv2dOptions};
-    /// let x = Tensor::<f32>::ones([1, 3, 3, 2]);
-    /// let k = Tensor::<f32>::ones([2, 2, 2, 4]);
+    /// let x = Tensor::<f32>::ones([1, 3, 3, 2])?;
+    /// let k = Tensor::<f32>::ones([2, 2, 2, 4])?;
     /// let g = Conv2dGeometry::new("conv2d", x.shape(), k.shape(), &Conv2dOptions::default())?;
     /// assert_eq!(x.conv2d_with(&k, &g)?.to_vec(), vec![8.0; 16]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -444,8 +444,8 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::ops::conv::{Conv2dGeometry, Conv2dOptions};
     /// let g = Conv2dGeometry::new("conv2d", &[1, 3, 3, 1].into(), &[2, 2, 1, 1].into(),
     ///     &Conv2dOptions::default())?;
-    /// let dy = Tensor::<f32>::ones([1, 2, 2, 1]);
-    /// let dx = dy.conv2d_backprop_input(&Tensor::ones([2, 2, 1, 1]), &g)?;
+    /// let dy = Tensor::<f32>::ones([1, 2, 2, 1])?;
+    /// let dx = dy.conv2d_backprop_input(&Tensor::ones([2, 2, 1, 1])?, &g)?;
     /// // how many windows cover each input pixel
     /// assert_eq!(dx.to_vec(), vec![1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -477,7 +477,7 @@ impl<T: Element> Tensor<T> {
     /// let g = Conv2dGeometry::new("conv2d", &[1, 3, 3, 1].into(), &[2, 2, 1, 1].into(),
     ///     &Conv2dOptions::default())?;
     /// let x = Tensor::<f32>::from_vec((1..=9).map(|v| v as f32).collect(), [1, 3, 3, 1])?;
-    /// let dw = x.conv2d_backprop_filter(&Tensor::ones([1, 2, 2, 1]), &g)?;
+    /// let dw = x.conv2d_backprop_filter(&Tensor::ones([1, 2, 2, 1])?, &g)?;
     /// assert_eq!(dw.to_vec(), vec![12.0, 16.0, 24.0, 28.0]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -502,8 +502,8 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::ops::conv::{Conv2dGeometry, Conv2dOptions};
     /// let g = Conv2dGeometry::new("conv2d", &[1, 3, 3, 1].into(), &[2, 2, 1, 2].into(),
     ///     &Conv2dOptions::default())?;
-    /// let x = Tensor::<f32>::ones([1, 3, 3, 1]);
-    /// let dw = x.conv2d_backprop_filter_filters(&Tensor::ones([1, 2, 2, 2]), &g, &[1..2])?;
+    /// let x = Tensor::<f32>::ones([1, 3, 3, 1])?;
+    /// let dw = x.conv2d_backprop_filter_filters(&Tensor::ones([1, 2, 2, 2])?, &g, &[1..2])?;
     /// assert_eq!(dw.to_vec(), vec![0.0, 4.0, 0.0, 4.0, 0.0, 4.0, 0.0, 4.0]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -548,8 +548,8 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::Tensor;
     /// use rime_tensor::ops::conv::Conv2dOptions;
-    /// let x = Tensor::<f32>::ones([1, 2, 2, 1]);
-    /// let k = Tensor::<f32>::ones([2, 2, 1, 1]);
+    /// let x = Tensor::<f32>::ones([1, 2, 2, 1])?;
+    /// let k = Tensor::<f32>::ones([2, 2, 1, 1])?;
     /// let y = x.conv2d_transpose(&k, [4, 4], &Conv2dOptions::default().strides([2, 2]))?;
     /// assert_eq!(y.to_vec(), vec![1.0; 16]);
     /// assert!(x.conv2d_transpose(&k, [6, 6], &Conv2dOptions::default().strides([2, 2])).is_err());
@@ -632,7 +632,7 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::Tensor;
     /// use rime_tensor::ops::conv::Conv2dOptions;
     /// let x = Tensor::<f32>::from_vec(vec![1.0, 10.0, 2.0, 20.0], [1, 1, 2, 2])?;
-    /// let k = Tensor::<f32>::ones([1, 2, 2, 1]);
+    /// let k = Tensor::<f32>::ones([1, 2, 2, 1])?;
     /// assert_eq!(x.depthwise_conv2d(&k, &Conv2dOptions::default())?.to_vec(), vec![3.0, 30.0]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -854,11 +854,11 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_typed_errors() {
-        let x = Tensor::<f32>::zeros([1, 4, 4, 2]);
-        let k = Tensor::<f32>::zeros([3, 3, 2, 4]);
+        let x = Tensor::<f32>::zeros([1, 4, 4, 2]).unwrap();
+        let k = Tensor::<f32>::zeros([3, 3, 2, 4]).unwrap();
         let d = Conv2dOptions::default();
         assert!(matches!(
-            x.conv2d(&Tensor::zeros([3, 3, 3, 4]), &d),
+            x.conv2d(&Tensor::zeros([3, 3, 3, 4]).unwrap(), &d),
             Err(Error::ShapeMismatch { op: "conv2d", .. })
         ));
         assert!(matches!(
@@ -866,30 +866,34 @@ mod tests {
             Err(Error::InvalidArgument { op: "conv2d", .. })
         ));
         assert!(x.conv2d(&k, &d.groups(2)).is_err()); // kernel in 2 != 2/2
-        assert!(x.conv2d(&Tensor::zeros([5, 5, 2, 4]), &d).is_err()); // too big for valid
+        assert!(x.conv2d(&Tensor::zeros([5, 5, 2, 4]).unwrap(), &d).is_err()); // too big for valid
         assert!(
-            x.conv2d(&Tensor::zeros([5, 5, 2, 4]), &d.padding(Padding::Same))
-                .is_ok()
+            x.conv2d(
+                &Tensor::zeros([5, 5, 2, 4]).unwrap(),
+                &d.padding(Padding::Same)
+            )
+            .is_ok()
         );
         assert!(x.conv2d(&k, &d.strides([2, 2]).dilation([2, 2])).is_err());
         assert!(matches!(
-            Tensor::<f32>::zeros([4, 4, 2]).conv2d(&k, &d),
+            Tensor::<f32>::zeros([4, 4, 2]).unwrap().conv2d(&k, &d),
             Err(Error::Rank { .. })
         ));
         let g = Conv2dGeometry::new("conv2d", x.shape(), k.shape(), &d).unwrap();
         assert!(
             Tensor::<f32>::zeros([1, 3, 3, 4])
+                .unwrap()
                 .conv2d_backprop_input(&k, &g)
                 .is_err()
         );
         assert!(
-            x.conv2d_backprop_filter_filters(&Tensor::zeros([1, 2, 2, 4]), &g, &[2..5])
+            x.conv2d_backprop_filter_filters(&Tensor::zeros([1, 2, 2, 4]).unwrap(), &g, &[2..5])
                 .is_err()
         );
         let big = Shape::from(&[usize::MAX / 2, 4, 4, 2][..]);
         assert!(Conv2dGeometry::new("conv2d", &big, k.shape(), &d).is_err());
         let msg = x
-            .conv2d(&Tensor::zeros([3, 3, 3, 4]), &d)
+            .conv2d(&Tensor::zeros([3, 3, 3, 4]).unwrap(), &d)
             .unwrap_err()
             .to_string();
         assert!(

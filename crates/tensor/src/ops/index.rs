@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::kernels::reduce::axis_view;
 use crate::record::{Op, record};
-use crate::{Element, Error, Result, Shape, Tensor};
+use crate::{Element, Error, Result, Shape, Tensor, kernels};
 
 /// The recorded index ops.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -58,17 +58,19 @@ impl<T: Element> Tensor<T> {
         let a = self.shape().axis("index_select", axis)?;
         let (outer, n, inner) = axis_view(self.shape(), a);
         check_indices("index_select", indices, a, n)?;
+        let mut dims = self.shape().0.clone();
+        dims[a] = indices.len();
+        let shape = Shape(dims);
+        let len = shape.checked_len::<T>("index_select")?;
         let x = self.as_slice();
-        let mut out = Vec::with_capacity(outer * indices.len() * inner);
+        let mut out = kernels::try_buffer("index_select", len)?;
         for o in 0..outer {
             for &i in indices {
                 let s = (o * n + i) * inner;
                 out.extend_from_slice(&x[s..s + inner]);
             }
         }
-        let mut dims = self.shape().0.clone();
-        dims[a] = indices.len();
-        let out = Tensor::from_parts(out, Shape(dims));
+        let out = Tensor::from_parts(out, shape);
         record(
             || {
                 Op::Index(IndexOp::IndexSelect {
@@ -89,7 +91,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let table = Tensor::<f32>::ones([10, 4]);
+    /// let table = Tensor::<f32>::ones([10, 4])?;
     /// let emb = table.gather(0, &[1, 2, 3, 4, 5, 6], [2, 3])?;
     /// assert_eq!(emb.shape(), &[2, 3, 4]);
     /// assert!(table.gather(0, &[1, 2], [3]).is_err());
@@ -102,7 +104,7 @@ impl<T: Element> Tensor<T> {
         index_shape: impl Into<Shape>,
     ) -> Result<Tensor<T>> {
         let index_shape = index_shape.into();
-        if index_shape.checked_numel() != Some(indices.len()) {
+        if index_shape.checked_len::<u8>("gather")? != indices.len() {
             return Err(Error::DataLength {
                 op: "gather",
                 shape: index_shape,
@@ -125,7 +127,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let base = Tensor::<f32>::zeros([3]);
+    /// let base = Tensor::<f32>::zeros([3])?;
     /// let src = Tensor::vector(vec![1.0f32, 2.0, 4.0]);
     /// assert_eq!(base.scatter_add(0, &[2, 0, 2], &src)?.to_vec(), vec![2.0, 0.0, 5.0]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -190,11 +192,13 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn one_hot(indices: &[usize], depth: usize) -> Result<Tensor<T>> {
         check_indices("one_hot", indices, 1, depth)?;
-        let mut v = vec![T::zero(); indices.len() * depth];
+        let shape = Shape::from([indices.len(), depth]);
+        let len = shape.checked_len::<T>("one_hot")?;
+        let mut v = kernels::try_filled("one_hot", len, T::zero())?;
         for (r, &i) in indices.iter().enumerate() {
             v[r * depth + i] = T::one();
         }
-        Ok(Tensor::from_parts(v, Shape::from([indices.len(), depth])))
+        Ok(Tensor::from_parts(v, shape))
     }
 }
 
@@ -227,7 +231,10 @@ mod tests {
             .zip(g.as_slice())
             .map(|(a, b)| a * b)
             .sum();
-        let s = Tensor::zeros([3, 4]).scatter_add(1, &idx, &g).unwrap();
+        let s = Tensor::zeros([3, 4])
+            .unwrap()
+            .scatter_add(1, &idx, &g)
+            .unwrap();
         let rhs: f64 = x
             .as_slice()
             .iter()
@@ -239,7 +246,7 @@ mod tests {
 
     #[test]
     fn bad_indices_are_typed_errors() {
-        let x = Tensor::<f32>::zeros([3, 2]);
+        let x = Tensor::<f32>::zeros([3, 2]).unwrap();
         assert!(matches!(
             x.index_select(1, &[0, 2]),
             Err(Error::IndexOutOfBounds {
@@ -261,14 +268,14 @@ mod tests {
             Err(Error::DataLength { op: "gather", .. })
         ));
         assert!(matches!(
-            x.scatter_add(0, &[0, 1], &Tensor::zeros([3, 2])),
+            x.scatter_add(0, &[0, 1], &Tensor::zeros([3, 2]).unwrap()),
             Err(Error::ShapeMismatch {
                 op: "scatter_add",
                 ..
             })
         ));
         assert!(matches!(
-            x.scatter_add(0, &[5], &Tensor::zeros([1, 2])),
+            x.scatter_add(0, &[5], &Tensor::zeros([1, 2]).unwrap()),
             Err(Error::IndexOutOfBounds {
                 op: "scatter_add",
                 index: 5,

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use smallvec::SmallVec;
 
-use crate::kernels::broadcast;
+use crate::kernels::{self, broadcast};
 use crate::record::{Op, record, record_dyn};
 use crate::{DType, Element, Error, Result, Shape, Tensor, broadcast_shapes};
 
@@ -103,14 +103,14 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::zeros([2, 6]);
+    /// let x = Tensor::<f32>::zeros([2, 6])?;
     /// assert_eq!(x.reshape([3, 4])?.shape(), &[3, 4]);
     /// assert!(x.reshape([5]).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor<T>> {
         let shape = shape.into();
-        if shape.checked_numel() != Some(self.len()) {
+        if shape.checked_len::<T>("reshape")? != self.len() {
             return Err(Error::Reshape {
                 op: "reshape",
                 from: self.shape().clone(),
@@ -127,8 +127,8 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::<f32>::zeros([2, 3, 4]).flatten_from(1)?.shape(), &[2, 12]);
-    /// assert_eq!(Tensor::<f32>::zeros([2, 3]).flatten_from(0)?.shape(), &[6]);
+    /// assert_eq!(Tensor::<f32>::zeros([2, 3, 4])?.flatten_from(1)?.shape(), &[2, 12]);
+    /// assert_eq!(Tensor::<f32>::zeros([2, 3])?.flatten_from(0)?.shape(), &[6]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn flatten_from(&self, axis: usize) -> Result<Tensor<T>> {
@@ -148,7 +148,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::zeros([2, 3]);
+    /// let x = Tensor::<f32>::zeros([2, 3])?;
     /// assert_eq!(x.unsqueeze(0)?.shape(), &[1, 2, 3]);
     /// assert_eq!(x.unsqueeze(-1)?.shape(), &[2, 3, 1]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -165,7 +165,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::zeros([1, 3, 1]);
+    /// let x = Tensor::<f32>::zeros([1, 3, 1])?;
     /// assert_eq!(x.squeeze(&[])?.shape(), &[3]);
     /// assert_eq!(x.squeeze(&[-1])?.shape(), &[1, 3]);
     /// assert!(x.squeeze(&[1]).is_err());
@@ -267,7 +267,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::<f32>::zeros([2, 3, 4]).transpose(0, -1)?.shape(), &[4, 3, 2]);
+    /// assert_eq!(Tensor::<f32>::zeros([2, 3, 4])?.transpose(0, -1)?.shape(), &[4, 3, 2]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor<T>> {
@@ -317,7 +317,7 @@ impl<T: Element> Tensor<T> {
                 rhs: shape,
             });
         }
-        let data = broadcast::expand(self.as_slice(), self.shape(), &shape);
+        let data = broadcast::expand("broadcast_to", self.as_slice(), self.shape(), &shape)?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Layout(LayoutOp::BroadcastTo), &[self], &out);
         Ok(out)
@@ -327,8 +327,8 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let a = Tensor::<f32>::ones([2, 1]);
-    /// let b = Tensor::<f32>::zeros([2, 2]);
+    /// let a = Tensor::<f32>::ones([2, 1])?;
+    /// let b = Tensor::<f32>::zeros([2, 2])?;
     /// let c = Tensor::concat(&[&a, &b], 1)?;
     /// assert_eq!(c.to_vec(), vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -353,10 +353,19 @@ impl<T: Element> Tensor<T> {
                     msg: format!("every axis but {a} must match"),
                 });
             }
-            dims[a] += t.dims()[a];
+            dims[a] = match dims[a].checked_add(t.dims()[a]) {
+                Some(d) => d,
+                None => {
+                    return Err(Error::ShapeOverflow {
+                        op: "concat",
+                        shape: t.shape().clone(),
+                    });
+                }
+            };
         }
         let shape = Shape(dims);
-        let mut out = vec![T::zero(); shape.numel()];
+        let len = shape.checked_len::<T>("concat")?;
+        let mut out = kernels::try_filled("concat", len, T::zero())?;
         let mut dst = full_ranges(&shape);
         let mut start = 0;
         for t in tensors {
@@ -381,7 +390,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let a = Tensor::<f32>::ones([3]);
+    /// let a = Tensor::<f32>::ones([3])?;
     /// assert_eq!(Tensor::stack(&[&a, &a], 0)?.shape(), &[2, 3]);
     /// assert_eq!(Tensor::stack(&[&a, &a], -1)?.shape(), &[3, 2]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -497,7 +506,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::zeros([4, 5]);
+    /// let x = Tensor::<f32>::zeros([4, 5])?;
     /// assert_eq!(x.narrow(-1, 1, 3)?.shape(), &[4, 3]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -525,7 +534,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::ones([1, 2]);
+    /// let x = Tensor::<f32>::ones([1, 2])?;
     /// let y = x.pad(&[(1, 0), (0, 1)])?;
     /// assert_eq!(y.to_vec(), vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
     /// # Ok::<(), rime_tensor::Error>(())
@@ -545,22 +554,20 @@ impl<T: Element> Tensor<T> {
             .zip(&w)
             .map(|(&d, &(b, a))| b.checked_add(d)?.checked_add(a))
             .collect();
-        let shape = match dims.map(Shape) {
-            Some(s) if s.checked_numel().is_some() => s,
-            _ => {
-                return Err(Error::InvalidArgument {
-                    op: "pad",
-                    msg: format!("widths {widths:?} make shape {} too large", self.shape()),
-                });
-            }
+        let Some(shape) = dims.map(Shape) else {
+            return Err(Error::InvalidArgument {
+                op: "pad",
+                msg: format!("widths {widths:?} make shape {} too large", self.shape()),
+            });
         };
+        let len = shape.checked_len::<T>("pad")?;
         let dst: SmallVec<[Range<usize>; 4]> = self
             .dims()
             .iter()
             .zip(&w)
             .map(|(&d, &(b, _))| b..b + d)
             .collect();
-        let mut out = vec![T::zero(); shape.numel()];
+        let mut out = kernels::try_filled("pad", len, T::zero())?;
         copy_block(
             self.as_slice(),
             self.shape(),

@@ -6,9 +6,9 @@ use std::ops::Range;
 
 use smallvec::SmallVec;
 
-use crate::kernels::as_uninit_mut;
 use crate::kernels::broadcast::Plan;
 use crate::kernels::gemm::{self, MatRef};
+use crate::kernels::{self, as_uninit_mut};
 use crate::record::{Op, record};
 use crate::{Element, Error, Result, Shape, Tensor, broadcast_shapes};
 
@@ -22,7 +22,9 @@ struct Geometry {
     out: Shape,
 }
 
-fn geometry(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
+/// Validates the shapes of `op(a) · op(b)` and the output's size for `T`
+/// (checked arithmetic: the output buffer and the kernels' bounds rely on it).
+fn geometry<T>(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
     for s in [a, b] {
         if s.rank() < 2 {
             return Err(Error::Rank {
@@ -54,13 +56,23 @@ fn geometry(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
         });
     }
     let (ba, bb) = (Shape::from(&a[..ra - 2]), Shape::from(&b[..rb - 2]));
-    let batch = broadcast_shapes("matmul", &ba, &bb).map_err(|_| Error::Broadcast {
-        op: "matmul",
-        lhs: a.clone(),
-        rhs: b.clone(),
+    let batch = broadcast_shapes("matmul", &ba, &bb).map_err(|e| match e {
+        Error::Broadcast { .. } => Error::Broadcast {
+            op: "matmul",
+            lhs: a.clone(),
+            rhs: b.clone(),
+        },
+        other => other,
     })?;
+    let mut out = batch.0.clone();
+    out.push(m);
+    out.push(n);
+    let out = Shape(out);
+    out.checked_len::<T>("matmul")?;
+    // both operands are valid tensors, so their matrix sizes fit
     let (sa, sb) = (m * ka, kb * n);
-    let mut offsets = Vec::with_capacity(batch.numel());
+    let batch_len = batch.checked_len::<(usize, usize)>("matmul")?;
+    let mut offsets = kernels::try_buffer("matmul", batch_len)?;
     let plan = Plan::new([&ba, &bb], &batch);
     let [ia, ib] = plan.inner_stride;
     plan.for_rows(0, plan.outer(), |_, [oa, ob]| {
@@ -68,15 +80,12 @@ fn geometry(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
             offsets.push(((oa + i * ia) * sa, (ob + i * ib) * sb));
         }
     });
-    let mut out = batch.0.clone();
-    out.push(m);
-    out.push(n);
     Ok(Geometry {
         m,
         k: ka,
         n,
         offsets,
-        out: Shape(out),
+        out,
     })
 }
 
@@ -88,10 +97,10 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::Tensor;
     /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])?;
-    /// let b = Tensor::<f32>::ones([3, 1]);
+    /// let b = Tensor::<f32>::ones([3, 1])?;
     /// assert_eq!(a.matmul(&b)?.to_vec(), vec![6.0, 15.0]);
     /// // a batch of 4 matrices times one matrix
-    /// let batch = Tensor::<f32>::ones([4, 2, 3]);
+    /// let batch = Tensor::<f32>::ones([4, 2, 3])?;
     /// assert_eq!(batch.matmul(&b)?.shape(), &[4, 2, 1]);
     /// assert!(a.matmul(&a).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
@@ -141,9 +150,9 @@ impl<T: Element> Tensor<T> {
         transpose_a: bool,
         transpose_b: bool,
     ) -> Result<Tensor<T>> {
-        let g = geometry(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
+        let g = geometry::<T>(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
         let len = g.out.numel();
-        let mut out = Vec::with_capacity(len);
+        let mut out = kernels::try_buffer("matmul", len)?;
         gemm::gemm_batched(
             g.m,
             g.k,
@@ -155,7 +164,8 @@ impl<T: Element> Tensor<T> {
             &g.offsets,
             &mut out.spare_capacity_mut()[..len],
         );
-        // SAFETY: gemm_batched writes every element of its output (no
+        // SAFETY: `out` has capacity `len` (reserved above) and
+        // gemm_batched writes every element of its output (no
         // zero-fill pass first: matrixmultiply does not read C at beta 0).
         unsafe { out.set_len(len) };
         let out = Tensor::from_parts(out, g.out);
@@ -203,7 +213,7 @@ impl<T: Element> Tensor<T> {
                 });
             }
         }
-        let g = geometry(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
+        let g = geometry::<T>(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
         let (m, k, n) = (g.m, g.k, g.n);
         let all_rows = 0..m;
         let all_cols = 0..n;
@@ -224,7 +234,7 @@ impl<T: Element> Tensor<T> {
                 });
             }
         }
-        let mut out = vec![T::zero(); m * n];
+        let mut out = kernels::try_filled("matmul_t_blocks", m * n, T::zero())?;
         let a = MatRef::new(self.as_slice(), m, k, transpose_a);
         let b = MatRef::new(rhs.as_slice(), k, n, transpose_b);
         let blocks: SmallVec<[(Range<usize>, Range<usize>); 4]> = rows
@@ -322,7 +332,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_typed_errors() {
-        let a = Tensor::<f32>::zeros([2, 3]);
+        let a = Tensor::<f32>::zeros([2, 3]).unwrap();
         assert!(matches!(
             a.matmul(&a),
             Err(Error::ShapeMismatch { op: "matmul", .. })
@@ -332,11 +342,13 @@ mod tests {
             Err(Error::Rank { op: "matmul", .. })
         ));
         assert!(matches!(
-            Tensor::<f32>::zeros([2, 2, 3]).matmul(&Tensor::zeros([3, 3, 1])),
+            Tensor::<f32>::zeros([2, 2, 3])
+                .unwrap()
+                .matmul(&Tensor::zeros([3, 3, 1]).unwrap()),
             Err(Error::Broadcast { op: "matmul", .. })
         ));
         assert!(matches!(
-            a.matmul_t(&Tensor::zeros([3]), false, false),
+            a.matmul_t(&Tensor::zeros([3]).unwrap(), false, false),
             Err(Error::Rank { .. })
         ));
         assert!(matches!(

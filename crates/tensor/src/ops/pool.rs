@@ -213,7 +213,7 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::ops::pool::{Pool2dGeometry, Pool2dOptions};
     /// let x = Tensor::<f32>::from_vec(vec![1.0, 4.0, 3.0, 2.0], [1, 2, 2, 1])?;
     /// let g = Pool2dGeometry::new("max_pool2d", x.shape(), &Pool2dOptions::new([2, 2]))?;
-    /// let dx = x.max_pool2d_grad(&Tensor::full([1, 1, 1, 1], 5.0), &g)?;
+    /// let dx = x.max_pool2d_grad(&Tensor::full([1, 1, 1, 1], 5.0)?, &g)?;
     /// assert_eq!(dx.to_vec(), vec![0.0, 5.0, 0.0, 0.0]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -288,7 +288,7 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::Tensor;
     /// use rime_tensor::ops::pool::{Pool2dGeometry, Pool2dOptions};
     /// let g = Pool2dGeometry::new("avg_pool2d", &[1, 2, 2, 1].into(), &Pool2dOptions::new([2, 2]))?;
-    /// let dx = Tensor::<f32>::full([1, 1, 1, 1], 4.0).avg_pool2d_grad(&g)?;
+    /// let dx = Tensor::<f32>::full([1, 1, 1, 1], 4.0)?.avg_pool2d_grad(&g)?;
     /// assert_eq!(dx.to_vec(), vec![1.0; 4]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
@@ -369,7 +369,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use rime_tensor::Tensor;
-    /// let x = Tensor::<f32>::ones([1, 1, 1, 1]);
+    /// let x = Tensor::<f32>::ones([1, 1, 1, 1])?;
     /// let y = x.zero_pad2d(((1, 0), (0, 1)))?;
     /// assert_eq!(y.shape(), &[1, 2, 2, 1]);
     /// assert_eq!(y.to_vec(), vec![0.0, 0.0, 1.0, 0.0]);
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_typed_errors() {
-        let x = Tensor::<f32>::zeros([1, 3, 3, 1]);
+        let x = Tensor::<f32>::zeros([1, 3, 3, 1]).unwrap();
         assert!(matches!(
             x.max_pool2d(&Pool2dOptions::new([4, 4])),
             Err(Error::InvalidArgument {
@@ -547,10 +547,18 @@ mod tests {
         ));
         assert!(x.avg_pool2d(&Pool2dOptions::new([0, 1])).is_err());
         assert!(x.max_pool1d(2, 2, Padding::Valid).is_err());
-        assert!(Tensor::<f32>::zeros([3, 3]).global_avg_pool(false).is_err());
+        assert!(
+            Tensor::<f32>::zeros([3, 3])
+                .unwrap()
+                .global_avg_pool(false)
+                .is_err()
+        );
         assert!(x.upsample_nearest2d([0, 2]).is_err());
         assert!(x.upsample_nearest2d([usize::MAX, 2]).is_err());
         let g = Pool2dGeometry::new("p", x.shape(), &Pool2dOptions::new([2, 2])).unwrap();
-        assert!(x.max_pool2d_grad(&Tensor::zeros([1, 2, 2, 1]), &g).is_err());
+        assert!(
+            x.max_pool2d_grad(&Tensor::zeros([1, 2, 2, 1]).unwrap(), &g)
+                .is_err()
+        );
     }
 }

@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn clamp_rejects_bad_bounds() {
-        let x = Tensor::<f64>::zeros([2]);
+        let x = Tensor::<f64>::zeros([2]).unwrap();
         assert!(matches!(
             x.clamp(1.0, 0.0),
             Err(Error::InvalidArgument { op: "clamp", .. })

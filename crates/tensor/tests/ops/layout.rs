@@ -37,6 +37,7 @@ fn reshape_family<T: Element>() {
     // empty tensors reshape among empty shapes
     assert_eq!(
         Tensor::<T>::zeros([0, 3])
+            .unwrap()
             .reshape([3, 0, 5])
             .unwrap()
             .dims(),
@@ -163,7 +164,7 @@ fn joins<T: Element>() {
         0.0,
     );
     // empty pieces
-    let e = Tensor::<T>::zeros([2, 0]);
+    let e = Tensor::<T>::zeros([2, 0]).unwrap();
     assert_close(
         &Tensor::concat(&[&e, &b, &e], 1).unwrap(),
         &[2, 1],
@@ -285,7 +286,7 @@ fn casts_between_f32_and_f64() {
     assert_eq!(back.as_slice()[0], 0.1f32 as f64);
     let same: Tensor<f32> = y.cast();
     assert_eq!(&same.as_slice()[..3], &y.as_slice()[..3]);
-    let m = Tensor::<f32>::ones([2, 0, 3]).cast::<f64>();
+    let m = Tensor::<f32>::ones([2, 0, 3]).unwrap().cast::<f64>();
     assert_eq!(m.dims(), &[2, 0, 3]);
 }
 
@@ -326,7 +327,7 @@ fn gathers<T: Element>() {
         &[3., 1., 1., 5.],
         0.0,
     );
-    let base = Tensor::<T>::zeros([2, 3]);
+    let base = Tensor::<T>::zeros([2, 3]).unwrap();
     let src: Tensor<T> = t(&[1., 2., 3., 4.], &[2, 2]);
     assert_close(
         &base.scatter_add(1, &[2, 2], &src).unwrap(),
@@ -336,7 +337,8 @@ fn gathers<T: Element>() {
     );
     // scatter_add of index_select(x) with ones counts the picks
     let counts = Tensor::<T>::zeros([5])
-        .scatter_add(0, &[1, 1, 4], &Tensor::ones([3]))
+        .unwrap()
+        .scatter_add(0, &[1, 1, 4], &Tensor::ones([3]).unwrap())
         .unwrap();
     assert_close(&counts, &[5], &[0., 2., 0., 0., 1.], 0.0);
     // one_hot

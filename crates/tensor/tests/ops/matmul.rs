@@ -109,26 +109,33 @@ both!(batched_products_broadcast_batch_axes, batched);
 
 fn degenerate<T: Element>() {
     // k = 0: a zero matrix; m or n = 0: empty
-    let a = Tensor::<T>::zeros([3, 0]);
-    let b = Tensor::<T>::zeros([0, 2]);
+    let a = Tensor::<T>::zeros([3, 0]).unwrap();
+    let b = Tensor::<T>::zeros([0, 2]).unwrap();
     assert_close(&a.matmul(&b).unwrap(), &[3, 2], &[0.0; 6], 0.0);
-    assert_eq!(b.matmul(&Tensor::zeros([2, 4])).unwrap().dims(), &[0, 4]);
+    assert_eq!(
+        b.matmul(&Tensor::zeros([2, 4]).unwrap()).unwrap().dims(),
+        &[0, 4]
+    );
     assert_eq!(
         Tensor::<T>::zeros([2, 3])
-            .matmul(&Tensor::zeros([3, 0]))
+            .unwrap()
+            .matmul(&Tensor::zeros([3, 0]).unwrap())
             .unwrap()
             .dims(),
         &[2, 0]
     );
     assert_close(
-        &Tensor::<T>::zeros([0]).matmul(&Tensor::zeros([0])).unwrap(),
+        &Tensor::<T>::zeros([0])
+            .unwrap()
+            .matmul(&Tensor::zeros([0]).unwrap())
+            .unwrap(),
         &[],
         &[0.0],
         0.0,
     );
     // NaN and infinity propagate
     let n: Tensor<T> = t(&[f64::NAN, 1., 1., 1.], &[2, 2]);
-    let r = f64s(&n.matmul(&Tensor::eye(2)).unwrap());
+    let r = f64s(&n.matmul(&Tensor::eye(2).unwrap()).unwrap());
     assert!(r[0].is_nan() && r[1].is_nan() && r[2] == 1.0 && r[3] == 1.0);
 }
 both!(degenerate_shapes, degenerate);

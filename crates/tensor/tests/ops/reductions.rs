@@ -104,7 +104,7 @@ fn hand_values<T: Element>() {
     assert_close(&c.sum(&[1], false).unwrap(), &[2], &[1., 2.], 0.0);
     assert_close(&c.max(&[0], true).unwrap(), &[1, 1], &[2.], 0.0);
     // empty reductions: sum 0, mean NaN, logsumexp -inf
-    let e = Tensor::<T>::zeros([2, 0]);
+    let e = Tensor::<T>::zeros([2, 0]).unwrap();
     assert_close(&e.sum(&[1], false).unwrap(), &[2], &[0., 0.], 0.0);
     assert!(
         f64s(&e.mean(&[1], false).unwrap())
@@ -255,7 +255,11 @@ fn softmax<T: Element>() {
         0.0,
     );
     assert_eq!(
-        Tensor::<T>::zeros([0, 4]).softmax(-1).unwrap().dims(),
+        Tensor::<T>::zeros([0, 4])
+            .unwrap()
+            .softmax(-1)
+            .unwrap()
+            .dims(),
         &[0, 4]
     );
 }
@@ -408,9 +412,9 @@ fn large_reductions_take_the_parallel_paths() {
         assert_close(&y.max(&ax, true).unwrap(), &s, &want, 0.0);
     }
     // a long f32 sum stays accurate (lanes and blocks, not one accumulator)
-    let ones = Tensor::<f32>::ones([1 << 24]);
+    let ones = Tensor::<f32>::ones([1 << 24]).unwrap();
     assert_eq!(ones.sum_all().to_scalar().unwrap(), (1 << 24) as f32);
-    let col = Tensor::<f32>::full([100_000, 3], 0.1);
+    let col = Tensor::<f32>::full([100_000, 3], 0.1).unwrap();
     let s = col.sum(&[0], false).unwrap();
     for v in s.as_slice() {
         assert!((*v as f64 - 10_000.0).abs() < 0.05, "{v}");
@@ -446,4 +450,83 @@ fn results_do_not_depend_on_the_thread_count() {
         .unwrap()
         .install(run);
     assert_eq!(many, one);
+}
+
+/// Long f32 sums and means are blocked pairwise: within 1e-6 relative of an
+/// f64 reference up to 2^25 elements (32 sequential lanes gave 6e-6), on
+/// every path (one thread's fold, the pool's chunks, column blocks).
+#[test]
+fn long_f32_sums_are_accurate() {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Uniform};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(25);
+    let dist = Uniform::new(0.0f64, 1.0).unwrap();
+    let n = 1usize << 25;
+    let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut rng) as f32).collect();
+    let exact: f64 = data.iter().map(|&v| v as f64).sum();
+    let x = Tensor::from_vec(data, [n]).unwrap();
+    let rel = |got: f32, want: f64| ((got as f64 - want) / want).abs();
+    let sum = x.sum_all().to_scalar().unwrap();
+    assert!(rel(sum, exact) <= 1e-6, "sum: {}", rel(sum, exact));
+    let mean = x.mean_all().to_scalar().unwrap();
+    assert!(
+        rel(mean, exact / n as f64) <= 1e-6,
+        "mean: {}",
+        rel(mean, exact / n as f64)
+    );
+    // shorter prefixes (one fold, a few chunks) and a column reduction
+    for len in [1000, 1 << 16, (1 << 20) + 7] {
+        let part = x.narrow(0, 0, len).unwrap();
+        let want: f64 = part.as_slice().iter().map(|&v| v as f64).sum();
+        let got = part.sum_all().to_scalar().unwrap();
+        assert!(rel(got, want) <= 1e-6, "{len}: {}", rel(got, want));
+    }
+    let cols = x.reshape([n / 4, 4]).unwrap().sum(&[0], false).unwrap();
+    for (j, &got) in cols.as_slice().iter().enumerate() {
+        let want: f64 = x
+            .as_slice()
+            .iter()
+            .skip(j)
+            .step_by(4)
+            .map(|&v| v as f64)
+            .sum();
+        assert!(rel(got, want) <= 1e-6, "column {j}: {}", rel(got, want));
+    }
+}
+
+/// `var` of data with a spread of 1e-3 around 1e4 (2^20 elements) matches
+/// an f64 two-pass reference over the same f32 values (it was off 1e5x).
+#[test]
+fn var_is_accurate_on_offset_data() {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Uniform};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(26);
+    let dist = Uniform::new(-1e-3f64, 1e-3).unwrap();
+    let n = 1usize << 20;
+    let data: Vec<f32> = (0..n)
+        .map(|_| (1e4 + dist.sample(&mut rng)) as f32)
+        .collect();
+    let mean = data.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let want = data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    assert!(want > 1e-8, "the f32 data keeps a spread: {want}");
+    let x = Tensor::from_vec(data, [n]).unwrap();
+    let got = x.var(&[], false).unwrap().to_scalar().unwrap() as f64;
+    assert!(((got - want) / want).abs() < 1e-3, "var {got} vs {want}");
+    // and per column of a matrix
+    let m = x.reshape([n / 8, 8]).unwrap().var(&[0], false).unwrap();
+    for (j, &got) in m.as_slice().iter().enumerate() {
+        let col: Vec<f64> = x
+            .as_slice()
+            .iter()
+            .skip(j)
+            .step_by(8)
+            .map(|&v| v as f64)
+            .collect();
+        let mu = col.iter().sum::<f64>() / col.len() as f64;
+        let want = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / col.len() as f64;
+        assert!(
+            ((got as f64 - want) / want).abs() < 1e-3,
+            "column {j}: {got} vs {want}"
+        );
+    }
 }
