@@ -160,6 +160,9 @@ impl<T: Element, O: Optimizer<T> + ?Sized> Optimizer<T> for Box<O> {
     fn get_config(&self) -> Value {
         (**self).get_config()
     }
+    fn tracked_variables(&self) -> usize {
+        (**self).tracked_variables()
+    }
     fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
         (**self).set_learning_rate(lr)
     }
