@@ -109,3 +109,95 @@ fn the_default_config_is_name_and_trainable() {
         serde_json::json!({ "name": "w", "trainable": false })
     );
 }
+
+#[test]
+fn every_built_in_layer_has_named_and_with_trainable_builders() {
+    use rime_layers::activations::Activation;
+    use rime_layers::{
+        ActivationLayer, Add, Concatenate, Dropout, Embedding, EmbeddingTranspose, Flatten, Lambda,
+        LayerNormalization, Multiply, Reshape,
+    };
+    let embedding = Arc::new(Embedding::<f64>::new(4, 2).unwrap());
+    let layers: Vec<(LayerRef<f64>, &str)> = vec![
+        (
+            Arc::new(
+                ActivationLayer::new(Activation::Relu)
+                    .named("a")
+                    .with_trainable(false),
+            ),
+            "a",
+        ),
+        (Arc::new(Add::new().named("b").with_trainable(false)), "b"),
+        (
+            Arc::new(BatchNormalization::new().named("c").with_trainable(false)),
+            "c",
+        ),
+        (
+            Arc::new(Concatenate::new().named("d").with_trainable(false)),
+            "d",
+        ),
+        (
+            Arc::new(Dense::new(2).named("e").with_trainable(false)),
+            "e",
+        ),
+        (
+            Arc::new(Dropout::new(0.5).unwrap().named("f").with_trainable(false)),
+            "f",
+        ),
+        (
+            Arc::new(
+                Embedding::new(4, 2)
+                    .unwrap()
+                    .named("g")
+                    .with_trainable(false),
+            ),
+            "g",
+        ),
+        (
+            Arc::new(
+                EmbeddingTranspose::new(embedding)
+                    .named("h")
+                    .with_trainable(false),
+            ),
+            "h",
+        ),
+        (
+            Arc::new(Flatten::new().named("i").with_trainable(false)),
+            "i",
+        ),
+        (
+            Arc::new(
+                Lambda::new("id", |xs: &[Tensor<f64>]| Ok(xs.to_vec()))
+                    .named("j")
+                    .with_trainable(false),
+            ),
+            "j",
+        ),
+        (
+            Arc::new(LayerNormalization::new().named("k").with_trainable(false)),
+            "k",
+        ),
+        (
+            Arc::new(Multiply::new().named("l").with_trainable(false)),
+            "l",
+        ),
+        (
+            Arc::new(
+                Reshape::new(vec![-1])
+                    .unwrap()
+                    .named("m")
+                    .with_trainable(false),
+            ),
+            "m",
+        ),
+    ];
+    for (layer, name) in layers {
+        assert_eq!(layer.name(), name);
+        assert!(!layer.trainable(), "{name}");
+        assert_eq!(
+            layer.get_config()["name"],
+            name,
+            "{name}: the config carries the name"
+        );
+    }
+}

@@ -391,3 +391,5 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(BatchNormalization);
