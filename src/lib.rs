@@ -45,6 +45,7 @@ pub use rime_tensor as tensor;
 pub mod prelude {
     pub use rime_layers::activations::Activation;
     pub use rime_layers::initializers::Initializer;
+    pub use rime_layers::layers::Padding;
     pub use rime_layers::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
         MeanSquaredError, SparseCategoricalCrossentropy,
@@ -59,6 +60,11 @@ pub mod prelude {
         EmbeddingTranspose, Flatten, Input, Lambda, Layer, LayerBase, LayerNormalization, LayerRef,
         Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, WeightSpec, call_symbolic,
         clone_model,
+    };
+    pub use rime_layers::{
+        AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+        GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+        MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
     };
     pub use rime_tape::{
         AsSource, GradcheckOptions, GradientOptions, GradientTape, Gradients, Source,

@@ -834,6 +834,19 @@ impl Optimizer<f32> for Boxed {
     fn get_config(&self) -> Value {
         self.0.get_config()
     }
+    fn set_learning_rate(&mut self, lr: f64) -> rime::layers::Result<()> {
+        self.0.set_learning_rate(lr)
+    }
+    fn state(&self, vars: &[Variable<f32>]) -> rime::layers::optimizers::OptimizerState<f32> {
+        self.0.state(vars)
+    }
+    fn set_state(
+        &mut self,
+        vars: &[Variable<f32>],
+        state: &rime::layers::optimizers::OptimizerState<f32>,
+    ) -> rime::layers::Result<()> {
+        self.0.set_state(vars, state)
+    }
 }
 
 /// How a trajectory is driven on the rime side.

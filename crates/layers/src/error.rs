@@ -70,6 +70,32 @@ pub enum Error {
         /// What failed.
         msg: String,
     },
+    /// A dataset or data file that cannot be read or used as asked.
+    #[error("{what}: {msg}")]
+    Data {
+        /// The dataset operation or file.
+        what: String,
+        /// What was wrong.
+        msg: String,
+    },
+    /// A model or checkpoint file that is corrupt or does not fit.
+    #[error("model file `{path}`: {msg}")]
+    ModelFile {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        msg: String,
+    },
+    /// A model or checkpoint file written by another format version.
+    #[error("model file `{path}`: format version {found}, this rime reads version {expected}")]
+    FormatVersion {
+        /// The file.
+        path: String,
+        /// The version in the file.
+        found: String,
+        /// The version this library reads.
+        expected: u32,
+    },
 }
 
 impl From<rime_tensor::Error> for Error {

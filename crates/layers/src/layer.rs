@@ -454,11 +454,16 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
-/// `BatchNormalization` → `batch_normalization`.
+/// `BatchNormalization` → `batch_normalization`, `Conv2D` → `conv2d`,
+/// `MaxPooling2D` → `max_pooling2d` (Keras' `to_snake_case`: a break before
+/// an upper-case letter that starts a word or follows a lower-case one).
 pub(crate) fn snake_case(class: &str) -> String {
+    let chars: Vec<char> = class.chars().collect();
     let mut out = String::new();
-    for (i, c) in class.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
+    for (i, &c) in chars.iter().enumerate() {
+        let starts_word = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let after_lower = i > 0 && chars[i - 1].is_lowercase();
+        if c.is_uppercase() && i > 0 && (starts_word || after_lower) {
             out.push('_');
         }
         out.extend(c.to_lowercase());
@@ -736,6 +741,9 @@ mod tests {
         assert_eq!(a, "unit_test_layer");
         assert_eq!(b, "unit_test_layer_1");
         assert_eq!(snake_case("BatchNormalization"), "batch_normalization");
+        assert_eq!(snake_case("Conv2D"), "conv2d");
+        assert_eq!(snake_case("MaxPooling2D"), "max_pooling2d");
+        assert_eq!(snake_case("Conv2DTranspose"), "conv2d_transpose");
     }
 
     #[test]

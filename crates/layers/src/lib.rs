@@ -19,7 +19,9 @@
 pub mod activations;
 pub mod config;
 pub mod constraints;
+pub mod data;
 mod error;
+pub mod fit;
 pub mod initializers;
 mod layer;
 pub mod layers;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod regularizers;
+pub mod saving;
 mod train;
 
 pub use error::{Error, Result};
@@ -38,6 +41,11 @@ pub use layers::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, EmbeddingTranspose,
     EmbeddingTransposeConfig, Flatten, FlattenConfig, Lambda, LambdaConfig, LambdaFn,
     LayerNormalization, LayerNormalizationConfig, Multiply, MultiplyConfig, Reshape, ReshapeConfig,
+};
+pub use layers::{
+    AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+    MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
 };
 pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,

@@ -69,6 +69,49 @@ impl<'m, T: Element> TrainStep<'m, T> {
         &*self.optimizer
     }
 
+    /// The optimizer, to change its learning rate or restore its state.
+    pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer<T> {
+        &mut *self.optimizer
+    }
+
+    /// The model this step trains.
+    pub fn model(&self) -> &'m dyn Layer<T> {
+        self.model
+    }
+
+    /// The loss.
+    pub fn loss(&self) -> &dyn Loss<T> {
+        &*self.loss
+    }
+
+    /// Takes a new snapshot of the model's trainable variables and masks,
+    /// **keeping the optimizer and its state** (slots, iterations): Keras'
+    /// `compile` again with the same optimizer object, after freezing a
+    /// layer or changing a mask. The result trains exactly like a custom
+    /// loop that kept one optimizer throughout.
+    ///
+    /// ```
+    /// use rime_layers::{losses::MeanSquaredError, optimizers::{Adam, Optimizer}, Dense, Layer, Sequential, TrainStep};
+    /// use rime_tape::TrainableMask;
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new().add(Dense::new(2)).with_input_shape([3])?;
+    /// let mut step = TrainStep::new(&model, Adam::new(), MeanSquaredError::new());
+    /// let (x, y) = (Tensor::ones([4, 3]), Tensor::zeros([4, 2]));
+    /// step.run(&x, &y)?;
+    /// let kernel = model.weights()[0].clone();
+    /// kernel.set_mask(Some(TrainableMask::freeze_rows(0..1)))?;
+    /// step.rebuild();
+    /// let row0 = kernel.to_vec()[..2].to_vec();
+    /// step.run(&x, &y)?;
+    /// assert_eq!(kernel.to_vec()[..2], row0[..]);
+    /// assert_eq!(step.optimizer().iterations(), 2);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn rebuild(&mut self) {
+        self.variables = self.model.trainable_weights();
+        self.masks = self.variables.iter().map(|v| v.mask()).collect();
+    }
+
     /// One step on a batch of a one-input, one-output model: forward in
     /// training mode, loss plus the model's `losses()`, gradients of the
     /// snapshot variables (zero at their snapshot masks' frozen elements),
@@ -80,6 +123,17 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// The same for models with several inputs and outputs: the loss is
     /// applied to each output with its target and the results added.
     pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
+        self.run_with_outputs(inputs, targets).map(|(loss, _)| loss)
+    }
+
+    /// [`run_many`](TrainStep::run_many), also returning the model's
+    /// outputs of the training-mode forward pass (before the update), from
+    /// which `fit` updates its metrics as Keras does.
+    pub fn run_with_outputs(
+        &mut self,
+        inputs: &[Tensor<T>],
+        targets: &[Tensor<T>],
+    ) -> Result<(T, Vec<Tensor<T>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
             .start();
@@ -103,7 +157,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         let value = loss.to_scalar()?;
         if self.variables.is_empty() {
             // a frozen model: forward and loss only, nothing to train
-            return Ok(value);
+            return Ok((value, outputs));
         }
         let sources: Vec<SourceRef<T>> = self
             .variables
@@ -115,6 +169,6 @@ impl<'m, T: Element> TrainStep<'m, T> {
         drop(tape);
         self.optimizer
             .apply_gradients_masked(&grads, &self.variables, &self.masks)?;
-        Ok(value)
+        Ok((value, outputs))
     }
 }

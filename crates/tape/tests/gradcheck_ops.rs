@@ -585,3 +585,170 @@ fn gradcheck_of_constant_and_failing_functions() {
         "{e:?}"
     );
 }
+
+/// A random valid convolution: (input shape, kernel shape, options).
+fn conv_case() -> BoxedStrategy<(Vec<usize>, Vec<usize>, rime_tensor::Conv2dOptions)> {
+    use rime_tensor::{Conv2dOptions, Padding};
+    (
+        (1usize..=2, 1usize..=6, 1usize..=6),
+        (1usize..=2, 1usize..=2, 1usize..=2),
+        (1usize..=3, 1usize..=3),
+        (
+            1usize..=2,
+            1usize..=2,
+            1usize..=2,
+            1usize..=2,
+            any::<bool>(),
+        ),
+    )
+        .prop_filter_map(
+            "kernel fits",
+            |((n, h, w), (groups, cg, og), (kh, kw), (sh, sw, dh, dw, same))| {
+                let (dh, dw) = if sh > 1 || sw > 1 { (1, 1) } else { (dh, dw) };
+                let opts = Conv2dOptions {
+                    strides: [sh, sw],
+                    padding: if same { Padding::Same } else { Padding::Valid },
+                    dilation: [dh, dw],
+                    groups,
+                };
+                let x = vec![n, h, w, cg * groups];
+                let k = vec![kh, kw, cg, og * groups];
+                rime_tensor::Conv2dGeometry::new("t", &x.clone().into(), &k.clone().into(), &opts)
+                    .ok()
+                    .map(|_| (x, k, opts))
+            },
+        )
+        .boxed()
+}
+
+fn conv_inputs() -> BoxedStrategy<(Tensor<f64>, Tensor<f64>, rime_tensor::Conv2dOptions)> {
+    conv_case()
+        .prop_flat_map(|(x, k, o)| (filled(x, -1.0, 1.0), filled(k, -1.0, 1.0), Just(o)))
+        .boxed()
+}
+
+type FnMany = dyn Fn(&[Tensor<f64>]) -> rime_tape::Result<Tensor<f64>>;
+
+/// `∂/∂v[wrt] ‖f(v)‖²` computed by an inner tape: gradcheck's tape then
+/// differentiates the gradient rule itself (second derivatives).
+fn inner_grad(f: &FnMany, v: &[Tensor<f64>], wrt: usize) -> rime_tape::Result<Tensor<f64>> {
+    let tape = GradientTape::new();
+    tape.watch(&v[wrt]);
+    let y = f(v)?;
+    let g = tape.gradient_with(
+        &[&y.square().sum_all()],
+        &[&v[wrt]],
+        rime_tape::GradientOptions {
+            output_gradients: None,
+            unconnected: rime_tape::UnconnectedGradients::Zero,
+        },
+    )?;
+    Ok(g.into_iter().next().flatten().unwrap())
+}
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    /// conv2d and its two gradient ops, each against finite differences in
+    /// both inputs, over random shapes, strides, paddings, dilations, groups.
+    #[test]
+    fn conv2d_family((x, k, o) in conv_inputs()) {
+        let g = rime_tensor::Conv2dGeometry::new("t", x.shape(), k.shape(), &o).unwrap();
+        check("conv2d", move |v| Ok(v[0].conv2d(&v[1], &o)?), &[x.clone(), k.clone()])?;
+        let dy = Tensor::<f64>::rand_normal(g.output_shape(), 0.0, 1.0, &mut rime_tensor::seeded_rng(7)).unwrap();
+        let g1 = g.clone();
+        check("conv2d_backprop_input", move |v| Ok(v[0].conv2d_backprop_input(&v[1], &g1)?), &[dy.clone(), k.clone()])?;
+        let g2 = g.clone();
+        check("conv2d_backprop_filter", move |v| Ok(v[0].conv2d_backprop_filter(&v[1], &g2)?), &[x.clone(), dy])?;
+        // second derivatives: the gradient (in x, then in w) of a loss on
+        // the convolution, as a function of both inputs
+        let f = move |v: &[Tensor<f64>]| -> rime_tape::Result<Tensor<f64>> { Ok(v[0].conv2d(&v[1], &o)?.tanh()) };
+        check("d/d(x, w) grad_x conv2d", move |v| inner_grad(&f, v, 0), &[x.clone(), k.clone()])?;
+        check("d/d(x, w) grad_w conv2d", move |v| inner_grad(&f, v, 1), &[x, k])?;
+    }
+
+    #[test]
+    fn conv1d_depthwise_transpose(
+        (n, w, c, m, k, s, same) in (1usize..=2, 2usize..=7, 1usize..=3, 1usize..=2, 1usize..=3, 1usize..=2, any::<bool>()),
+        seed in any::<u64>(),
+    ) {
+        use rime_tensor::{Conv1dOptions, Conv2dOptions, Padding, ops::conv::conv_transpose_output_size};
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        prop_assume!(same || w >= k);
+        let rng = &mut rime_tensor::seeded_rng(seed);
+        let x1 = Tensor::<f64>::rand_normal([n, w, c], 0.0, 1.0, rng).unwrap();
+        let k1 = Tensor::<f64>::rand_normal([k, c, m], 0.0, 1.0, rng).unwrap();
+        let o1 = Conv1dOptions { stride: s, padding, dilation: 1, groups: 1 };
+        check("conv1d", move |v| Ok(v[0].conv1d(&v[1], &o1)?), &[x1, k1])?;
+        let x2 = Tensor::<f64>::rand_normal([n, w, w + 1, c], 0.0, 1.0, rng).unwrap();
+        let k2 = Tensor::<f64>::rand_normal([k, k, c, m], 0.0, 1.0, rng).unwrap();
+        let o2 = Conv2dOptions::default().strides([s, s]).padding(padding);
+        check("depthwise_conv2d", move |v| Ok(v[0].depthwise_conv2d(&v[1], &o2)?), &[x2.clone(), k2])?;
+        // transpose: kernel [kh, kw, out, in]
+        let kt = Tensor::<f64>::rand_normal([k, k, m, c], 0.0, 1.0, rng).unwrap();
+        let out = [
+            conv_transpose_output_size(w, k, s, 1, padding).unwrap(),
+            conv_transpose_output_size(w + 1, k, s, 1, padding).unwrap(),
+        ];
+        check("conv2d_transpose", move |v| Ok(v[0].conv2d_transpose(&v[1], out, &o2)?.tanh()), &[x2, kt])?;
+    }
+
+    /// Pooling (max on distinct values, so no ties), first and second order.
+    #[test]
+    fn pooling(
+        (x, pool, strides, same) in (1usize..=2, 1usize..=6, 1usize..=6, 1usize..=2)
+            .prop_flat_map(|(n, h, w, c)| (distinct(vec![n, h, w, c]), (1usize..=3, 1usize..=3), (1usize..=3, 1usize..=3), any::<bool>()))
+    ) {
+        use rime_tensor::{Padding, Pool2dOptions};
+        let o = Pool2dOptions {
+            pool_size: [pool.0, pool.1],
+            strides: [strides.0, strides.1],
+            padding: if same { Padding::Same } else { Padding::Valid },
+        };
+        prop_assume!(rime_tensor::Pool2dGeometry::new("t", x.shape(), &o).is_ok());
+        check("max_pool2d", move |v| Ok(v[0].max_pool2d(&o)?), std::slice::from_ref(&x))?;
+        check("avg_pool2d", move |v| Ok(v[0].avg_pool2d(&o)?), std::slice::from_ref(&x))?;
+        let fmax = move |v: &[Tensor<f64>]| -> rime_tape::Result<Tensor<f64>> { Ok(v[0].max_pool2d(&o)?.sin()) };
+        check("d/dx grad max_pool2d", move |v| inner_grad(&fmax, v, 0), std::slice::from_ref(&x))?;
+        let favg = move |v: &[Tensor<f64>]| -> rime_tape::Result<Tensor<f64>> { Ok(v[0].avg_pool2d(&o)?.sin()) };
+        check("d/dx grad avg_pool2d", move |v| inner_grad(&favg, v, 0), std::slice::from_ref(&x))?;
+        let x3 = x.reshape([x.dims()[0], x.dims()[1] * x.dims()[2], x.dims()[3]]).unwrap();
+        check("max_pool1d", move |v| Ok(v[0].max_pool1d(2, 1, Padding::Same)?), std::slice::from_ref(&x3))?;
+        check("avg_pool1d", move |v| Ok(v[0].avg_pool1d(2, 2, Padding::Same)?), std::slice::from_ref(&x3))?;
+        check("global pools", |v| Ok(v[0].global_avg_pool(false)?.add(&v[0].global_max_pool(false)?)?), std::slice::from_ref(&x))?;
+        check("zero_pad2d / upsample", |v| Ok(v[0].zero_pad2d(((1, 0), (0, 2)))?.upsample_nearest2d([2, 3])?.sin()), &[x])?;
+    }
+}
+
+/// A gradient penalty on a small CNN (conv → relu → max pool → dense): the
+/// gradient of `‖∂loss/∂x‖²` with respect to the conv kernel, against
+/// finite differences. Relu's second derivative is zero almost everywhere,
+/// so tanh keeps every path alive.
+#[test]
+fn cnn_gradient_penalty() {
+    use rime_tensor::{Conv2dOptions, Padding, Pool2dOptions};
+    let rng = &mut rime_tensor::seeded_rng(3);
+    let x = Tensor::<f64>::rand_normal([2, 6, 6, 2], 0.0, 1.0, rng).unwrap();
+    let k = Tensor::<f64>::rand_normal([3, 3, 2, 3], 0.0, 0.5, rng).unwrap();
+    let w = Tensor::<f64>::rand_normal([12, 2], 0.0, 0.5, rng).unwrap();
+    let penalty = move |v: &[Tensor<f64>]| -> rime_tape::Result<Tensor<f64>> {
+        let xs = x.detach();
+        let tape = GradientTape::new();
+        tape.watch(&xs);
+        let h = xs
+            .conv2d(
+                &v[0],
+                &Conv2dOptions::default()
+                    .strides([2, 2])
+                    .padding(Padding::Same),
+            )?
+            .tanh()
+            .max_pool2d(&Pool2dOptions::new([2, 2]).strides([1, 1]))?;
+        let logits = h.reshape([2, 12])?.matmul(&v[1])?;
+        let loss = logits.sparse_softmax_cross_entropy(&[0, 1])?.sum_all();
+        let gx = tape.gradient(&loss, &[&xs])?.remove(0).unwrap();
+        Ok(gx.square().sum_all())
+    };
+    let report = gradcheck(penalty, &[k, w], &GradcheckOptions::default()).unwrap();
+    assert_eq!(report.checked, 54 + 24);
+}

@@ -14,9 +14,11 @@ use std::sync::OnceLock;
 use smallvec::SmallVec;
 
 use crate::ops::arith::BinaryOp;
+use crate::ops::conv::ConvOp;
 use crate::ops::index::IndexOp;
 use crate::ops::layout::LayoutOp;
 use crate::ops::nn::NnOp;
+use crate::ops::pool::PoolOp;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
 use crate::{DType, DynTensor, Element, Tensor};
@@ -49,6 +51,10 @@ pub enum Op {
         /// Whether `b` is used transposed.
         transpose_b: bool,
     },
+    /// Convolutions and their gradients (`ops/conv.rs`).
+    Conv(ConvOp),
+    /// Pooling and its gradients (`ops/pool.rs`).
+    Pool(PoolOp),
     /// Element type conversion: input `[x]` of dtype `from`.
     Cast {
         /// Input dtype.

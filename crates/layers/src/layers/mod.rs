@@ -35,29 +35,46 @@ mod add;
 mod batch_normalization;
 mod common;
 mod concatenate;
+mod conv;
+mod conv2d_transpose;
 mod dense;
+mod depthwise_conv2d;
 mod dropout;
 mod embedding;
 mod embedding_transpose;
 mod flatten;
+mod global_pooling;
 mod lambda;
 mod layer_normalization;
 mod multiply;
+mod pooling;
 mod reshape;
+mod up_sampling2d;
+mod zero_padding2d;
 
 pub use activation::{ActivationConfig, ActivationLayer};
 pub use add::{Add, AddConfig};
 pub use batch_normalization::{BatchNormalization, BatchNormalizationConfig};
 pub use concatenate::{Concatenate, ConcatenateConfig};
+pub use conv::{Conv1D, Conv2D, ConvConfig, Padding};
+pub use conv2d_transpose::Conv2DTranspose;
 pub use dense::{Dense, DenseConfig};
+pub use depthwise_conv2d::{DepthwiseConv2D, DepthwiseConv2DConfig};
 pub use dropout::{Dropout, DropoutConfig};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use embedding_transpose::{EmbeddingTranspose, EmbeddingTransposeConfig};
 pub use flatten::{DataFormat, Flatten, FlattenConfig};
+pub use global_pooling::{
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+    GlobalPoolingConfig,
+};
 pub use lambda::{Lambda, LambdaConfig, LambdaFn};
 pub use layer_normalization::{LayerNormalization, LayerNormalizationConfig};
 pub use multiply::{Multiply, MultiplyConfig};
+pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, PoolingConfig};
 pub use reshape::{Reshape, ReshapeConfig};
+pub use up_sampling2d::{UpSampling2D, UpSampling2DConfig};
+pub use zero_padding2d::{ZeroPadding2D, ZeroPadding2DConfig};
 
 use rime_tensor::Element;
 
@@ -83,6 +100,20 @@ pub(crate) fn builtin_from_config<T: Element>(cfg: &LayerConfig) -> Result<Optio
         "Add" => arc(Add::<T>::from_config(parse(name, c)?)),
         "Multiply" => arc(Multiply::<T>::from_config(parse(name, c)?)),
         "Lambda" => arc(Lambda::<T>::from_config(parse(name, c)?)?),
+        "Conv1D" => arc(Conv1D::<T>::from_config(parse(name, c)?)?),
+        "Conv2D" => arc(Conv2D::<T>::from_config(parse(name, c)?)?),
+        "Conv2DTranspose" => arc(Conv2DTranspose::<T>::from_config(parse(name, c)?)?),
+        "DepthwiseConv2D" => arc(DepthwiseConv2D::<T>::from_config(parse(name, c)?)?),
+        "MaxPooling1D" => arc(MaxPooling1D::<T>::from_config(parse(name, c)?)?),
+        "MaxPooling2D" => arc(MaxPooling2D::<T>::from_config(parse(name, c)?)?),
+        "AveragePooling1D" => arc(AveragePooling1D::<T>::from_config(parse(name, c)?)?),
+        "AveragePooling2D" => arc(AveragePooling2D::<T>::from_config(parse(name, c)?)?),
+        "GlobalAveragePooling1D" => arc(GlobalAveragePooling1D::<T>::from_config(parse(name, c)?)?),
+        "GlobalAveragePooling2D" => arc(GlobalAveragePooling2D::<T>::from_config(parse(name, c)?)?),
+        "GlobalMaxPooling1D" => arc(GlobalMaxPooling1D::<T>::from_config(parse(name, c)?)?),
+        "GlobalMaxPooling2D" => arc(GlobalMaxPooling2D::<T>::from_config(parse(name, c)?)?),
+        "ZeroPadding2D" => arc(ZeroPadding2D::<T>::from_config(parse(name, c)?)?),
+        "UpSampling2D" => arc(UpSampling2D::<T>::from_config(parse(name, c)?)?),
         _ => return crate::models::model_from_config::<T>(name, c),
     }))
 }

@@ -37,7 +37,8 @@ impl<T: Element, L: Layer<T> + 'static> IntoLayerRef<T> for L {
 }
 
 /// A copy of a model (or any layer) with the same structure and fresh
-/// weights (Keras' `clone_model`). Copy weights with
+/// weights (Keras' `clone_model`), keeping the `trainable` flags of the
+/// model, its layers and its variables, its masks and its weight ties. Copy weights with
 /// `copy.set_weights(&model.get_weights())`.
 ///
 /// ```
@@ -52,7 +53,10 @@ impl<T: Element, L: Layer<T> + 'static> IntoLayerRef<T> for L {
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub fn clone_model<T: Element>(model: &dyn Layer<T>) -> Result<LayerRef<T>> {
-    model.fresh()
+    let copy = model.fresh()?;
+    // Keras keeps `trainable` through get_config; masks decide training too
+    crate::saving::copy_trainability(model, &*copy)?;
+    Ok(copy)
 }
 
 /// Rebuilds a model class from its config (used by the config registry).

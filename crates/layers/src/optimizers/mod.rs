@@ -39,6 +39,7 @@ mod adam;
 mod rmsprop;
 pub mod schedules;
 mod sgd;
+mod state;
 
 use std::any::Any;
 use std::ops::Range;
@@ -55,6 +56,7 @@ pub use schedules::{
     CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, PiecewiseConstantDecay,
 };
 pub use sgd::Sgd;
+pub use state::OptimizerState;
 
 use crate::{Error, Result};
 
@@ -99,6 +101,20 @@ pub trait Optimizer<T: Element = f32>: Send {
 
     /// Keras-style configuration (`learning_rate`, `momentum`, ...).
     fn get_config(&self) -> Value;
+
+    /// Replaces the learning rate (or schedule) by a constant, as Keras'
+    /// `optimizer.learning_rate = lr` (what `LearningRateScheduler` and
+    /// `ReduceLROnPlateau` do). A negative or non-finite rate is an error.
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()>;
+
+    /// The state to checkpoint: iterations, a constant learning rate, and
+    /// the slots of each of `vars` (in that order).
+    fn state(&self, vars: &[Variable<T>]) -> OptimizerState<T>;
+
+    /// Restores a [`state`](Optimizer::state) for `vars` (the same
+    /// variables, or a fresh model's in the same order). Every name and
+    /// shape is checked first: an error changes nothing.
+    fn set_state(&mut self, vars: &[Variable<T>], state: &OptimizerState<T>) -> Result<()>;
 }
 
 /// An optimizer's update formula, applied to one run of consecutive
@@ -144,7 +160,7 @@ pub(crate) struct Common {
 }
 
 /// One variable's slots of element type `T`.
-struct Slots<T>(Vec<Vec<T>>);
+pub(crate) struct Slots<T>(Vec<Vec<T>>);
 
 impl Common {
     pub fn new(learning_rate: f64) -> Self {
@@ -622,6 +638,37 @@ macro_rules! optimizer_common {
             ) -> Vec<(&'static str, rime_tensor::Tensor<T>)> {
                 use $crate::optimizers::Rule;
                 self.common.slots(self.rule.slot_names(), var)
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) -> $crate::Result<()> {
+                self.common
+                    .set_constant_learning_rate(<$rule as $crate::optimizers::Rule>::NAME, lr)
+            }
+
+            fn state(
+                &self,
+                vars: &[rime_tape::Variable<T>],
+            ) -> $crate::optimizers::OptimizerState<T> {
+                use $crate::optimizers::Rule;
+                self.common.export_state(
+                    <$rule as $crate::optimizers::Rule>::NAME,
+                    self.rule.slot_names(),
+                    vars,
+                )
+            }
+
+            fn set_state(
+                &mut self,
+                vars: &[rime_tape::Variable<T>],
+                state: &$crate::optimizers::OptimizerState<T>,
+            ) -> $crate::Result<()> {
+                use $crate::optimizers::Rule;
+                self.common.import_state(
+                    <$rule as $crate::optimizers::Rule>::NAME,
+                    self.rule.slot_names(),
+                    vars,
+                    state,
+                )
             }
 
             fn get_config(&self) -> serde_json::Value {

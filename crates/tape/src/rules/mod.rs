@@ -13,10 +13,12 @@
 //! `None` without any work spent on them.
 
 mod arith;
+mod conv;
 mod index;
 mod layout;
 mod matmul;
 mod nn;
+mod pool;
 mod reduce;
 mod unary;
 
@@ -204,6 +206,8 @@ fn apply<T: Element>(op: &Op, ctx: &Ctx<'_, T>, sink: &mut Sink<'_>) -> Result<(
             transpose_a,
             transpose_b,
         } => matmul::backward(*transpose_a, *transpose_b, ctx)?,
+        Op::Conv(c) => conv::backward(c, ctx)?,
+        Op::Pool(p) => pool::backward(p, ctx)?,
         other => {
             return Err(Error::InvalidArgument {
                 call: "gradient",

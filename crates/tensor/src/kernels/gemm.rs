@@ -392,6 +392,47 @@ unsafe fn gemm_raw<T: Element>(
     }
 }
 
+/// `C[m×n] (row stride ldc) += A[m×k] · B[k×n]` on one thread, C already
+/// initialized: how convolution kernels accumulate a weight gradient over
+/// blocks of im2col rows without a buffer per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_acc<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
+    // SAFETY: A, B and C bounds are asserted above; C is exclusively
+    // borrowed, so it aliases neither operand.
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            T::one(),
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            T::one(),
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+}
+
 /// A batch of products: `c[e] = a[a_off[e]] · b[b_off[e]]` for each entry,
 /// C entries contiguous `m×n` blocks. Every element of `c` is written (it
 /// may start uninitialized).

@@ -12,8 +12,10 @@
 //! thread, where waking the pool costs more than the work.
 
 pub(crate) mod broadcast;
+pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod math;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod simd;
 

@@ -4,10 +4,12 @@
 //! file of the same name under rime-tape's `rules/`.
 
 pub mod arith;
+pub mod conv;
 pub mod index;
 pub mod layout;
 pub mod matmul;
 pub mod nn;
 pub mod operators;
+pub mod pool;
 pub mod reduce;
 pub mod unary;

@@ -1,0 +1,565 @@
+//! `fit`, `evaluate` and `predict` with Keras' semantics, built on
+//! [`TrainStep`] and [`Dataset`].
+//!
+//! A [`Trainer`] is Keras' compiled model: a [`TrainStep`] (model,
+//! optimizer, loss) plus metrics. [`Trainer::fit`] runs epochs of the
+//! dataset's batches through the step, updates the metrics from each
+//! batch's training-mode outputs, evaluates validation data at each
+//! epoch's end, calls [callbacks](callbacks) and returns a [`History`]. The
+//! epoch `loss` is the batch-size-weighted mean of the batch losses (the
+//! mean over samples). Nothing here adds a rule about what trains: the
+//! step's snapshot does, as in a custom loop.
+//!
+//! ```
+//! use rime_layers::data::Dataset;
+//! use rime_layers::fit::{FitOptions, Trainer, Verbose};
+//! use rime_layers::losses::SparseCategoricalCrossentropy;
+//! use rime_layers::metrics::SparseCategoricalAccuracy;
+//! use rime_layers::optimizers::Adam;
+//! use rime_layers::{Dense, Sequential};
+//! use rime_tensor::{seeded_rng, Tensor};
+//! let model = Sequential::<f32>::new().add(Dense::new(2)).with_input_shape([3])?;
+//! let x = Tensor::rand_normal([64, 3], 0.0, 1.0, &mut seeded_rng(0))?;
+//! let y = Tensor::vector(x.as_slice().chunks(3).map(|r| (r[0] > 0.0) as u8 as f32).collect());
+//! let data = Dataset::from_tensors(x, y)?.batch(16)?.shuffle(1);
+//! let mut trainer = Trainer::new(&model, Adam::new().learning_rate(0.05),
+//!     SparseCategoricalCrossentropy::new().with_from_logits(true))
+//!     .metric(SparseCategoricalAccuracy::new());
+//! let history = trainer.fit(&data, FitOptions::new().epochs(20).validation_split(0.25).verbose(Verbose::Silent))?;
+//! let loss = history.get("loss").unwrap();
+//! assert!(loss[19] < loss[0]);
+//! assert_eq!(history.get("val_sparse_categorical_accuracy").unwrap().len(), 20);
+//! # Ok::<(), rime_layers::Error>(())
+//! ```
+
+pub mod callbacks;
+mod progress;
+
+use std::io::Write;
+use std::path::Path;
+
+use rime_tensor::{Element, Tensor};
+
+use crate::data::{Batch, Dataset};
+use crate::losses::Loss;
+use crate::metrics::UpdateState;
+use crate::optimizers::Optimizer;
+use crate::saving::{Counters, load_checkpoint, save_checkpoint};
+use crate::{CallContext, Error, Layer, Result, TrainStep};
+
+pub use callbacks::{
+    Callback, CallbackContext, CsvLogger, EarlyStopping, LearningRateScheduler, Mode,
+    ModelCheckpoint, ReduceLROnPlateau,
+};
+
+/// Named values of one epoch or batch (`loss`, metric names, `val_*`), in
+/// the order they were added.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Logs(Vec<(String, f64)>);
+
+impl Logs {
+    /// No values.
+    pub fn new() -> Self {
+        Logs(Vec::new())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Sets `key` (replacing an earlier value).
+    pub fn insert(&mut self, key: impl Into<String>, value: f64) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `key: value` pairs joined Keras-style (`loss: 0.1234 - accuracy: 0.9000`).
+    pub fn summary(&self) -> String {
+        self.iter()
+            .map(|(k, v)| format!("{k}: {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(" - ")
+    }
+}
+
+/// What `fit` returns: each epoch's logs (Keras' `History.history`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// The epochs run (0-based, from `initial_epoch`).
+    pub epochs: Vec<usize>,
+    /// Per key, one value per epoch run.
+    pub history: Vec<(String, Vec<f64>)>,
+}
+
+impl History {
+    /// The per-epoch values of `key` (`"loss"`, `"val_loss"`, ...).
+    pub fn get(&self, key: &str) -> Option<&[f64]> {
+        self.history
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The keys, in the order they first appeared.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.history.iter().map(|(k, _)| k.as_str())
+    }
+
+    fn record(&mut self, epoch: usize, logs: &Logs) {
+        self.epochs.push(epoch);
+        for (k, v) in logs.iter() {
+            match self.history.iter_mut().find(|(key, _)| key == k) {
+                Some((_, vs)) => vs.push(v),
+                None => self.history.push((k.to_string(), vec![v])),
+            }
+        }
+    }
+}
+
+/// How much `fit` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verbose {
+    /// Nothing (Keras' `verbose=0`).
+    Silent,
+    /// A progress bar with ETA and running metrics when output is a
+    /// terminal, one line per epoch otherwise (Keras' `verbose=1`/`auto`).
+    #[default]
+    Bar,
+    /// One line per epoch (Keras' `verbose=2`).
+    Line,
+}
+
+/// Arguments of [`Trainer::fit`] besides the data (Keras' `fit` keywords).
+pub struct FitOptions<'a, T: Element = f32> {
+    epochs: usize,
+    initial_epoch: usize,
+    validation_data: Option<Dataset<T>>,
+    validation_split: Option<f64>,
+    batch_size: Option<usize>,
+    callbacks: Vec<&'a mut dyn Callback<T>>,
+    verbose: Verbose,
+    output: Option<Box<dyn Write + 'a>>,
+}
+
+impl<T: Element> Default for FitOptions<'_, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, T: Element> FitOptions<'a, T> {
+    /// One epoch, no validation, no callbacks, a progress bar.
+    pub fn new() -> Self {
+        FitOptions {
+            epochs: 1,
+            initial_epoch: 0,
+            validation_data: None,
+            validation_split: None,
+            batch_size: None,
+            callbacks: Vec::new(),
+            verbose: Verbose::Bar,
+            output: None,
+        }
+    }
+
+    /// Train until epoch `epochs` (epochs `initial_epoch..epochs` run).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// The first epoch's index, to continue an earlier run (Keras'
+    /// `initial_epoch`); it also selects the shuffle order.
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
+        self
+    }
+
+    /// Evaluate on this data at the end of every epoch (`val_*` logs).
+    pub fn validation_data(mut self, data: Dataset<T>) -> Self {
+        self.validation_data = Some(data);
+        self
+    }
+
+    /// Hold out the last `fraction` of the training samples (before
+    /// shuffling) as validation data.
+    pub fn validation_split(mut self, fraction: f64) -> Self {
+        self.validation_split = Some(fraction);
+        self
+    }
+
+    /// Overrides the dataset's batch size.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = Some(batch_size);
+        self
+    }
+
+    /// Adds a callback; it stays the caller's, to read afterwards.
+    pub fn callback(mut self, callback: &'a mut dyn Callback<T>) -> Self {
+        self.callbacks.push(callback);
+        self
+    }
+
+    /// How much to print.
+    pub fn verbose(mut self, verbose: Verbose) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Writes the per-epoch lines to `out` instead of standard output
+    /// (never a redrawn bar: `out` is not a terminal).
+    pub fn output(mut self, out: impl Write + 'a) -> Self {
+        self.output = Some(Box::new(out));
+        self
+    }
+}
+
+type MetricFactory<T> = Box<dyn Fn() -> Box<dyn UpdateState<T>> + Send + Sync>;
+
+/// A model compiled for `fit`: a [`TrainStep`] and metrics, plus where
+/// training stands ([`Counters`]) for checkpoints.
+pub struct Trainer<'m, T: Element = f32> {
+    step: TrainStep<'m, T>,
+    metrics: Vec<MetricFactory<T>>,
+    counters: Counters,
+}
+
+impl<'m, T: Element> Trainer<'m, T> {
+    /// Keras' `compile(optimizer, loss)`: snapshots the trainable
+    /// variables and masks now (see [`TrainStep`]).
+    pub fn new(
+        model: &'m dyn Layer<T>,
+        optimizer: impl Optimizer<T> + 'm,
+        loss: impl Loss<T> + 'm,
+    ) -> Self {
+        Self::from_step(TrainStep::new(model, optimizer, loss))
+    }
+
+    /// Wraps an existing step (its optimizer state is kept).
+    pub fn from_step(step: TrainStep<'m, T>) -> Self {
+        Trainer {
+            step,
+            metrics: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Adds a metric, reported under its name (and `val_` + name).
+    pub fn metric<M: UpdateState<T> + Clone + Sync + 'static>(mut self, metric: M) -> Self {
+        self.metrics.push(Box::new(move || {
+            let mut m = metric.clone();
+            m.reset_state();
+            Box::new(m)
+        }));
+        self
+    }
+
+    /// The step.
+    pub fn step(&self) -> &TrainStep<'m, T> {
+        &self.step
+    }
+
+    /// The step, for custom loop work between `fit` calls.
+    pub fn step_mut(&mut self) -> &mut TrainStep<'m, T> {
+        &mut self.step
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m dyn Layer<T> {
+        self.step.model()
+    }
+
+    /// Keras' `compile` again with the same optimizer: a new snapshot of
+    /// trainable variables and masks, optimizer state kept.
+    pub fn recompile(&mut self) {
+        self.step.rebuild();
+    }
+
+    /// Where training stands (epochs and steps done, the data's shuffle
+    /// seed).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Saves weights, optimizer state and counters
+    /// ([`save_checkpoint`]).
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        save_checkpoint(path, self.model(), self.step.optimizer(), &self.counters)
+    }
+
+    /// Restores a checkpoint into the model and optimizer and returns its
+    /// counters; continue with `FitOptions::initial_epoch(counters.epoch)`.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<Counters> {
+        let model = self.step.model();
+        let counters = load_checkpoint(path, model, self.step.optimizer_mut())?;
+        self.counters = counters;
+        Ok(counters)
+    }
+
+    fn fresh_metrics(&self) -> Vec<Box<dyn UpdateState<T>>> {
+        self.metrics.iter().map(|f| f()).collect()
+    }
+
+    /// Trains on `data` (Keras' `fit`); see the module docs.
+    pub fn fit(&mut self, data: &Dataset<T>, options: FitOptions<'_, T>) -> Result<History> {
+        let FitOptions {
+            epochs,
+            initial_epoch,
+            validation_data,
+            validation_split,
+            batch_size,
+            mut callbacks,
+            verbose,
+            output,
+        } = options;
+        let mut train = data.clone();
+        if let Some(bs) = batch_size {
+            train = train.batch(bs)?;
+        }
+        let mut val = validation_data;
+        if let Some(fraction) = validation_split {
+            if val.is_some() {
+                return Err(fit_err(
+                    "give validation_data or validation_split, not both",
+                ));
+            }
+            let (t, v) = train.split(fraction)?;
+            train = t;
+            val = Some(v);
+        }
+        if train.is_empty() {
+            return Err(fit_err("no training samples"));
+        }
+        if train.num_batches() == 0 {
+            return Err(fit_err(format!(
+                "{} samples make no batch of {} with drop_remainder",
+                train.len(),
+                train.batch_size()
+            )));
+        }
+        let mut progress = progress::Progress::new(verbose, output, epochs);
+        let factories = &self.metrics;
+        let fresh = || -> Vec<Box<dyn UpdateState<T>>> { factories.iter().map(|f| f()).collect() };
+        let mut history = History::default();
+        let mut ctx = CallbackContext::new(&mut self.step, self.counters);
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(&mut ctx)?;
+        }
+        let mut last = Logs::new();
+        for epoch in initial_epoch..epochs {
+            if ctx.stop {
+                break;
+            }
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, &mut ctx)?;
+            }
+            progress.epoch_begin(epoch, train.num_batches());
+            let mut metrics = fresh();
+            let (mut loss_sum, mut samples) = (0.0f64, 0usize);
+            ctx.counters.epoch = epoch as u64;
+            ctx.counters.step_in_epoch = 0;
+            ctx.counters.shuffle_seed = train.shuffle_seed();
+            let mut logs = Logs::new();
+            for (b, batch) in train.epoch(epoch as u64).enumerate() {
+                let batch = batch?;
+                let (loss, outputs) = ctx.step.run_with_outputs(&batch.inputs, &batch.targets)?;
+                let n = batch.len();
+                loss_sum += loss.to_f64().unwrap_or(f64::NAN) * n as f64;
+                samples += n;
+                update_metrics(&mut metrics, &batch.targets, &outputs)?;
+                ctx.counters.step_in_epoch += 1;
+                ctx.counters.global_step += 1;
+                logs = Logs::new();
+                logs.insert("loss", loss_sum / samples as f64);
+                for m in &metrics {
+                    logs.insert(m.name(), m.result());
+                }
+                for cb in callbacks.iter_mut() {
+                    cb.on_train_batch_end(b, &logs, &mut ctx)?;
+                }
+                progress.batch_end(b + 1, &logs);
+                if ctx.stop {
+                    break;
+                }
+            }
+            if let Some(v) = &val {
+                let val_logs = evaluate_with(ctx.step.model(), ctx.step.loss(), v, fresh())?;
+                for (k, x) in val_logs.iter() {
+                    logs.insert(format!("val_{k}"), x);
+                }
+            }
+            ctx.counters.epoch = epoch as u64 + 1;
+            ctx.counters.step_in_epoch = 0;
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(epoch, &mut logs, &mut ctx)?;
+            }
+            progress.epoch_end(epoch, &logs);
+            history.record(epoch, &logs);
+            last = logs;
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(&last, &mut ctx)?;
+        }
+        self.counters = ctx.counters;
+        Ok(history)
+    }
+
+    /// Loss and metrics over `data` in inference mode (Keras'
+    /// `evaluate`); the loss is the mean over samples.
+    pub fn evaluate(&self, data: &Dataset<T>) -> Result<Logs> {
+        evaluate_with(self.model(), self.step.loss(), data, self.fresh_metrics())
+    }
+
+    /// The model's outputs over `data` in inference mode, batch by batch,
+    /// concatenated (Keras' `predict`).
+    pub fn predict(&self, data: &Dataset<T>) -> Result<Vec<Tensor<T>>> {
+        predict(self.model(), data)
+    }
+}
+
+fn fit_err(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        what: "fit".into(),
+        msg: msg.into(),
+    }
+}
+
+fn update_metrics<T: Element>(
+    metrics: &mut [Box<dyn UpdateState<T>>],
+    targets: &[Tensor<T>],
+    outputs: &[Tensor<T>],
+) -> Result<()> {
+    for m in metrics.iter_mut() {
+        for (y, p) in targets.iter().zip(outputs) {
+            m.update_state(y, p)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_inference<T: Element>(model: &dyn Layer<T>, batch: &Batch<T>) -> Result<Vec<Tensor<T>>> {
+    model.apply(&batch.inputs, CallContext::new(false))
+}
+
+/// Loss (plus the model's regularization losses) and metrics over `data`
+/// in inference mode, in stored order (Keras' `evaluate`). The loss is the
+/// batch-size-weighted mean of the batch losses.
+///
+/// ```
+/// use rime_layers::data::Dataset;
+/// use rime_layers::fit::evaluate;
+/// use rime_layers::losses::MeanSquaredError;
+/// use rime_layers::{Dense, Layer, Sequential};
+/// use rime_tensor::Tensor;
+/// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
+/// let data = Dataset::from_tensors(Tensor::ones([5, 2]), Tensor::zeros([5, 1]))?.batch(2)?;
+/// let logs = evaluate(&model, &MeanSquaredError::new(), &data, vec![])?;
+/// let p = model.call(&Tensor::ones([1, 2]), false)?.to_vec()[0] as f64;
+/// assert!((logs.get("loss").unwrap() - p * p).abs() < 1e-6);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub fn evaluate<T: Element>(
+    model: &dyn Layer<T>,
+    loss: &dyn Loss<T>,
+    data: &Dataset<T>,
+    metrics: Vec<Box<dyn UpdateState<T>>>,
+) -> Result<Logs> {
+    evaluate_with(model, loss, data, metrics)
+}
+
+fn evaluate_with<T: Element>(
+    model: &dyn Layer<T>,
+    loss: &dyn Loss<T>,
+    data: &Dataset<T>,
+    mut metrics: Vec<Box<dyn UpdateState<T>>>,
+) -> Result<Logs> {
+    metrics.iter_mut().for_each(|m| m.reset_state());
+    let data = data.clone().no_shuffle();
+    let (mut loss_sum, mut samples) = (0.0f64, 0usize);
+    for batch in data.iter() {
+        let batch = batch?;
+        let outputs = run_inference(model, &batch)?;
+        if outputs.len() != batch.targets.len() {
+            return Err(Error::InvalidArgument {
+                what: format!("evaluate `{}`", model.name()),
+                msg: format!(
+                    "{} targets for {} outputs",
+                    batch.targets.len(),
+                    outputs.len()
+                ),
+            });
+        }
+        let mut value = 0.0f64;
+        for (y, p) in batch.targets.iter().zip(&outputs) {
+            value += loss.call(y, p)?.to_scalar()?.to_f64().unwrap_or(f64::NAN);
+        }
+        for penalty in model.losses()? {
+            value += penalty.sum_all().to_scalar()?.to_f64().unwrap_or(f64::NAN);
+        }
+        loss_sum += value * batch.len() as f64;
+        samples += batch.len();
+        update_metrics(&mut metrics, &batch.targets, &outputs)?;
+    }
+    let mut logs = Logs::new();
+    logs.insert(
+        "loss",
+        if samples == 0 {
+            0.0
+        } else {
+            loss_sum / samples as f64
+        },
+    );
+    for m in &metrics {
+        logs.insert(m.name(), m.result());
+    }
+    Ok(logs)
+}
+
+/// The model's outputs over `data` (inference mode, stored order, targets
+/// ignored), one tensor per output with every sample (Keras' `predict`).
+///
+/// ```
+/// use rime_layers::data::Dataset;
+/// use rime_layers::fit::predict;
+/// use rime_layers::{Dense, Layer, Sequential};
+/// use rime_tensor::Tensor;
+/// let model = Sequential::<f32>::new().add(Dense::new(2)).with_input_shape([3])?;
+/// let x = Tensor::ones([7, 3]);
+/// let out = predict(&model, &Dataset::from_features(x.clone())?.batch(3)?)?;
+/// assert_eq!(out[0], model.call(&x, false)?);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub fn predict<T: Element>(model: &dyn Layer<T>, data: &Dataset<T>) -> Result<Vec<Tensor<T>>> {
+    let data = data.clone().no_shuffle();
+    let mut parts: Vec<Vec<Tensor<T>>> = Vec::new();
+    for batch in data.iter() {
+        let outputs = run_inference(model, &batch?)?;
+        if parts.is_empty() {
+            parts = vec![Vec::new(); outputs.len()];
+        }
+        for (p, o) in parts.iter_mut().zip(outputs) {
+            p.push(o);
+        }
+    }
+    parts
+        .iter()
+        .map(|p| {
+            let refs: Vec<&Tensor<T>> = p.iter().collect();
+            Ok(Tensor::concat(&refs, 0)?)
+        })
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! `UpSampling2D`: nearest-neighbour upsampling (each pixel repeated).
+
+use rime_tensor::{Element, Shape, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::common::invalid;
+use super::flatten::DataFormat;
+use crate::{CallContext, Layer, LayerBase, Result};
+
+/// UpSampling2D's constructor arguments (Keras names and defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpSampling2DConfig {
+    /// Layer name (None: automatic).
+    pub name: Option<String>,
+    /// Repeats along height and width.
+    pub size: [usize; 2],
+    /// Only `channels_last` is supported.
+    pub data_format: DataFormat,
+    /// Only `"nearest"` is supported.
+    pub interpolation: String,
+}
+
+impl Default for UpSampling2DConfig {
+    fn default() -> Self {
+        UpSampling2DConfig {
+            name: None,
+            size: [2, 2],
+            data_format: DataFormat::ChannelsLast,
+            interpolation: "nearest".into(),
+        }
+    }
+}
+
+/// Keras' UpSampling2D with `interpolation = "nearest"`.
+///
+/// ```
+/// use rime_layers::{Layer, UpSampling2D};
+/// use rime_tensor::Tensor;
+/// let up = UpSampling2D::new([2, 3])?;
+/// assert_eq!(up.call(&Tensor::<f32>::ones([1, 2, 2, 1]), false)?.shape(), &[1, 4, 6, 1]);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub struct UpSampling2D<T: Element = f32> {
+    base: LayerBase<T>,
+    config: UpSampling2DConfig,
+}
+
+impl<T: Element> UpSampling2D<T> {
+    /// Repeats each pixel `size[0]` times down and `size[1]` across.
+    pub fn new(size: [usize; 2]) -> Result<Self> {
+        Self::from_config(UpSampling2DConfig {
+            size,
+            ..UpSampling2DConfig::default()
+        })
+    }
+
+    /// From a full config.
+    pub fn from_config(config: UpSampling2DConfig) -> Result<Self> {
+        let class = "UpSampling2D";
+        if config.data_format != DataFormat::ChannelsLast {
+            return Err(invalid(
+                class,
+                "only data_format = channels_last is supported",
+            ));
+        }
+        if config.interpolation != "nearest" {
+            return Err(invalid(
+                class,
+                format!(
+                    "interpolation {:?} is not supported (only \"nearest\")",
+                    config.interpolation
+                ),
+            ));
+        }
+        if config.size.contains(&0) {
+            return Err(invalid(
+                class,
+                format!("size {:?} must be >= 1", config.size),
+            ));
+        }
+        let base = LayerBase::new(class, config.name.clone());
+        base.mark_built();
+        Ok(UpSampling2D { base, config })
+    }
+}
+
+impl<T: Element> Layer<T> for UpSampling2D<T> {
+    fn base(&self) -> &LayerBase<T> {
+        &self.base
+    }
+    fn class_name(&self) -> &'static str {
+        "UpSampling2D"
+    }
+    fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let x = self.base.single(inputs)?;
+        self.compute_output_shape(&[x.shape().clone()])?;
+        Ok(vec![x.upsample_nearest2d(self.config.size)?])
+    }
+    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        let [sh, sw] = self.config.size;
+        match input_shapes {
+            [s] if s.rank() == 4 => match (s[1].checked_mul(sh), s[2].checked_mul(sw)) {
+                (Some(h), Some(w)) => Ok(vec![Shape::from([s[0], h, w, s[3]])]),
+                _ => Err(self
+                    .base
+                    .bad_input(input_shapes, "size overflows the input size")),
+            },
+            _ => Err(self.base.bad_input(
+                input_shapes,
+                "expects one input of rank 4 (batch, h, w, channels)",
+            )),
+        }
+    }
+    fn get_config(&self) -> serde_json::Value {
+        let mut c = self.config.clone();
+        c.name = Some(self.base.name().to_string());
+        serde_json::to_value(c).expect("configs serialize")
+    }
+}

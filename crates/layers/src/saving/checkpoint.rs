@@ -1,0 +1,180 @@
+//! Checkpoints: weights, optimizer state and training counters.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rime_tensor::{Element, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{file_err, read_file, write_file};
+use crate::optimizers::{Optimizer, OptimizerState};
+use crate::{Layer, Result};
+
+const FORMAT: &str = "rime-checkpoint";
+const VERSION: u32 = 1;
+
+/// Where training stands: what a resumed run needs besides weights and
+/// optimizer state to continue exactly (the dataset's shuffle order of an
+/// epoch is a function of its seed and the epoch number, so the seed and
+/// the position are its generator's whole state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Completed epochs (the epoch the next batch belongs to).
+    pub epoch: u64,
+    /// Batches done within that epoch.
+    pub step_in_epoch: u64,
+    /// Training steps done in all.
+    pub global_step: u64,
+    /// The dataset's shuffle seed (`None`: not shuffled).
+    pub shuffle_seed: Option<u64>,
+}
+
+/// Saves a checkpoint: every weight of `model` (trainable and not, e.g.
+/// BatchNormalization's moving statistics) in `weights()` order, the
+/// optimizer's slots for each of them, its iteration count (a schedule's
+/// position) and constant learning rate, and `counters`.
+///
+/// ```
+/// use rime_layers::saving::{load_checkpoint, save_checkpoint, Counters};
+/// use rime_layers::{losses::MeanSquaredError, optimizers::{Adam, Optimizer}, Dense, Layer, Sequential, TrainStep};
+/// use rime_tensor::Tensor;
+/// let build = || Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2]);
+/// let (x, y) = (Tensor::ones([4, 2]), Tensor::zeros([4, 1]));
+/// let model = build()?;
+/// let mut step = TrainStep::new(&model, Adam::new(), MeanSquaredError::new());
+/// step.run(&x, &y)?;
+/// let path = std::env::temp_dir().join("rime_doc_checkpoint.safetensors");
+/// save_checkpoint(&path, &model, step.optimizer(), &Counters { global_step: 1, ..Default::default() })?;
+///
+/// let fresh = build()?;
+/// let mut opt = Adam::new();
+/// let counters = load_checkpoint(&path, &fresh, &mut opt)?;
+/// assert_eq!((counters.global_step, Optimizer::<f32>::iterations(&opt)), (1, 1));
+/// assert_eq!(fresh.get_weights(), model.get_weights());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub fn save_checkpoint<T: Element>(
+    path: impl AsRef<Path>,
+    model: &dyn Layer<T>,
+    optimizer: &dyn Optimizer<T>,
+    counters: &Counters,
+) -> Result<()> {
+    let path = path.as_ref();
+    let weights = model.weights();
+    let state = optimizer.state(&weights);
+    let mut tensors = Vec::new();
+    let mut slot_names = Vec::new();
+    for (i, (w, slots)) in weights.iter().zip(&state.slots).enumerate() {
+        tensors.push((format!("weight/{i:05}"), w.value_untracked()));
+        slot_names.push(slots.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+        for (n, t) in slots {
+            tensors.push((format!("slot/{i:05}/{n}"), t.clone()));
+        }
+    }
+    let names: Vec<&str> = weights.iter().map(|w| w.name()).collect();
+    let json = |v: serde_json::Value| v.to_string();
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("version".to_string(), VERSION.to_string()),
+        ("dtype".to_string(), T::DTYPE.to_string()),
+        ("model".to_string(), model.name().to_string()),
+        ("weight_names".to_string(), json(serde_json::json!(names))),
+        (
+            "slot_names".to_string(),
+            json(serde_json::json!(slot_names)),
+        ),
+        ("optimizer".to_string(), state.optimizer.clone()),
+        (
+            "optimizer_config".to_string(),
+            optimizer.get_config().to_string(),
+        ),
+        ("iterations".to_string(), state.iterations.to_string()),
+        (
+            "learning_rate".to_string(),
+            json(serde_json::json!(state.learning_rate)),
+        ),
+        (
+            "counters".to_string(),
+            serde_json::to_string(counters).expect("counters serialize"),
+        ),
+    ]);
+    write_file(path, tensors, meta)
+}
+
+/// Restores a checkpoint written by [`save_checkpoint`] into a model of
+/// the same structure and an optimizer of the same class, and returns the
+/// counters. Everything is read and checked (format, version, dtype,
+/// counts, shapes, slot names) before anything is assigned: an error
+/// changes neither the model nor the optimizer.
+pub fn load_checkpoint<T: Element>(
+    path: impl AsRef<Path>,
+    model: &dyn Layer<T>,
+    optimizer: &mut dyn Optimizer<T>,
+) -> Result<Counters> {
+    let path = path.as_ref();
+    let file = read_file(path)?;
+    file.check_format(path, FORMAT, VERSION)?;
+    let dtype = file.meta.get("dtype").cloned().unwrap_or_default();
+    if dtype != T::DTYPE.to_string() {
+        return Err(file_err(
+            path,
+            format!("holds {dtype} weights, the model is {}", T::DTYPE),
+        ));
+    }
+    let names: Vec<String> = file.json(path, "weight_names")?;
+    let slot_names: Vec<Vec<String>> = file.json(path, "slot_names")?;
+    let counters: Counters = file.json(path, "counters")?;
+    let learning_rate: Option<f64> = file.json(path, "learning_rate")?;
+    let iterations: u64 = file.json(path, "iterations")?;
+    let opt_name = file.meta.get("optimizer").cloned().unwrap_or_default();
+    let weights = model.weights();
+    if names.len() != weights.len() || slot_names.len() != weights.len() {
+        return Err(file_err(
+            path,
+            format!(
+                "holds {} weights, model `{}` has {}",
+                names.len(),
+                model.name(),
+                weights.len()
+            ),
+        ));
+    }
+    let expected = 1 + weights.len() + slot_names.iter().map(Vec::len).sum::<usize>();
+    if file.tensors.len() + 1 != expected {
+        return Err(file_err(
+            path,
+            format!(
+                "holds {} tensors, its metadata lists {}",
+                file.tensors.len(),
+                expected - 1
+            ),
+        ));
+    }
+    let mut values = Vec::with_capacity(weights.len());
+    let mut slots = Vec::with_capacity(weights.len());
+    for (i, w) in weights.iter().enumerate() {
+        let shape = w.shape();
+        values.push(file.tensor::<T>(path, &format!("weight/{i:05}"), Some(shape.dims()))?);
+        let s = slot_names[i]
+            .iter()
+            .map(|n| {
+                let t: Tensor<T> =
+                    file.tensor(path, &format!("slot/{i:05}/{n}"), Some(shape.dims()))?;
+                Ok((n.clone(), t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        slots.push(s);
+    }
+    let state = OptimizerState {
+        optimizer: opt_name,
+        iterations,
+        learning_rate,
+        slots,
+    };
+    // the optimizer checks its part before changing anything; the weights'
+    // shapes were checked above, so `set_weights` cannot fail after it
+    optimizer.set_state(&weights, &state)?;
+    model.set_weights(&values)?;
+    Ok(counters)
+}

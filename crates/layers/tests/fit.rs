@@ -1,0 +1,449 @@
+//! `fit`/`evaluate`/`predict` against Keras 3 histories, callbacks, output.
+
+use rime_layers::data::Dataset;
+use rime_layers::fit::{
+    Callback, CallbackContext, CsvLogger, EarlyStopping, FitOptions, LearningRateScheduler, Logs,
+    ModelCheckpoint, ReduceLROnPlateau, Trainer, Verbose, predict,
+};
+use rime_layers::losses::SparseCategoricalCrossentropy;
+use rime_layers::metrics::SparseCategoricalAccuracy;
+use rime_layers::optimizers::{Adam, Sgd};
+use rime_layers::saving::load_model;
+use rime_layers::{Dense, Layer, Result, Sequential, activations::Activation};
+use rime_tensor::{Tensor, seeded_rng};
+use serde_json::Value;
+
+fn fixtures() -> Value {
+    let text = include_str!("reference/fit_fixtures.json");
+    serde_json::from_str(text).unwrap()
+}
+
+fn tensor(v: &Value) -> Tensor<f32> {
+    fn walk(v: &Value, dims: &mut Vec<usize>, out: &mut Vec<f32>, depth: usize) {
+        match v {
+            Value::Array(a) => {
+                if dims.len() == depth {
+                    dims.push(a.len());
+                }
+                a.iter().for_each(|x| walk(x, dims, out, depth + 1));
+            }
+            x => out.push(x.as_f64().unwrap() as f32),
+        }
+    }
+    let (mut dims, mut out) = (Vec::new(), Vec::new());
+    walk(v, &mut dims, &mut out, 0);
+    Tensor::from_vec(out, dims).unwrap()
+}
+
+fn mlp() -> Sequential<f32> {
+    Sequential::new()
+        .add(Dense::new(5).activation(Activation::Tanh))
+        .add(Dense::new(3))
+        .with_input_shape([4])
+        .unwrap()
+}
+
+fn loss() -> SparseCategoricalCrossentropy {
+    SparseCategoricalCrossentropy::new().with_from_logits(true)
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
+        "{what}: rime {a} vs keras {b}"
+    );
+}
+
+#[test]
+fn fit_history_matches_keras() {
+    let fx = fixtures();
+    for case in fx["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let model = mlp();
+        let init: Vec<Tensor<f32>> = case["initial_weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(tensor)
+            .collect();
+        model.set_weights(&init).unwrap();
+        let data = Dataset::from_tensors(tensor(&case["x"]), tensor(&case["y"]))
+            .unwrap()
+            .batch(case["batch_size"].as_u64().unwrap() as usize)
+            .unwrap();
+        let epochs = case["epochs"].as_u64().unwrap() as usize;
+        let mut options = FitOptions::new().epochs(epochs).verbose(Verbose::Silent);
+        let val = if let Some(f) = case["validation_split"].as_f64() {
+            options = options.validation_split(f);
+            None
+        } else {
+            let v = Dataset::from_tensors(tensor(&case["x_val"]), tensor(&case["y_val"]))
+                .unwrap()
+                .batch(4)
+                .unwrap();
+            options = options.validation_data(v.clone());
+            Some(v)
+        };
+        let mut trainer = if name.starts_with("sgd") {
+            Trainer::new(&model, Sgd::new().learning_rate(0.1).momentum(0.9), loss())
+        } else {
+            Trainer::new(&model, Adam::new().learning_rate(0.05), loss())
+        }
+        .metric(SparseCategoricalAccuracy::new());
+        let history = trainer.fit(&data, options).unwrap();
+        let keras = case["history"].as_object().unwrap();
+        assert_eq!(history.keys().count(), keras.len(), "{name}: keys");
+        for (key, values) in keras {
+            let ours = history
+                .get(key)
+                .unwrap_or_else(|| panic!("{name}: no `{key}`"));
+            let theirs: Vec<f64> = values
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(ours.len(), theirs.len());
+            for (e, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                close(*a, *b, &format!("{name} {key} epoch {e}"));
+            }
+        }
+        for (w, k) in model
+            .weights()
+            .iter()
+            .zip(case["final_weights"].as_array().unwrap())
+        {
+            for (a, b) in w.to_vec().iter().zip(tensor(k).to_vec()) {
+                close(*a as f64, b as f64, &format!("{name} final {}", w.name()));
+            }
+        }
+        let val = val.unwrap_or_else(|| data.clone().split(0.25).unwrap().1.batch(4).unwrap());
+        let logs = trainer.evaluate(&val).unwrap();
+        for (key, v) in case["evaluate"].as_object().unwrap() {
+            close(
+                logs.get(key).unwrap(),
+                v.as_f64().unwrap(),
+                &format!("{name} evaluate {key}"),
+            );
+        }
+    }
+}
+
+/// Writes a scripted `score` into the logs and records the weights.
+struct Script {
+    scores: Vec<f64>,
+    weights: Vec<Vec<Tensor<f32>>>,
+}
+
+impl Callback for Script {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_, '_>,
+    ) -> Result<()> {
+        logs.insert("score", self.scores[epoch]);
+        self.weights.push(ctx.model().get_weights());
+        Ok(())
+    }
+}
+
+fn toy() -> (Sequential<f32>, Dataset<f32>) {
+    let x = Tensor::rand_normal([24, 4], 0.0, 1.0, &mut seeded_rng(3)).unwrap();
+    let y = Tensor::vector((0..24).map(|i| (i % 3) as f32).collect());
+    (
+        mlp(),
+        Dataset::from_tensors(x, y)
+            .unwrap()
+            .batch(8)
+            .unwrap()
+            .shuffle(4),
+    )
+}
+
+#[test]
+fn early_stopping_stops_after_patience_and_restores_the_best_weights() {
+    let (model, data) = toy();
+    let mut script = Script {
+        scores: vec![1.0, 0.5, 0.6, 0.7, 0.4, 0.3],
+        weights: vec![],
+    };
+    let mut early = EarlyStopping::new("score")
+        .patience(2)
+        .restore_best_weights(true);
+    let mut trainer = Trainer::new(&model, Sgd::new().learning_rate(0.1), loss());
+    let history = trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(6)
+                .verbose(Verbose::Silent)
+                .callback(&mut script)
+                .callback(&mut early),
+        )
+        .unwrap();
+    assert_eq!(history.epochs, vec![0, 1, 2, 3]);
+    assert_eq!(early.stopped_epoch(), Some(3));
+    assert_eq!(early.best(), (1, 0.5));
+    assert_eq!(model.get_weights(), script.weights[1]);
+    assert_eq!(trainer.counters().epoch, 4);
+    assert_eq!(trainer.counters().global_step, 12);
+}
+
+#[test]
+fn model_checkpoint_saves_only_improvements() {
+    let (model, data) = toy();
+    let dir = std::env::temp_dir();
+    let pattern = dir.join(format!(
+        "rime_fit_ckpt_{}_{{epoch}}.safetensors",
+        std::process::id()
+    ));
+    let mut script = Script {
+        scores: vec![0.9, 0.95, 0.8, 0.85, 0.7],
+        weights: vec![],
+    };
+    let mut ckpt = ModelCheckpoint::new(pattern.to_str().unwrap())
+        .monitor("score")
+        .save_best_only(true);
+    let mut trainer = Trainer::new(&model, Adam::new().learning_rate(0.01), loss());
+    trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(5)
+                .verbose(Verbose::Silent)
+                .callback(&mut script)
+                .callback(&mut ckpt),
+        )
+        .unwrap();
+    let epochs: Vec<usize> = ckpt.saved().iter().map(|(e, _)| *e).collect();
+    assert_eq!(epochs, vec![0, 2, 4]);
+    assert_eq!(ckpt.best(), Some(0.7));
+    let (_, second) = &ckpt.saved()[1];
+    assert!(second.to_str().unwrap().ends_with("_3.safetensors"));
+    let loaded = load_model::<f32>(second).unwrap();
+    assert_eq!(loaded.get_weights(), script.weights[2]);
+    for (_, p) in ckpt.saved() {
+        std::fs::remove_file(p).ok();
+    }
+}
+
+#[test]
+fn learning_rate_callbacks_follow_keras() {
+    let (model, data) = toy();
+    let mut sched = LearningRateScheduler::new(|epoch, _| 0.1 * 0.5f64.powi(epoch as i32));
+    let mut trainer = Trainer::new(&model, Sgd::new().learning_rate(1.0), loss());
+    let h = trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(3)
+                .verbose(Verbose::Silent)
+                .callback(&mut sched),
+        )
+        .unwrap();
+    assert_eq!(h.get("learning_rate").unwrap(), &[0.1, 0.05, 0.025]);
+
+    let (model, data) = toy();
+    let mut script = Script {
+        scores: vec![1.0; 5],
+        weights: vec![],
+    };
+    let mut plateau = ReduceLROnPlateau::new("score")
+        .patience(1)
+        .factor(0.5)
+        .min_lr(0.02);
+    let mut trainer = Trainer::new(&model, Sgd::new().learning_rate(0.1), loss());
+    let h = trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(5)
+                .verbose(Verbose::Silent)
+                .callback(&mut script)
+                .callback(&mut plateau),
+        )
+        .unwrap();
+    // logged before each epoch's reduction (Keras' order); floored at min_lr
+    assert_eq!(
+        h.get("learning_rate").unwrap(),
+        &[0.1, 0.1, 0.05, 0.025, 0.02]
+    );
+    assert_eq!(trainer.step().optimizer().current_learning_rate(), 0.02);
+    let mut bad = ReduceLROnPlateau::new("loss").factor(1.5);
+    assert!(
+        trainer
+            .fit(&data, FitOptions::new().callback(&mut bad))
+            .is_err()
+    );
+}
+
+#[test]
+fn csv_logger_writes_a_row_per_epoch() {
+    let (model, data) = toy();
+    let path = std::env::temp_dir().join(format!("rime_fit_log_{}.csv", std::process::id()));
+    let mut logger = CsvLogger::new(&path);
+    let mut trainer =
+        Trainer::new(&model, Sgd::new(), loss()).metric(SparseCategoricalAccuracy::new());
+    let (train, val) = data.split(0.25).unwrap();
+    let h = trainer
+        .fit(
+            &train,
+            FitOptions::new()
+                .epochs(3)
+                .validation_data(val)
+                .verbose(Verbose::Silent)
+                .callback(&mut logger),
+        )
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,loss,sparse_categorical_accuracy,val_loss,val_sparse_categorical_accuracy"
+    );
+    assert_eq!(lines.len(), 4);
+    let row: Vec<f64> = lines[3].split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(row[0], 2.0);
+    assert_eq!(row[1], h.get("loss").unwrap()[2]);
+    std::fs::remove_file(&path).ok();
+}
+
+struct StopAfter(usize, Vec<f64>);
+
+impl Callback for StopAfter {
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_, '_>,
+    ) -> Result<()> {
+        self.1.push(logs.get("loss").unwrap());
+        if batch + 1 == self.0 {
+            ctx.stop_training();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_user_callback_reads_logs_and_stops_training() {
+    let (model, data) = toy();
+    let mut stop = StopAfter(2, vec![]);
+    let mut trainer = Trainer::new(&model, Sgd::new(), loss());
+    let h = trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(10)
+                .verbose(Verbose::Silent)
+                .callback(&mut stop),
+        )
+        .unwrap();
+    assert_eq!(stop.1.len(), 2);
+    assert_eq!(h.epochs, vec![0]);
+    assert_eq!(h.get("loss").unwrap(), &[stop.1[1]]);
+    assert_eq!(trainer.counters().global_step, 2);
+}
+
+#[test]
+fn output_is_one_line_per_epoch_without_carriage_returns() {
+    let (model, data) = toy();
+    let mut buf = Vec::new();
+    let mut trainer =
+        Trainer::new(&model, Sgd::new(), loss()).metric(SparseCategoricalAccuracy::new());
+    trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .epochs(3)
+                .validation_split(0.25)
+                .output(&mut buf),
+        )
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(!text.contains('\r'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[2].starts_with("Epoch 3/3 - 3/3 - "), "{}", lines[2]);
+    assert!(
+        lines[0].contains("val_sparse_categorical_accuracy: "),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn fit_resumes_from_a_checkpoint_bit_identically() {
+    let bits = |m: &dyn Layer<f32>| -> Vec<u32> {
+        m.weights()
+            .iter()
+            .flat_map(|v| v.to_vec())
+            .map(f32::to_bits)
+            .collect()
+    };
+    let (model, data) = toy();
+    let path = std::env::temp_dir().join(format!("rime_fit_resume_{}.ckpt", std::process::id()));
+    let quiet = || FitOptions::new().verbose(Verbose::Silent);
+    let mut trainer = Trainer::new(&model, Adam::new().learning_rate(0.01), loss());
+    trainer.fit(&data, quiet().epochs(2)).unwrap();
+    trainer.save_checkpoint(&path).unwrap();
+    trainer
+        .fit(&data, quiet().epochs(5).initial_epoch(2))
+        .unwrap();
+
+    let fresh = mlp();
+    let mut resumed = Trainer::new(&fresh, Adam::new().learning_rate(0.01), loss());
+    let counters = resumed.load_checkpoint(&path).unwrap();
+    assert_eq!((counters.epoch, counters.global_step), (2, 6));
+    resumed
+        .fit(
+            &data,
+            quiet().epochs(5).initial_epoch(counters.epoch as usize),
+        )
+        .unwrap();
+    assert_eq!(bits(&fresh), bits(&model));
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn predict_and_bad_arguments() {
+    let (model, data) = toy();
+    let out = predict(&model, &data).unwrap();
+    let all = data.to_batch().unwrap();
+    assert_eq!(out[0], model.call(&all.inputs[0], false).unwrap());
+    let mut trainer = Trainer::new(&model, Sgd::new(), loss());
+    let v = data.clone();
+    assert!(
+        trainer
+            .fit(
+                &data,
+                FitOptions::new().validation_split(0.5).validation_data(v)
+            )
+            .is_err()
+    );
+    assert!(
+        trainer
+            .fit(&data, FitOptions::new().validation_split(1.5))
+            .is_err()
+    );
+    assert!(
+        trainer
+            .fit(
+                &data.clone().take(3).batch(8).unwrap().drop_remainder(true),
+                FitOptions::new()
+            )
+            .is_err()
+    );
+    let mut early = EarlyStopping::new("val_missing");
+    let err = trainer
+        .fit(
+            &data,
+            FitOptions::new()
+                .verbose(Verbose::Silent)
+                .callback(&mut early),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("val_missing"), "{err}");
+    assert_eq!(trainer.step().optimizer().name(), "SGD");
+}
