@@ -111,7 +111,11 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>>;
 
     /// The layer's constructor arguments as serde data (Keras' `get_config`).
-    fn get_config(&self) -> serde_json::Value;
+    /// The default is Keras' base config, `{"name": .., "trainable": ..}`:
+    /// enough for a layer that is never rebuilt from a config.
+    fn get_config(&self) -> serde_json::Value {
+        serde_json::json!({ "name": self.name(), "trainable": self.trainable() })
+    }
 
     /// Output shapes for inputs of these shapes. The default builds the
     /// layer and runs it on zeros (unrecorded, inference mode).
@@ -165,12 +169,21 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     }
 
     /// Keras' `__call__`: builds if needed, then runs `call_with`. Models
-    /// call their layers through this.
+    /// and composite layers call their sublayers through this.
+    ///
+    /// Two things happen here, once for every layer, so that no
+    /// implementation can forget them: `call_with` gets the context
+    /// [`within`](CallContext::within) this layer's flag (a frozen layer
+    /// calls everything inside it frozen: a BatchNormalization in a frozen
+    /// composite runs in inference mode, docs/design.md rule 6), and the
+    /// losses added with [`LayerBase::add_loss`] are cleared when an
+    /// outermost call starts, so a layer called twice in one forward pass
+    /// keeps both calls' losses (Keras).
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
         self.ensure_built(&shapes)?;
-        self.base().clear_call_losses();
-        self.call_with(inputs, ctx)
+        let _outer = OuterCall::enter(|| clear_losses_deep(self));
+        self.call_with(inputs, ctx.within(self.trainable()))
     }
 
     /// Calls the layer on one input, expecting one output.
@@ -284,7 +297,8 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// added during the last call, and the sublayers' losses.
     fn losses(&self) -> Result<Vec<Tensor<T>>> {
         let mut out = self.base().own_losses()?;
-        for l in self.sublayers() {
+        // a layer held twice (called twice) reports its losses once
+        for l in dedup_layers(self.sublayers()) {
             out.extend(l.losses()?);
         }
         Ok(out)
@@ -293,6 +307,38 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// Number of scalars in all weights.
     fn count_params(&self) -> usize {
         self.weights().iter().map(|v| v.len()).sum()
+    }
+}
+
+thread_local! {
+    /// How many `apply` calls are running on this thread.
+    static CALL_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks an `apply` as running; the outermost one runs `on_outermost` first.
+struct OuterCall;
+
+impl OuterCall {
+    fn enter(on_outermost: impl FnOnce()) -> OuterCall {
+        if CALL_DEPTH.with(|d| d.get()) == 0 {
+            on_outermost();
+        }
+        CALL_DEPTH.with(|d| d.set(d.get() + 1));
+        OuterCall
+    }
+}
+
+impl Drop for OuterCall {
+    fn drop(&mut self) {
+        CALL_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Clears the call losses of `layer` and everything inside it.
+fn clear_losses_deep<T: Element, L: Layer<T> + ?Sized>(layer: &L) {
+    layer.base().clear_call_losses();
+    for l in layer.sublayers() {
+        clear_losses_deep(&*l);
     }
 }
 
@@ -565,6 +611,8 @@ impl<T: Element> LayerBase<T> {
     }
 
     /// Adds a loss for this call (Keras' `add_loss`, activity regularizers).
+    /// Losses accumulate over the calls of one outermost forward pass and
+    /// are cleared when the next one starts.
     pub fn add_loss(&self, loss: Tensor<T>) {
         lock(&self.call_losses).push(loss);
     }

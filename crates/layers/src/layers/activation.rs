@@ -87,3 +87,5 @@ impl<T: Element> Layer<T> for ActivationLayer<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(ActivationLayer);

@@ -392,3 +392,5 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(BatchNormalization);

@@ -128,3 +128,5 @@ impl<T: Element> Layer<T> for Concatenate<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Concatenate);

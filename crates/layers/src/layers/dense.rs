@@ -289,3 +289,5 @@ impl<T: Element> Layer<T> for Dense<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Dense, with_trainable_only);

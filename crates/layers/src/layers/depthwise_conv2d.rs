@@ -251,3 +251,5 @@ impl<T: Element> Layer<T> for DepthwiseConv2D<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(DepthwiseConv2D, with_trainable_only);

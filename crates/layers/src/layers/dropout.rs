@@ -192,3 +192,5 @@ impl<T: Element> Layer<T> for Dropout<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Dropout);

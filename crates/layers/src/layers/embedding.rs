@@ -200,3 +200,5 @@ impl<T: Element> Layer<T> for Embedding<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Embedding);

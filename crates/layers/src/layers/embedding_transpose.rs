@@ -251,3 +251,5 @@ impl<T: Element> Layer<T> for EmbeddingTranspose<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(EmbeddingTranspose);

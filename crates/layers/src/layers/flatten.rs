@@ -116,3 +116,5 @@ impl<T: Element> Layer<T> for Flatten<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Flatten);

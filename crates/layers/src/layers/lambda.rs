@@ -192,3 +192,5 @@ impl<T: Element> Layer<T> for Lambda<T> {
         Ok(Arc::new(Self::shared(config, self.f.clone())))
     }
 }
+
+layer_builders!(Lambda);

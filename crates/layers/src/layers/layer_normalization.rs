@@ -306,3 +306,5 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(LayerNormalization);

@@ -1,5 +1,35 @@
 //! The built-in layers, one file each.
 
+/// The builders every built-in layer has: `named(..)` (Keras' `name=`) and
+/// `with_trainable(..)` (Keras' `trainable=`; not `trainable(..)`, which
+/// would hide the [`Layer::trainable`](crate::Layer::trainable) getter).
+/// Invoked in each layer's file, where its private fields are visible.
+macro_rules! layer_builders {
+    ($layer:ident) => {
+        impl<T: rime_tensor::Element> $layer<T> {
+            /// The layer's name (Keras' `name=`), instead of an automatic one.
+            pub fn named(mut self, name: impl Into<String>) -> Self {
+                let name = name.into();
+                self.base.rename(name.clone());
+                self.config.name = Some(name);
+                self
+            }
+        }
+        layer_builders!($layer, with_trainable_only);
+    };
+    ($layer:ident, with_trainable_only) => {
+        impl<T: rime_tensor::Element> $layer<T> {
+            /// Builds the layer frozen (`false`) or trainable (Keras'
+            /// `trainable=`), as [`Layer::set_trainable`](crate::Layer::set_trainable)
+            /// right after construction.
+            pub fn with_trainable(self, trainable: bool) -> Self {
+                crate::Layer::set_trainable(&self, trainable);
+                self
+            }
+        }
+    };
+}
+
 mod activation;
 mod add;
 mod batch_normalization;

@@ -90,3 +90,5 @@ impl<T: Element> Layer<T> for Multiply<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Multiply);

@@ -125,3 +125,5 @@ impl<T: Element> Layer<T> for Reshape<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(Reshape);

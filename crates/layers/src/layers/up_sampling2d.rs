@@ -118,3 +118,5 @@ impl<T: Element> Layer<T> for UpSampling2D<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(UpSampling2D);

@@ -105,3 +105,5 @@ impl<T: Element> Layer<T> for ZeroPadding2D<T> {
         serde_json::to_value(c).expect("configs serialize")
     }
 }
+
+layer_builders!(ZeroPadding2D);

@@ -363,7 +363,6 @@ impl<T: Element> Layer<T> for Model<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         self.check_inputs(inputs)?;
-        let ctx = ctx.within(self.trainable());
         let mut values: FxHashMap<Key, Tensor<T>> = self
             .inputs
             .iter()

@@ -153,7 +153,6 @@ impl<T: Element> Layer<T> for Sequential<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let mut x = self.base.single(inputs)?.clone();
-        let ctx = ctx.within(self.trainable());
         for l in self.layers() {
             let mut out = l.apply(std::slice::from_ref(&x), ctx)?;
             if out.len() != 1 {
