@@ -179,7 +179,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::{Error, Tensor};
     /// assert_eq!(Tensor::full([2], 7.0f32)?.to_vec(), vec![7.0, 7.0]);
-    /// assert!(matches!(Tensor::full([usize::MAX, 2], 0.0f32)?, Err(Error::ShapeOverflow { op: "full", .. })));
+    /// assert!(matches!(Tensor::full([usize::MAX, 2], 0.0f32), Err(Error::ShapeOverflow { op: "full", .. })));
     /// # Ok::<(), Error>(())
     /// ```
     pub fn full(shape: impl Into<Shape>, value: T) -> Result<Self> {
@@ -192,7 +192,7 @@ impl<T: Element> Tensor<T> {
     /// use rime_tensor::{Error, Tensor};
     /// assert_eq!(Tensor::<f32>::zeros([3])?.to_vec(), vec![0.0; 3]);
     /// // 2^42 floats: more than any allocator gives
-    /// assert!(matches!(Tensor::<f32>::zeros([1 << 42])?, Err(Error::Alloc { op: "zeros", .. })));
+    /// assert!(matches!(Tensor::<f32>::zeros([1 << 42]), Err(Error::Alloc { op: "zeros", .. })));
     /// # Ok::<(), Error>(())
     /// ```
     pub fn zeros(shape: impl Into<Shape>) -> Result<Self> {
@@ -231,7 +231,7 @@ impl<T: Element> Tensor<T> {
     /// ```
     /// use rime_tensor::Tensor;
     /// assert_eq!(Tensor::<f32>::eye(2)?.to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
-    /// assert!(Tensor::<f32>::eye(1 << 33)?.is_err());
+    /// assert!(Tensor::<f32>::eye(1 << 33).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn eye(n: usize) -> Result<Self> {

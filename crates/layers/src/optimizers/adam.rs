@@ -158,10 +158,10 @@ impl Rule for AdamRule {
         }
     }
 
-    fn validate(&self) -> Result<()> {
-        check_decay(Self::NAME, "beta_1", self.beta_1)?;
-        check_decay(Self::NAME, "beta_2", self.beta_2)?;
-        check_positive(Self::NAME, "epsilon", self.epsilon)
+    fn validate(&self, name: &str) -> Result<()> {
+        check_decay(name, "beta_1", self.beta_1)?;
+        check_decay(name, "beta_2", self.beta_2)?;
+        check_positive(name, "epsilon", self.epsilon)
     }
 
     fn update<T: Element>(
@@ -221,8 +221,8 @@ impl Rule for AdamWRule {
         self.0.slot_names()
     }
 
-    fn validate(&self) -> Result<()> {
-        self.0.validate()
+    fn validate(&self, name: &str) -> Result<()> {
+        self.0.validate(name)
     }
 
     fn update<T: Element>(

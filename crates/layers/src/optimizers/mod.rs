@@ -184,8 +184,9 @@ pub(crate) trait Rule: Send {
     /// The names of the state slots this configuration keeps per variable.
     fn slot_names(&self) -> &'static [&'static str];
 
-    /// Checks the hyperparameters.
-    fn validate(&self) -> Result<()>;
+    /// Checks the hyperparameters; errors name the optimizer `name` (a
+    /// rule shared by two optimizers, Adam's by AdamW, reports the caller).
+    fn validate(&self, name: &str) -> Result<()>;
 
     /// Updates `w[run]` from `g[run]` and the slots' `run` elements.
     /// `iteration` is the number of updates before this one.
@@ -331,7 +332,7 @@ impl Common {
         masks: &[Option<Arc<ResolvedMask>>],
     ) -> Result<()> {
         let name = R::NAME;
-        rule.validate()?;
+        rule.validate(name)?;
         self.validate(name)?;
         let items = check_inputs(name, grads, vars, masks)?;
         if let Some(var) = items.iter().map(|&i| &vars[i]).find(|v| v.is_updating()) {

@@ -102,10 +102,10 @@ impl Rule for RmsPropRule {
         }
     }
 
-    fn validate(&self) -> Result<()> {
-        check_decay(Self::NAME, "rho", self.rho)?;
-        check_range(Self::NAME, "momentum", self.momentum, 0.0, 1.0)?;
-        check_positive(Self::NAME, "epsilon", self.epsilon)
+    fn validate(&self, name: &str) -> Result<()> {
+        check_decay(name, "rho", self.rho)?;
+        check_range(name, "momentum", self.momentum, 0.0, 1.0)?;
+        check_positive(name, "epsilon", self.epsilon)
     }
 
     fn update<T: Element>(

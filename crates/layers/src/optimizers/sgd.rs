@@ -84,8 +84,8 @@ impl Rule for SgdRule {
         }
     }
 
-    fn validate(&self) -> Result<()> {
-        check_range(Self::NAME, "momentum", self.momentum, 0.0, 1.0)
+    fn validate(&self, name: &str) -> Result<()> {
+        check_range(name, "momentum", self.momentum, 0.0, 1.0)
     }
 
     fn update<T: Element>(
