@@ -9,9 +9,8 @@
 //! (overflow checks and debug assertions off, as in release), where wrapped
 //! size arithmetic would show.
 
-// Arrays of one range are the slicing API's argument, and the case tables are
-// plain tuples of state snapshots: both lints misfire on this file.
-#![allow(clippy::single_range_in_vec_init, clippy::type_complexity)]
+// Arrays of one range are the slicing API's argument, not a mistaken range.
+#![allow(clippy::single_range_in_vec_init)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -1036,7 +1035,7 @@ fn optimizer_hyperparameters_are_checked_before_anything_changes() {
 
 #[test]
 fn optimizer_argument_errors_after_a_step_change_nothing() {
-    let makers: [fn() -> Box<dyn Optimizer<f32>>; 3] = [
+    let makers: [MakeOptimizer; 3] = [
         || Box::new(Adam::new()),
         || Box::new(RmsProp::new().momentum(0.5).centered(true)),
         || Box::new(Sgd::new().momentum(0.9)),
@@ -1223,10 +1222,17 @@ fn bn_model() -> Sequential<f32> {
         .unwrap()
 }
 
-fn step_state(
-    model: &Sequential<f32>,
-    step: &TrainStep<'_, f32>,
-) -> (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<Vec<u32>>, u64) {
+/// Bits of every weight, of the non-trainable weights, of the optimizer
+/// slots, and the iteration count.
+type StepState = (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<Vec<u32>>, u64);
+
+/// A named failing step: its inputs and targets.
+type StepCase = (&'static str, Vec<Tensor<f32>>, Vec<Tensor<f32>>);
+
+/// A fresh optimizer of one kind.
+type MakeOptimizer = fn() -> Box<dyn Optimizer<f32>>;
+
+fn step_state(model: &Sequential<f32>, step: &TrainStep<'_, f32>) -> StepState {
     let all = model.weights();
     let non_trainable = var_bits(&model.non_trainable_weights());
     let (values, slots, iterations) = opt_state(step.optimizer(), &all);
@@ -1242,7 +1248,7 @@ fn a_failed_train_step_changes_nothing() {
     step.run(&x, &y).unwrap();
     let before = step_state(&model, &step);
     assert_eq!(before.3, 1);
-    let cases: Vec<(&str, Vec<Tensor<f32>>, Vec<Tensor<f32>>)> = vec![
+    let cases: Vec<StepCase> = vec![
         (
             "target shape",
             vec![x.clone()],
