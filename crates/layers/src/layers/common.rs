@@ -169,3 +169,15 @@ pub(crate) fn merge<T: Element>(
     }
     acc.ok_or_else(|| base.bad_input(&shapes, "a merge layer needs at least one input"))
 }
+
+/// A config error found when the layer is built (constructors do not
+/// fail), reworded to name the layer: `layer `pool` (MaxPooling2D)`.
+pub(crate) fn at_build<T: Element>(base: &LayerBase<T>, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { what, msg } => Error::InvalidArgument {
+            what: format!("layer `{}` ({what})", base.name()),
+            msg,
+        },
+        e => e,
+    }
+}

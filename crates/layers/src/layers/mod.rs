@@ -3,22 +3,22 @@
 /// The builders every built-in layer has: `named(..)` (Keras' `name=`) and
 /// `with_trainable(..)` (Keras' `trainable=`; not `trainable(..)`, which
 /// would hide the [`Layer::trainable`](crate::Layer::trainable) getter).
-/// Invoked in each layer's file, where its private fields are visible.
+/// Invoked in each layer's file, where its private fields are visible;
+/// the second argument is the path of the layer's `LayerBase` field
+/// (`base` unless given). `get_config` reports the base's name, so renaming
+/// the base is all `named` needs.
 macro_rules! layer_builders {
     ($layer:ident) => {
+        layer_builders!($layer, base);
+    };
+    ($layer:ident, $($base:ident).+) => {
         impl<T: rime_tensor::Element> $layer<T> {
             /// The layer's name (Keras' `name=`), instead of an automatic one.
             pub fn named(mut self, name: impl Into<String>) -> Self {
-                let name = name.into();
-                self.base.rename(name.clone());
-                self.config.name = Some(name);
+                self.$($base).+.rename(name);
                 self
             }
-        }
-        layer_builders!($layer, with_trainable_only);
-    };
-    ($layer:ident, with_trainable_only) => {
-        impl<T: rime_tensor::Element> $layer<T> {
+
             /// Builds the layer frozen (`false`) or trainable (Keras'
             /// `trainable=`), as [`Layer::set_trainable`](crate::Layer::set_trainable)
             /// right after construction.
