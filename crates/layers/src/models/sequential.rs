@@ -127,7 +127,7 @@ impl<T: Element> Sequential<T> {
     /// shape (batch axis 1).
     fn build_for(&self, example: &Shape) -> Result<Vec<Shape>> {
         let mut dims = vec![1];
-        dims.extend_from_slice(&example);
+        dims.extend_from_slice(example);
         let mut shape = Shape::from(dims);
         let mut out = Vec::new();
         for l in self.layers() {
