@@ -380,7 +380,7 @@ fn weights_load_by_name_with_skip_mismatch() {
 }
 
 #[test]
-fn ties_in_a_sequential_survive_the_file_and_unreproducible_ties_are_errors() {
+fn ties_in_a_sequential_survive_the_file_and_the_clone() {
     use rime_layers::{Embedding, EmbeddingTranspose};
     // a Dense used twice: its config refers back to the first use
     let d: LayerRef<f32> = Arc::new(Dense::new(3).named("twice"));
@@ -400,20 +400,32 @@ fn ties_in_a_sequential_survive_the_file_and_unreproducible_ties_are_errors() {
         seq.call(&x, false).unwrap()
     );
 
-    // EmbeddingTranspose's config holds its embedding's config, not a
-    // reference: the rebuilt model would not be tied, and loading says so
-    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap());
+    // EmbeddingTranspose refers to its Embedding by name: the rebuilt model
+    // is tied again (one table, trained by both uses)
+    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap().named("tokens"));
     let lm = Sequential::new()
         .add(emb.clone())
-        .add(EmbeddingTranspose::new(emb))
+        .add(EmbeddingTranspose::new(emb).named("logits"))
         .with_input_shape(Vec::<usize>::new())
         .unwrap();
+    assert_eq!(lm.weights().len(), 1);
     save_model(&lm, &path).unwrap();
-    let Err(err) = load_model::<f32>(&path) else {
-        panic!("an untied model was loaded as tied")
-    };
-    assert!(matches!(err, Error::ModelFile { .. }));
-    assert!(err.to_string().contains("weight ties"), "{err}");
+    let loaded = load_model::<f32>(&path).unwrap();
+    assert_eq!(loaded.weights().len(), 1, "still tied");
+    assert_eq!(bits(&loaded.weights()), bits(&lm.weights()));
+    let ids = Tensor::vector(vec![1.0, 5.0]);
+    assert_eq!(
+        loaded.call(&ids, false).unwrap(),
+        lm.call(&ids, false).unwrap()
+    );
+    // and so is a clone
+    let copy = clone_model(&lm).unwrap();
+    assert_eq!(copy.weights().len(), 1, "the clone is tied");
+    // alone, the layer rebuilds with its own new embedding
+    let alone = lm.layers()[1].fresh().unwrap();
+    alone.ensure_built(&[[2, 4].into()]).unwrap();
+    assert_eq!(alone.weights().len(), 1);
+    assert!(!alone.weights()[0].ptr_eq(&lm.weights()[0]));
     std::fs::remove_file(&path).ok();
 }
 

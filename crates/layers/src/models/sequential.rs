@@ -240,6 +240,14 @@ impl<T: Element> Layer<T> for Sequential<T> {
     /// Same structure, every layer fresh (Keras' `clone_model`). A layer that
     /// appears twice is cloned once and appears twice in the copy.
     fn fresh(&self) -> Result<LayerRef<T>> {
+        // one scope: a layer tied by name to another (EmbeddingTranspose)
+        // finds the other's copy
+        crate::config::in_layer_scope(|| self.fresh_layers())
+    }
+}
+
+impl<T: Element> Sequential<T> {
+    fn fresh_layers(&self) -> Result<LayerRef<T>> {
         let copy = Sequential::new();
         let mut done: Vec<(*const LayerBase<T>, LayerRef<T>)> = Vec::new();
         for l in self.layers() {
