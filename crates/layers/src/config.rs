@@ -120,8 +120,11 @@ fn construct<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
 // container's `fresh`), by name: a layer whose config refers to another
 // layer of the same model by name (EmbeddingTranspose's tied Embedding)
 // finds it here, so the rebuilt model is tied like the original.
+/// The layers of an open scope: names and `LayerRef<T>`s of any `T`.
+type ScopedLayers = Vec<(String, Box<dyn Any>)>;
+
 thread_local! {
-    static SCOPE: std::cell::RefCell<Option<Vec<(String, Box<dyn Any>)>>> =
+    static SCOPE: std::cell::RefCell<Option<ScopedLayers>> =
         const { std::cell::RefCell::new(None) };
 }
 
