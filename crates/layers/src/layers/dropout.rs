@@ -171,6 +171,10 @@ impl<T: Element> Layer<T> for Dropout<T> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
     }
 
+    fn random_stream(&self) -> Option<&Mutex<Rng>> {
+        Some(&self.rng)
+    }
+
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
         let rate = self.config.rate;
