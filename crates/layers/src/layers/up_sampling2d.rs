@@ -3,7 +3,7 @@
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{at_build, invalid};
+use super::common::{at_build, invalid, resize_hw};
 use super::flatten::DataFormat;
 use crate::{CallContext, Layer, LayerBase, Result};
 
@@ -111,18 +111,9 @@ impl<T: Element> Layer<T> for UpSampling2D<T> {
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
         self.build(input_shapes)?;
         let [sh, sw] = self.config.size;
-        match input_shapes {
-            [s] if s.rank() == 4 => match (s[1].checked_mul(sh), s[2].checked_mul(sw)) {
-                (Some(h), Some(w)) => Ok(vec![Shape::from([s[0], h, w, s[3]])]),
-                _ => Err(self
-                    .base
-                    .bad_input(input_shapes, "size overflows the input size")),
-            },
-            _ => Err(self.base.bad_input(
-                input_shapes,
-                "expects one input of rank 4 (batch, h, w, channels)",
-            )),
-        }
+        resize_hw(&self.base, input_shapes, "size", |h, w| {
+            Some((h.checked_mul(sh)?, w.checked_mul(sw)?))
+        })
     }
     fn get_config(&self) -> serde_json::Value {
         let mut c = self.config.clone();
