@@ -15,7 +15,7 @@ use rime::prelude::*;
 const VOCAB: usize = 12;
 
 fn main() -> rime::Result<ExitCode> {
-    let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16)?);
+    let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16));
     let model = Sequential::new()
         .add(embedding.clone())
         .add(Dense::new(16).activation(Activation::Tanh))
