@@ -11,6 +11,8 @@
 //! a few chunks per thread of rayon's pool; below it stays on the calling
 //! thread, where waking the pool costs more than the work.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod blocked;
 pub(crate) mod broadcast;
 pub(crate) mod conv;
 pub(crate) mod gemm;
