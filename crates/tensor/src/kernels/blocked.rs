@@ -66,6 +66,8 @@ struct Line([u8; 64]);
 struct PackBufs {
     a: Vec<Line>,
     b: Vec<Line>,
+    /// A whole packed B shared by the tasks of a split product.
+    shared_b: Vec<Line>,
 }
 
 thread_local! {
@@ -304,11 +306,17 @@ unsafe fn pack_b<T: Micro>(kc: usize, nc: usize, b: *const T, rsb: usize, csb: u
                 }
             }
         } else {
-            // columns contiguous (B read transposed): read along each column
-            for j in 0..cols {
-                let src = unsafe { b.add((j0 + j) * csb) };
-                for p in 0..kc {
-                    unsafe { *panel.add(p * nr + j) = *src.add(p * rsb) };
+            // columns contiguous (B read transposed): read along each
+            // column, a cache line at a time (16 steps of p) before the next
+            // column — the columns of a power-of-two-sized B map to the same
+            // L1 set, and reading each whole column in turn thrashed it
+            for p0 in (0..kc).step_by(16) {
+                let steps = 16.min(kc - p0);
+                for j in 0..cols {
+                    let src = unsafe { b.add((j0 + j) * csb + p0 * rsb) };
+                    for p in 0..steps {
+                        unsafe { *panel.add((p0 + p) * nr + j) = *src.add(p * rsb) };
+                    }
                 }
             }
         }
@@ -547,4 +555,206 @@ mod x86 {
             unsafe { kernel_f64(kc, a, b, c, ldc, acc) }
         }
     }
+}
+
+/// `C = A·B` split across the pool ([`super::par_tasks`]): B is packed once
+/// into a shared buffer (in parallel when large), then tasks — about four
+/// per thread, each a block of C's rows (and of its columns when there are
+/// too few rows) — pack their own rows of A and run the microkernels.
+/// More tasks than threads let a thread that is slow to start (its core
+/// busy) leave its share to the others. Returns `false` (having done
+/// nothing) on another CPU or element type, or when the packed copy of B
+/// cannot be allocated.
+///
+/// # Safety
+/// As [`gemm`] with `acc == false`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_par<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: usize,
+    csa: usize,
+    b: *const T,
+    rsb: usize,
+    csb: usize,
+    c: *mut T,
+    ldc: usize,
+) -> bool {
+    if !available() || m == 0 || n == 0 || k == 0 {
+        return false;
+    }
+    let any = |p: *const T| p.cast::<()>();
+    // SAFETY (both arms): as in `gemm`.
+    match T::DTYPE {
+        crate::DType::F32 => unsafe {
+            blocked_par::<f32>(
+                m,
+                k,
+                n,
+                any(a).cast(),
+                rsa,
+                csa,
+                any(b).cast(),
+                rsb,
+                csb,
+                c.cast(),
+                ldc,
+            )
+        },
+        crate::DType::F64 => unsafe {
+            blocked_par::<f64>(
+                m,
+                k,
+                n,
+                any(a).cast(),
+                rsa,
+                csa,
+                any(b).cast(),
+                rsb,
+                csb,
+                c.cast(),
+                ldc,
+            )
+        },
+    }
+}
+
+/// A pointer shared by the tasks of one product (they read or write
+/// disjoint parts of what it points to).
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: used only to hand disjoint blocks of one buffer to tasks of one
+// `par_tasks` call, which all end before the buffer does.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for Shared<T> {}
+
+/// The body of [`gemm_par`].
+///
+/// # Safety
+/// As [`gemm`] with `acc == false`; `m`, `n`, `k` > 0; the CPU has AVX2+FMA.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked_par<T: Micro>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: usize,
+    csa: usize,
+    b: *const T,
+    rsb: usize,
+    csb: usize,
+    c: *mut T,
+    ldc: usize,
+) -> bool {
+    // B packed whole: depth block `pc` at pc·npad, panels of NR columns
+    let npad = n.next_multiple_of(T::NR);
+    let Some(lines) = k
+        .checked_mul(npad)
+        .and_then(|e| e.checked_mul(size_of::<T>()))
+        .map(|bytes| bytes.div_ceil(64))
+    else {
+        return false;
+    };
+    // the calling thread's buffer from earlier products (a fresh one would
+    // be page-faulted in on every call)
+    let mut packed = BUFS.with(|b| {
+        b.try_borrow_mut()
+            .map(|mut b| std::mem::take(&mut b.shared_b))
+            .unwrap_or_default()
+    });
+    packed.clear();
+    if packed.try_reserve_exact(lines).is_err() {
+        return false;
+    }
+    // written by pack_b before any read (every element, padding included)
+    let pb = Shared(packed.as_mut_ptr().cast::<T>());
+    let (ap, bp, cp) = (Shared(a.cast_mut()), Shared(b.cast_mut()), Shared(c));
+    const PANELS_PER_TASK: usize = 8;
+    let groups = (npad / T::NR).div_ceil(PANELS_PER_TASK);
+    let pack_tasks = k.div_ceil(T::KC) * groups;
+    let pack = |t: usize| {
+        let (pc, j0) = ((t / groups) * T::KC, (t % groups) * PANELS_PER_TASK * T::NR);
+        let (kc, nc) = (T::KC.min(k - pc), (PANELS_PER_TASK * T::NR).min(n - j0));
+        let (b, pb) = (bp, pb);
+        // SAFETY: the block (pc.., j0..) lies inside B; its packed panels
+        // are the kc·nc.next_multiple_of(NR) elements at pc·npad + j0·kc,
+        // inside the buffer and disjoint from other tasks'.
+        unsafe {
+            pack_b(
+                kc,
+                nc,
+                b.0.add(pc * rsb + j0 * csb),
+                rsb,
+                csb,
+                pb.0.add(pc * npad + j0 * kc),
+            )
+        };
+    };
+    if k * n >= 1 << 16 {
+        super::par_tasks(pack_tasks, pack);
+    } else {
+        (0..pack_tasks).for_each(pack);
+    }
+
+    // tasks: about 4 per thread, none below ~0.5M multiply-adds; row blocks
+    // first (no operand packed twice), then column blocks
+    let want = (4 * super::threads()).min(((m * n * k) >> 19).max(1));
+    let row_tasks = want.min(m.div_ceil(T::MR));
+    let rows_per = m.div_ceil(row_tasks).next_multiple_of(T::MR);
+    let row_tasks = m.div_ceil(rows_per);
+    let col_tasks = want.div_ceil(row_tasks).min(n.div_ceil(T::NR));
+    let cols_per = n.div_ceil(col_tasks).next_multiple_of(T::NR);
+    let col_tasks = n.div_ceil(cols_per);
+    super::par_tasks(row_tasks * col_tasks, |t| {
+        let (i0, j0) = ((t / col_tasks) * rows_per, (t % col_tasks) * cols_per);
+        let (rows, cols) = (rows_per.min(m - i0), cols_per.min(n - j0));
+        let (a, pb, c) = (ap, pb, cp);
+        BUFS.with(|bufs| {
+            let mut fresh = PackBufs::default();
+            let mut held = bufs.try_borrow_mut();
+            let bufs = match held.as_mut() {
+                Ok(b) => &mut **b,
+                Err(_) => &mut fresh,
+            };
+            let pa = reserve::<T>(
+                &mut bufs.a,
+                T::MC.min(rows).next_multiple_of(T::MR) * T::KC.min(k),
+            );
+            for pc in (0..k).step_by(T::KC) {
+                let kc = T::KC.min(k - pc);
+                for ic in (0..rows).step_by(T::MC) {
+                    let mc = T::MC.min(rows - ic);
+                    // SAFETY: the A block (i0 + ic.., pc..) lies inside A and
+                    // pa holds its packed panels; B's packed block for
+                    // (pc, j0..) was written above; the C block (i0 + ic..,
+                    // j0..) lies inside C and no other task writes it.
+                    unsafe {
+                        pack_a(mc, kc, a.0.add((i0 + ic) * rsa + pc * csa), rsa, csa, pa);
+                        macro_kernel(
+                            mc,
+                            cols,
+                            kc,
+                            pa,
+                            pb.0.add(pc * npad + j0 * kc),
+                            c.0.add((i0 + ic) * ldc + j0),
+                            ldc,
+                            pc > 0,
+                        );
+                    }
+                }
+            }
+        });
+    });
+    // kept for the next product unless it is very large (64 MiB)
+    if lines <= 1 << 20 {
+        BUFS.with(|b| {
+            if let Ok(mut b) = b.try_borrow_mut() {
+                b.shared_b = packed;
+            }
+        });
+    }
+    true
 }

@@ -198,6 +198,33 @@ pub(crate) fn gemm_part<T: Element>(
     }
     let threads = super::threads();
     if parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS {
+        #[cfg(target_arch = "x86_64")]
+        if OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(fits(a.data.len(), m, k, a.rs, a.cs));
+            assert!(fits(b.data.len(), k, n, b.rs, b.cs));
+            assert!(fits(c.len(), m, n, ldc, 1));
+            // SAFETY: A, B and C hold the matrices their strides describe
+            // (asserted above with checked arithmetic, offsets below
+            // isize::MAX as slices' are); C is exclusively borrowed.
+            let done = unsafe {
+                super::blocked::gemm_par(
+                    m,
+                    k,
+                    n,
+                    a.data.as_ptr(),
+                    a.rs,
+                    a.cs,
+                    b.data.as_ptr(),
+                    b.rs,
+                    b.cs,
+                    c.as_mut_ptr().cast::<T>(),
+                    ldc,
+                )
+            };
+            if done {
+                return;
+            }
+        }
         if m >= n {
             // row blocks of C, multiples of 16 rows so kernels stay full
             let per = m.div_ceil(threads).div_ceil(16) * 16;
