@@ -8,27 +8,39 @@
 //! `<x>` is the median over `--reps` timed repetitions (each repetition runs
 //! enough products to last about 50 ms), `<y>` the best one. The thread count
 //! is rayon's (`RAYON_NUM_THREADS`). `--mlp` adds the MLP's products
-//! (forward `x·W` and the weight gradient `xᵀ·dy`). Every product is checked
-//! against f64 dot products first; a wrong result exits non-zero.
+//! (forward `x·W`, the weight gradient `xᵀ·dy` and the input gradient
+//! `dy·Wᵀ` at batch 128 and 2048, widths 256, 1024 and 2048). `--compare`
+//! also measures matrixmultiply's kernels (the portable fallback), each
+//! repetition alternating between the two, and prints those lines with
+//! `matrixmultiply` in place of `rime`. Every product is checked against
+//! f64 dot products first; a wrong result exits non-zero. `--cpu` (Linux,
+//! with `RAYON_NUM_THREADS=1`) divides by the thread's CPU time instead of
+//! wall time: on a machine shared with other work that is closer to what
+//! the kernel does on a core of its own.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rime::tensor::{Tensor, num_threads, seeded_rng};
+use rime::tensor::{Tensor, num_threads, seeded_rng, use_own_gemm};
 
 struct Args {
     sizes: Vec<usize>,
     reps: usize,
     mlp: bool,
+    compare: bool,
+    cpu: bool,
 }
 
 fn parse() -> Result<Args, String> {
     use lexopt::prelude::*;
-    const USAGE: &str = "usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp]";
+    const USAGE: &str =
+        "usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp] [--compare] [--cpu]";
     let mut a = Args {
         sizes: vec![64, 128, 256, 512, 1024, 2048],
         reps: 7,
         mlp: false,
+        compare: false,
+        cpu: false,
     };
     let mut parser = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| format!("{e} ({USAGE})");
@@ -48,6 +60,8 @@ fn parse() -> Result<Args, String> {
                 }
             }
             Long("mlp") => a.mlp = true,
+            Long("compare") => a.compare = true,
+            Long("cpu") => a.cpu = true,
             Short('h') | Long("help") => return Err(USAGE.into()),
             _ => return Err(err(arg.unexpected())),
         }
@@ -84,30 +98,58 @@ fn check(
     Ok(())
 }
 
-/// Median and best GFLOP/s of `op(a)·op(b)`.
+/// Median and best GFLOP/s of `op(a)·op(b)` for each kernel choice in
+/// `own` (see `rime::tensor::use_own_gemm`), repetitions interleaved.
 fn measure(
     a: &Tensor<f32>,
     b: &Tensor<f32>,
     ta: bool,
     tb: bool,
     reps: usize,
-) -> Result<(f64, f64), String> {
+    own: &[bool],
+    by_cpu: bool,
+) -> Result<Vec<(f64, f64)>, String> {
     let product = || a.matmul_t(b, ta, tb).map_err(|e| e.to_string());
-    let c = product()?;
-    check(a, b, ta, tb, &c)?;
-    let flop = 2.0 * (c.len() as f64) * if ta { a.dims()[0] } else { a.dims()[1] } as f64;
+    let mut flop = 0.0;
+    for &o in own {
+        use_own_gemm(o);
+        let c = product()?;
+        check(a, b, ta, tb, &c)?;
+        flop = 2.0 * (c.len() as f64) * if ta { a.dims()[0] } else { a.dims()[1] } as f64;
+    }
     // products per repetition: about 50 ms of work at 100 GFLOP/s
     let inner = ((5e9 / flop) as usize).clamp(1, 100_000);
-    let mut rates = Vec::with_capacity(reps);
+    let mut rates = vec![Vec::with_capacity(reps); own.len()];
     for _ in 0..reps {
-        let t = Instant::now();
-        for _ in 0..inner {
-            std::hint::black_box(product()?);
+        for (v, &o) in own.iter().enumerate() {
+            use_own_gemm(o);
+            let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+            for _ in 0..inner {
+                std::hint::black_box(product()?);
+            }
+            let secs = match (cpu, thread_cpu_seconds()) {
+                // one thread: its CPU time, which a loaded machine inflates less
+                (Some(c0), Some(c1)) if by_cpu => c1 - c0,
+                _ => t.elapsed().as_secs_f64(),
+            };
+            rates[v].push(flop * inner as f64 / secs / 1e9);
         }
-        rates.push(flop * inner as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
-    rates.sort_by(f64::total_cmp);
-    Ok((rates[rates.len() / 2], rates[rates.len() - 1]))
+    use_own_gemm(true);
+    Ok(rates
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            (r[r.len() / 2], r[r.len() - 1])
+        })
+        .collect())
+}
+
+/// CPU time of the calling thread so far (Linux: /proc/thread-self/schedstat).
+fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
 }
 
 fn randn(shape: [usize; 2], seed: u64) -> Tensor<f32> {
@@ -116,23 +158,51 @@ fn randn(shape: [usize; 2], seed: u64) -> Tensor<f32> {
 
 fn run(args: &Args) -> Result<(), String> {
     let threads = num_threads();
+    if args.cpu && threads != 1 {
+        return Err("--cpu needs RAYON_NUM_THREADS=1".into());
+    }
+    let own: &[bool] = if args.compare {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    let print = |what: &str, results: Vec<(f64, f64)>| {
+        for ((median, best), &o) in results.into_iter().zip(own) {
+            let who = if o { "rime" } else { "matrixmultiply" };
+            println!("{who} sgemm {what} {median:.1} GFLOP/s (best {best:.1}, threads={threads})");
+        }
+    };
     for &n in &args.sizes {
         let (a, b) = (randn([n, n], 1), randn([n, n], 2));
-        let (median, best) = measure(&a, &b, false, false, args.reps)?;
-        println!("rime sgemm n={n} {median:.1} GFLOP/s (best {best:.1}, threads={threads})");
+        print(
+            &format!("n={n}"),
+            measure(&a, &b, false, false, args.reps, own, args.cpu)?,
+        );
     }
     if args.mlp {
-        let (x, w, dy) = (
-            randn([128, 784], 3),
-            randn([784, 256], 4),
-            randn([128, 256], 5),
-        );
-        let (median, best) = measure(&x, &w, false, false, args.reps)?;
-        println!("rime sgemm 128x784x256 {median:.1} GFLOP/s (best {best:.1}, threads={threads})");
-        let (median, best) = measure(&x, &dy, true, false, args.reps)?;
-        println!(
-            "rime sgemm t(128x784)x256 {median:.1} GFLOP/s (best {best:.1}, threads={threads})"
-        );
+        for (batch, width) in [(128, 256), (2048, 256), (128, 1024), (128, 2048)] {
+            let (x, w, dy) = (
+                randn([batch, 784], 3),
+                randn([784, width], 4),
+                randn([batch, width], 5),
+            );
+            let what = format!("{batch}x784x{width}");
+            print(
+                &what,
+                measure(&x, &w, false, false, args.reps, own, args.cpu)?,
+            );
+            let what = format!("t({batch}x784)x{width}");
+            print(
+                &what,
+                measure(&x, &dy, true, false, args.reps, own, args.cpu)?,
+            );
+            let w2 = randn([width, width], 6);
+            let what = format!("{batch}x{width}xt({width}x{width})");
+            print(
+                &what,
+                measure(&dy, &w2, false, true, args.reps, own, args.cpu)?,
+            );
+        }
     }
     Ok(())
 }

@@ -10,33 +10,89 @@
 //! Prints `rime mlp batch=<N> <x> steps/s` (the median of 5 timed runs of
 //! `--steps` steps, after 2 warm-up runs). The loop is the one a user
 //! writes: layers, a `GradientTape`, `trainable_weights`, `apply_gradients`.
+//!
+//! A sweep: `--batch` and `--width` take comma lists (784-W-W-10 for each
+//! width W, at each batch), e.g. `--batch 1,32,128,512,2048 --width
+//! 256,1024`; with `--width` each line names it, `rime mlp batch=<N>
+//! width=<W> <x> steps/s`, as `py_peers_sweep.py` prints its peers' (see
+//! `scripts/bench_sweep.sh`, which runs both and prints the ratios).
+//! Without `--steps` a run is 200 steps (2000 at batch ≤ 8), fewer for the
+//! large shapes.
 
 use std::time::Instant;
 
 use rand::RngExt;
 use rime::prelude::*;
 
-/// `--batch N --steps N`.
-fn parse_args() -> Result<(usize, usize), lexopt::Error> {
+struct Args {
+    batches: Vec<usize>,
+    widths: Vec<usize>,
+    named_width: bool,
+    steps: Option<usize>,
+}
+
+/// A comma list of positive numbers.
+fn list(v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|x| match x.trim().parse() {
+            Ok(0) | Err(_) => Err(format!("not a positive number: {x}")),
+            Ok(n) => Ok(n),
+        })
+        .collect()
+}
+
+/// `--batch N[,N..] --width W[,W..] --steps N`.
+fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     use lexopt::prelude::*;
-    let (mut batch, mut steps) = (128, 200);
+    let mut a = Args {
+        batches: vec![128],
+        widths: vec![256],
+        named_width: false,
+        steps: None,
+    };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("batch") => batch = parser.value()?.parse()?,
-            Long("steps") => steps = parser.value()?.parse()?,
+            Long("batch") => a.batches = list(&parser.value()?.string()?)?,
+            Long("width") => {
+                a.widths = list(&parser.value()?.string()?)?;
+                a.named_width = true;
+            }
+            Long("steps") => a.steps = Some(parser.value()?.parse()?),
             Short('h') | Long("help") => {
-                println!("usage: bench_mlp [--batch N] [--steps N]");
+                println!("usage: bench_mlp [--batch N[,N..]] [--width W[,W..]] [--steps N]");
                 std::process::exit(0);
             }
-            _ => return Err(arg.unexpected()),
+            _ => return Err(arg.unexpected().into()),
         }
     }
-    Ok((batch, steps))
+    Ok(a)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (batch, steps) = parse_args()?;
+    let args = parse_args()?;
+    for &width in &args.widths {
+        for &batch in &args.batches {
+            let steps = args.steps.unwrap_or_else(|| {
+                let base = if batch <= 8 { 2000 } else { 200 };
+                // about 6·batch·params FLOP per step: keep a run near 0.5 s
+                let params = 784 * width + width * width + 10 * width;
+                let flop = 6.0 * batch as f64 * params as f64;
+                base.min(((5e10 / flop) as usize).max(5))
+            });
+            let rate = run(batch, width, steps)?;
+            if args.named_width {
+                println!("rime mlp batch={batch} width={width} {rate:.1} steps/s");
+            } else {
+                println!("rime mlp batch={batch} {rate:.1} steps/s");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps per second of the 784-`width`-`width`-10 MLP at `batch`.
+fn run(batch: usize, width: usize, steps: usize) -> Result<f64, Box<dyn std::error::Error>> {
     let mut rng = seeded_rng(0);
     let x = Tensor::<f32>::rand_normal([batch, 784], 0.0, 1.0, &mut rng)?;
     let labels: Vec<f32> = (0..batch)
@@ -47,12 +103,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let glorot = |seed| Initializer::GlorotUniform { seed: Some(seed) };
     let model = Sequential::new()
         .add(
-            Dense::new(256)
+            Dense::new(width)
                 .activation(Activation::Relu)
                 .kernel_initializer(glorot(1)),
         )
         .add(
-            Dense::new(256)
+            Dense::new(width)
                 .activation(Activation::Relu)
                 .kernel_initializer(glorot(2)),
         )
@@ -83,9 +139,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(last.is_finite(), "loss diverged: {last}");
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    println!(
-        "rime mlp batch={batch} {:.1} steps/s",
-        steps as f64 / median
-    );
-    Ok(())
+    Ok(steps as f64 / median)
 }

@@ -156,8 +156,14 @@ impl Element for f32 {
         csc: isize,
     ) {
         // SAFETY: the caller upholds this function's contract (gemm_raw
-        // checks the A and B extents and its caller the C extent).
+        // checks the A and B extents and its caller the C extent); the own
+        // kernels take the same contract.
         unsafe {
+            if crate::kernels::gemm::own_gemm(
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+            ) {
+                return;
+            }
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }
     }
@@ -210,8 +216,14 @@ impl Element for f64 {
         csc: isize,
     ) {
         // SAFETY: the caller upholds this function's contract (gemm_raw
-        // checks the A and B extents and its caller the C extent).
+        // checks the A and B extents and its caller the C extent); the own
+        // kernels take the same contract.
         unsafe {
+            if crate::kernels::gemm::own_gemm(
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+            ) {
+                return;
+            }
             matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }
     }

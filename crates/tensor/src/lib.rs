@@ -75,6 +75,23 @@ pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Whether matrix products use rime's own blocked AVX2+FMA kernels (`true`,
+/// the default on CPUs that have them) or matrixmultiply's (`false`): for
+/// benchmarks that compare the two in one process. Returns the previous
+/// setting. Both compute the same products (to rounding).
+///
+/// ```
+/// let before = rime_tensor::use_own_gemm(false);
+/// let c = rime_tensor::Tensor::<f32>::eye(3)?.matmul(&rime_tensor::Tensor::ones([3, 2])?)?;
+/// assert_eq!(c.as_slice(), &[1.0; 6]);
+/// rime_tensor::use_own_gemm(before);
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+#[doc(hidden)]
+pub fn use_own_gemm(on: bool) -> bool {
+    kernels::gemm::OWN_GEMM.swap(on, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

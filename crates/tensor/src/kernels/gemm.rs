@@ -84,6 +84,70 @@ pub(crate) fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -
     last.is_some_and(|l| l < len) && isize::try_from(rs.max(cs)).is_ok()
 }
 
+/// Whether [`own_gemm`] may run (see `rime_tensor::use_own_gemm`).
+pub(crate) static OWN_GEMM: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// The own blocked kernels ([`super::blocked`]) for `C = A·B` or
+/// `C += A·B` when they apply — `alpha` 1, `beta` 0 or 1, non-negative
+/// strides, C's rows contiguous, a CPU with AVX2+FMA — returning `false`
+/// (having done nothing) otherwise, for the caller to use matrixmultiply.
+///
+/// # Safety
+/// As matrixmultiply's `sgemm`: the pointers and strides describe valid
+/// `m×k`, `k×n` and `m×n` matrices, and `c` aliases neither `a` nor `b`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) unsafe fn own_gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let strides = [rsa, csa, rsb, csb, rsc];
+        if OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed)
+            && alpha == T::one()
+            && (beta == T::zero() || beta == T::one())
+            && csc == 1
+            && strides.iter().all(|&s| s >= 0)
+        {
+            let u = |s: isize| s as usize;
+            // SAFETY: the caller's contract is the kernel's (strides
+            // checked non-negative just above, C's columns contiguous).
+            return unsafe {
+                super::blocked::gemm(
+                    m,
+                    k,
+                    n,
+                    a,
+                    u(rsa),
+                    u(csa),
+                    b,
+                    u(rsb),
+                    u(csb),
+                    c,
+                    u(rsc),
+                    beta == T::one(),
+                )
+            };
+        }
+    }
+    let _ = (m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    false
+}
+
 /// `C[m×n] (row stride ldc) = A[m×k] · B[k×n]`, overwriting C.
 #[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
 pub(crate) fn gemm<T: Element>(
@@ -134,6 +198,33 @@ pub(crate) fn gemm_part<T: Element>(
     }
     let threads = super::threads();
     if parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS {
+        #[cfg(target_arch = "x86_64")]
+        if OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(fits(a.data.len(), m, k, a.rs, a.cs));
+            assert!(fits(b.data.len(), k, n, b.rs, b.cs));
+            assert!(fits(c.len(), m, n, ldc, 1));
+            // SAFETY: A, B and C hold the matrices their strides describe
+            // (asserted above with checked arithmetic, offsets below
+            // isize::MAX as slices' are); C is exclusively borrowed.
+            let done = unsafe {
+                super::blocked::gemm_par(
+                    m,
+                    k,
+                    n,
+                    a.data.as_ptr(),
+                    a.rs,
+                    a.cs,
+                    b.data.as_ptr(),
+                    b.rs,
+                    b.cs,
+                    c.as_mut_ptr().cast::<T>(),
+                    ldc,
+                )
+            };
+            if done {
+                return;
+            }
+        }
         if m >= n {
             // row blocks of C, multiples of 16 rows so kernels stay full
             let per = m.div_ceil(threads).div_ceil(16) * 16;
@@ -540,6 +631,87 @@ mod tests {
                 let c: Vec<f64> = c.into_iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(c, naive(m, k, n, &a, ta, &b, tb), "{m}x{k}x{n} {ta} {tb}");
             }
+        }
+    }
+
+    /// Small-integer matrices (every product and sum is exact in f32).
+    fn ints<T: Element>(len: usize, seed: u64) -> Vec<T> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                T::of((x % 17) as f64 - 8.0)
+            })
+            .collect()
+    }
+
+    /// `gemm` (serial and split) and `gemm_acc` against the naive loop, for
+    /// one shape and transposition, in `T`; C has a row stride wider than n.
+    fn check_shape<T: Element>(m: usize, k: usize, n: usize, ta: bool, tb: bool, seed: u64) {
+        let to = |v: &[T]| v.iter().map(|x| x.to_f64().unwrap()).collect::<Vec<_>>();
+        let (a, b) = (ints::<T>(m * k, seed), ints::<T>(k * n, seed + 1));
+        let want = naive(m, k, n, &to(&a), ta, &to(&b), tb);
+        let ldc = n + 3;
+        for parallel in [false, true] {
+            let mut c = vec![MaybeUninit::new(T::nan()); m * ldc];
+            let (am, bm) = (MatRef::new(&a, m, k, ta), MatRef::new(&b, k, n, tb));
+            gemm(m, k, n, am, bm, &mut c, ldc, parallel);
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: gemm wrote every (i, j) with i < m, j < n
+                    let got = unsafe { c[i * ldc + j].assume_init() }.to_f64().unwrap();
+                    assert_eq!(got, want[i * n + j], "{m}x{k}x{n} {ta} {tb} ({i}, {j})");
+                }
+            }
+        }
+        // accumulate onto C = 1
+        let mut c = vec![T::one(); m * ldc];
+        gemm_acc(
+            m,
+            k,
+            n,
+            MatRef::new(&a, m, k, ta),
+            MatRef::new(&b, k, n, tb),
+            &mut c,
+            ldc,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let got = c[i * ldc + j].to_f64().unwrap();
+                assert_eq!(
+                    got,
+                    want[i * n + j] + 1.0,
+                    "acc {m}x{k}x{n} {ta} {tb} ({i}, {j})"
+                );
+            }
+            for j in n..ldc.min(c.len() - i * ldc) {
+                assert_eq!(c[i * ldc + j], T::one(), "acc wrote past row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_kernel_crosses_block_edges() {
+        // sizes past MC (144/72), KC (256) and a few tiles, with ragged edges
+        for &(m, k, n) in &[(150, 520, 37), (73, 257, 130), (7, 300, 4100), (145, 1, 17)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                check_shape::<f32>(m, k, n, ta, tb, 1);
+                check_shape::<f64>(m, k, n, ta, tb, 2);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn blocked_kernel_matches_naive(
+            m in 1usize..70, k in 1usize..70, n in 1usize..70,
+            ta: bool, tb: bool, seed in 0u64..1000,
+        ) {
+            check_shape::<f32>(m, k, n, ta, tb, seed);
+            check_shape::<f64>(m, k, n, ta, tb, seed);
         }
     }
 }
