@@ -45,7 +45,8 @@ fn time_runs(reps: usize, mut f: impl FnMut() -> rime::Result<()>) -> rime::Resu
 
 fn allreduce(mpi: &Mpi, sizes_mb: &[usize]) -> rime::Result<()> {
     let world = mpi.world();
-    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>();
+    // the checksum check is a debugging aid (on by default in debug builds)
+    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>().verify_every(0);
     if mpi.rank() == 0 {
         println!(
             "{} processes; GB/s = bytes / time (median)\n{:>6} {:>10} {:>10} {:>6} {:>12} {:>6}",
@@ -125,7 +126,7 @@ fn mlp(mpi: &Mpi, global_batch: usize, steps: usize) -> rime::Result<()> {
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
     let mut opt = Sgd::new().learning_rate(0.01);
     let vars = model.trainable_weights();
-    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>();
+    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>().verify_every(0);
     use rime::layers::collective::Collective;
     dp.broadcast_state(&model, &vars, &mut opt)?;
     let (mut compute, mut exchange) = (0.0f64, 0.0f64);
