@@ -43,6 +43,9 @@ pub mod guide {
 }
 
 pub use error::{Error, Result};
+/// Data-parallel training over MPI (the `distributed` feature).
+#[cfg(feature = "distributed")]
+pub use rime_distributed as distributed;
 pub use rime_layers as layers;
 pub use rime_tape as tape;
 pub use rime_tensor as tensor;

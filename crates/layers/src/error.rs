@@ -86,6 +86,15 @@ pub enum Error {
         /// What was wrong.
         msg: String,
     },
+    /// Training across processes failed: another process failed, or the
+    /// processes' models, optimizers or steps do not match.
+    #[error("{what}: {msg}")]
+    Distributed {
+        /// The operation (`fit`, `broadcast_state`, the train step, ...).
+        what: String,
+        /// What went wrong, naming the processes involved.
+        msg: String,
+    },
     /// A model or checkpoint file written by another format version.
     #[error("model file `{path}`: format version {found}, this rime reads version {expected}")]
     FormatVersion {

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod activations;
+pub mod collective;
 pub mod config;
 pub mod constraints;
 pub mod data;

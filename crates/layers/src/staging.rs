@@ -13,17 +13,42 @@ use rime_tensor::{Element, Tensor, TensorId};
 
 use crate::Result;
 
-/// One staged assignment: the variable's id, the new value (a `Tensor<T>`,
-/// type-erased) and how to commit it.
-struct Pending {
-    id: TensorId,
-    value: Box<dyn Any>,
-    commit: Box<dyn FnOnce() -> rime_tape::Result<()>>,
+/// One staged assignment of a variable of some element type.
+trait Pending {
+    /// The variable's id.
+    fn id(&self) -> TensorId;
+    /// The new value, a `Tensor<T>` (type-erased).
+    fn value(&self) -> &dyn Any;
+    /// The same, to replace before commit (a training step averaging it
+    /// across processes).
+    fn value_mut(&mut self) -> &mut dyn Any;
+    /// Assigns the value.
+    fn commit(self: Box<Self>) -> rime_tape::Result<()>;
+}
+
+struct Assignment<T: Element> {
+    var: Variable<T>,
+    value: Tensor<T>,
+}
+
+impl<T: Element> Pending for Assignment<T> {
+    fn id(&self) -> TensorId {
+        self.var.id()
+    }
+    fn value(&self) -> &dyn Any {
+        &self.value
+    }
+    fn value_mut(&mut self) -> &mut dyn Any {
+        &mut self.value
+    }
+    fn commit(self: Box<Self>) -> rime_tape::Result<()> {
+        self.var.assign(&self.value)
+    }
 }
 
 thread_local! {
     /// The open staging scopes of this thread, innermost last.
-    static STAGES: RefCell<Vec<Vec<Pending>>> = const { RefCell::new(Vec::new()) };
+    static STAGES: RefCell<Vec<Vec<Box<dyn Pending>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sets a layer's state variable (a non-trainable weight updated by the
@@ -54,12 +79,10 @@ pub fn assign_state<T: Element>(var: &Variable<T>, value: Tensor<T>) -> Result<(
         let Some(stage) = s.last_mut() else {
             return false;
         };
-        let (target, v) = (var.clone(), value.clone());
-        stage.push(Pending {
-            id: var.id(),
-            value: Box::new(value.clone()),
-            commit: Box::new(move || target.assign(&v)),
-        });
+        stage.push(Box::new(Assignment {
+            var: var.clone(),
+            value: value.clone(),
+        }));
         true
     });
     if !staged {
@@ -82,21 +105,35 @@ pub fn current_state<T: Element>(var: &Variable<T>) -> Tensor<T> {
     let staged = STAGES.with(|s| {
         let s = s.borrow();
         let stage = s.last()?;
-        let p = stage.iter().rev().find(|p| p.id == var.id())?;
-        p.value.downcast_ref::<Tensor<T>>().cloned()
+        let p = stage.iter().rev().find(|p| p.id() == var.id())?;
+        p.value().downcast_ref::<Tensor<T>>().cloned()
     });
     staged.unwrap_or_else(|| var.value_untracked())
 }
 
 /// The updates staged while running a closure under [`stage`].
-pub(crate) struct Staged(Vec<Pending>);
+pub(crate) struct Staged(Vec<Box<dyn Pending>>);
 
 impl Staged {
+    /// Nothing staged.
+    pub fn empty() -> Self {
+        Staged(Vec::new())
+    }
+
+    /// The staged values of element type `T`, in the order staged, to
+    /// replace (keeping their shapes) before [`commit`](Staged::commit).
+    pub fn values_mut<T: Element>(&mut self) -> Vec<&mut Tensor<T>> {
+        self.0
+            .iter_mut()
+            .filter_map(|p| p.value_mut().downcast_mut::<Tensor<T>>())
+            .collect()
+    }
+
     /// Applies the staged updates in order. They were shape-checked when
     /// staged, so this fails only on a variable being updated meanwhile.
     pub fn commit(self) -> Result<()> {
         for p in self.0 {
-            (p.commit)()?;
+            p.commit()?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rime_tape::{GradientTape, ResolvedMask, SourceRef, Variable};
 use rime_tensor::{Element, Tensor};
 
+use crate::collective::{Collective, StepExchange};
 use crate::losses::Loss;
 use crate::optimizers::Optimizer;
 use crate::{CallContext, Error, Layer, Result};
@@ -38,6 +39,7 @@ pub struct TrainStep<'m, T: Element = f32> {
     loss: Box<dyn Loss<T> + 'm>,
     variables: Vec<Variable<T>>,
     masks: Vec<Option<Arc<ResolvedMask>>>,
+    collective: Option<Box<dyn Collective<T> + 'm>>,
 }
 
 impl<'m, T: Element> TrainStep<'m, T> {
@@ -56,6 +58,42 @@ impl<'m, T: Element> TrainStep<'m, T> {
             loss: Box::new(loss),
             variables,
             masks,
+            collective: None,
+        }
+    }
+
+    /// Trains together with other processes through `collective` (data
+    /// parallelism, see [`collective`](crate::collective)): every step
+    /// averages its gradients and staged state over the processes before
+    /// the update. Call [`broadcast_state`](TrainStep::broadcast_state)
+    /// before the first step (`fit` does).
+    pub fn with_collective(mut self, collective: impl Collective<T> + 'm) -> Self {
+        self.collective = Some(Box::new(collective));
+        self
+    }
+
+    /// The collective this step trains through (`None`: one process).
+    pub fn collective(&self) -> Option<&(dyn Collective<T> + 'm)> {
+        self.collective.as_deref()
+    }
+
+    /// The same, mutable (for `fit`'s reductions and a custom loop's own).
+    pub fn collective_mut(&mut self) -> Option<&mut (dyn Collective<T> + 'm)> {
+        self.collective.as_deref_mut()
+    }
+
+    /// Whether this process is the root (always, without a collective).
+    pub fn is_root(&self) -> bool {
+        self.collective.as_ref().is_none_or(|c| c.is_root())
+    }
+
+    /// Makes this process's weights and optimizer state equal to the root
+    /// process's ([`Collective::broadcast_state`]); nothing without a
+    /// collective.
+    pub fn broadcast_state(&mut self) -> Result<()> {
+        match self.collective.as_deref_mut() {
+            Some(c) => c.broadcast_state(self.model, &self.variables, &mut *self.optimizer),
+            None => Ok(()),
         }
     }
 
@@ -134,13 +172,52 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// forward pass, the forward pass's state updates (moving statistics)
     /// are staged and committed only after the optimizer update succeeded,
     /// and the optimizer's own update is all or nothing.
+    ///
+    /// With a [collective](TrainStep::with_collective), the gradients and
+    /// staged state are replaced by their means over the processes before
+    /// the update, and a step that fails on one process fails on all.
     pub fn run_with_outputs(
         &mut self,
         inputs: &[Tensor<T>],
         targets: &[Tensor<T>],
     ) -> Result<(T, Vec<Tensor<T>>)> {
-        self.check_targets(targets)?;
-        let (result, staged) = crate::staging::stage(|| self.forward_backward(inputs, targets));
+        let checked = self.check_targets(targets);
+        let (mut result, mut staged) = match checked {
+            Ok(()) => crate::staging::stage(|| self.forward_backward(inputs, targets)),
+            Err(e) => (Err(e), crate::staging::Staged::empty()),
+        };
+        if let Some(collective) = self.collective.as_deref_mut() {
+            let mut no_grads: Vec<Option<Tensor<T>>> = Vec::new();
+            let (failed, grads) = match &mut result {
+                Ok((_, _, Some(g))) => (false, g),
+                // a frozen model trains nothing but still averages its state
+                Ok((_, _, None)) => (false, &mut no_grads),
+                Err(_) => (true, &mut no_grads),
+            };
+            let mut state: Vec<Tensor<T>> = if failed {
+                Vec::new()
+            } else {
+                staged
+                    .values_mut::<T>()
+                    .into_iter()
+                    .map(|t| t.clone())
+                    .collect()
+            };
+            let exchanged = collective.exchange_step(StepExchange {
+                failed,
+                gradients: grads,
+                variables: if failed { &[] } else { &self.variables },
+                masks: if failed { &[] } else { &self.masks },
+                state: &mut state,
+            });
+            // this process's own error first; else the exchange's
+            if result.is_ok() {
+                exchanged?;
+            }
+            for (staged, mean) in staged.values_mut::<T>().into_iter().zip(state) {
+                *staged = mean;
+            }
+        }
         let (value, outputs, grads) = result?;
         if let Some(grads) = grads {
             self.optimizer
@@ -148,6 +225,22 @@ impl<'m, T: Element> TrainStep<'m, T> {
         }
         staged.commit()?;
         Ok((value, outputs))
+    }
+
+    /// Tells the other processes that this one failed before its step's
+    /// exchange (a batch that could not be read), so that they fail too
+    /// instead of waiting for it.
+    pub(crate) fn report_failure(&mut self) {
+        if let Some(c) = self.collective.as_deref_mut() {
+            // the caller returns its own error; the exchange's adds nothing
+            let _ = c.exchange_step(StepExchange {
+                failed: true,
+                gradients: &mut [],
+                variables: &[],
+                masks: &[],
+                state: &mut [],
+            });
+        }
     }
 
     /// What can be checked of the targets before the forward pass; their

@@ -447,3 +447,188 @@ fn predict_and_bad_arguments() {
     assert!(err.to_string().contains("val_missing"), "{err}");
     assert_eq!(trainer.step().optimizer().name(), "SGD");
 }
+
+/// A stand-in for `size` identical processes in one: means of identical
+/// gradients are the gradients, sums are `size` times the value. Counts
+/// the calls `fit` makes.
+struct Mirror {
+    rank: usize,
+    size: usize,
+    broadcasts: usize,
+    exchanges: usize,
+    /// Report that another process failed at the `n`-th exchange.
+    peer_fails_at: Option<usize>,
+}
+
+impl Mirror {
+    fn new(rank: usize, size: usize) -> Self {
+        Mirror {
+            rank,
+            size,
+            broadcasts: 0,
+            exchanges: 0,
+            peer_fails_at: None,
+        }
+    }
+}
+
+impl rime_layers::collective::Collective for &mut Mirror {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn broadcast_state(
+        &mut self,
+        _: &dyn Layer<f32>,
+        _: &[rime_tape::Variable<f32>],
+        _: &mut dyn rime_layers::optimizers::Optimizer<f32>,
+    ) -> Result<()> {
+        self.broadcasts += 1;
+        Ok(())
+    }
+    fn exchange_step(&mut self, step: rime_layers::collective::StepExchange<'_>) -> Result<()> {
+        self.exchanges += 1;
+        if self.peer_fails_at == Some(self.exchanges) {
+            return Err(rime_layers::Error::Distributed {
+                what: "train step".into(),
+                msg: "another process failed".into(),
+            });
+        }
+        assert!(!step.failed);
+        assert_eq!(step.gradients.len(), step.variables.len());
+        Ok(())
+    }
+    fn reduce_f64(
+        &mut self,
+        values: &mut [f64],
+        op: rime_layers::collective::ReduceOp,
+    ) -> Result<()> {
+        if op == rime_layers::collective::ReduceOp::Sum {
+            values.iter_mut().for_each(|v| *v *= self.size as f64);
+        }
+        Ok(())
+    }
+}
+
+fn toy_data() -> Dataset<f32> {
+    let x = Tensor::rand_normal([40, 4], 0.0, 1.0, &mut seeded_rng(3)).unwrap();
+    let y = Tensor::vector((0..40).map(|i| (i % 3) as f32).collect());
+    Dataset::from_tensors(x, y).unwrap().batch(8).unwrap()
+}
+
+#[test]
+fn fit_through_a_collective_of_identical_processes_matches_one_process() {
+    let (alone, together) = (mlp(), mlp());
+    together.set_weights(&alone.get_weights()).unwrap();
+    let opts = || {
+        FitOptions::new()
+            .epochs(3)
+            .validation_split(0.25)
+            .verbose(Verbose::Silent)
+    };
+    let h1 = Trainer::new(&alone, Adam::new(), loss())
+        .metric(SparseCategoricalAccuracy::new())
+        .fit(&toy_data(), opts())
+        .unwrap();
+    let mut mirror = Mirror::new(0, 2);
+    let step =
+        rime_layers::TrainStep::new(&together, Adam::new(), loss()).with_collective(&mut mirror);
+    let h2 = Trainer::from_step(step)
+        .metric(SparseCategoricalAccuracy::new())
+        .fit(&toy_data(), opts())
+        .unwrap();
+    assert_eq!(mirror.broadcasts, 1);
+    assert_eq!(
+        mirror.exchanges,
+        3 * 4,
+        "3 epochs of 4 batches (30 samples by 8)"
+    );
+    for key in ["loss", "sparse_categorical_accuracy", "val_loss"] {
+        let (a, b) = (h1.get(key).unwrap(), h2.get(key).unwrap());
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                "{key}: {x} vs {y}"
+            );
+        }
+    }
+    assert_eq!(alone.get_weights(), together.get_weights());
+}
+
+#[test]
+fn only_the_root_process_writes_files_and_prints() {
+    let dir = std::env::temp_dir().join(format!("rime_fit_nonroot_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for rank in [1, 0] {
+        let model = mlp();
+        let mut mirror = Mirror::new(rank, 2);
+        let step =
+            rime_layers::TrainStep::new(&model, Sgd::new(), loss()).with_collective(&mut mirror);
+        let mut trainer = Trainer::from_step(step);
+        let ckpt_path = dir.join(format!("model_{rank}.safetensors"));
+        let csv_path = dir.join(format!("log_{rank}.csv"));
+        let mut ckpt = ModelCheckpoint::new(ckpt_path.to_string_lossy()).monitor("loss");
+        let mut csv = CsvLogger::new(&csv_path);
+        let mut out = Vec::new();
+        trainer
+            .fit(
+                &toy_data(),
+                FitOptions::new()
+                    .epochs(2)
+                    .verbose(Verbose::Line)
+                    .output(&mut out)
+                    .callback(&mut ckpt)
+                    .callback(&mut csv),
+            )
+            .unwrap();
+        trainer
+            .save_checkpoint(dir.join(format!("ckpt_{rank}")))
+            .unwrap();
+        let root = rank == 0;
+        assert_eq!(ckpt_path.exists(), root, "rank {rank}: model file");
+        assert_eq!(csv_path.exists(), root, "rank {rank}: csv log");
+        assert_eq!(
+            dir.join(format!("ckpt_{rank}")).exists(),
+            root,
+            "rank {rank}: checkpoint"
+        );
+        assert_eq!(!out.is_empty(), root, "rank {rank}: progress lines");
+        assert_eq!(ckpt.saved().len(), 2, "every rank records the same saves");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_failure_on_another_process_fails_fit_and_the_step_changes_nothing() {
+    let model = Sequential::new()
+        .add(rime_layers::BatchNormalization::new())
+        .add(Dense::new(3))
+        .with_input_shape([4])
+        .unwrap();
+    let mut mirror = Mirror::new(0, 2);
+    mirror.peer_fails_at = Some(2);
+    let step =
+        rime_layers::TrainStep::new(&model, Adam::new(), loss()).with_collective(&mut mirror);
+    let mut trainer = Trainer::from_step(step);
+    let err = trainer
+        .fit(
+            &toy_data(),
+            FitOptions::new().epochs(1).verbose(Verbose::Silent),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, rime_layers::Error::Distributed { .. }),
+        "{err}"
+    );
+    // one step ran; the second, failed elsewhere, left weights and moving statistics alone
+    let after_one = model.get_weights();
+    let mut mirror = Mirror::new(0, 2);
+    mirror.peer_fails_at = Some(1);
+    let mut step =
+        rime_layers::TrainStep::new(&model, Adam::new(), loss()).with_collective(&mut mirror);
+    let batch = toy_data().iter().next().unwrap().unwrap();
+    assert!(step.run(&batch.inputs[0], &batch.targets[0]).is_err());
+    assert_eq!(model.get_weights(), after_one);
+}

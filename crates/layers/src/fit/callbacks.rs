@@ -78,6 +78,14 @@ impl<'a, 'm, T: Element> CallbackContext<'a, 'm, T> {
     pub fn counters(&self) -> Counters {
         self.counters
     }
+
+    /// Whether this is the process that writes files and prints: always,
+    /// except in data-parallel training, where only the root process
+    /// ([`Collective::is_root`](crate::collective::Collective::is_root))
+    /// is. `ModelCheckpoint` and `CsvLogger` write only there.
+    pub fn is_root(&self) -> bool {
+        self.step.is_root()
+    }
 }
 
 /// Code run by `fit` at fixed points. Every method defaults to nothing; an
@@ -407,7 +415,11 @@ impl<T: Element> Callback<T> for ModelCheckpoint {
             self.best = Some(current);
         }
         let path = PathBuf::from(self.path.replace("{epoch}", &format!("{}", epoch + 1)));
-        save_model(ctx.model(), &path)?;
+        // in data-parallel training the root writes; the others record the
+        // same file, so `saved` agrees everywhere
+        if ctx.is_root() {
+            save_model(ctx.model(), &path)?;
+        }
         self.saved.push((epoch, path));
         Ok(())
     }
@@ -592,7 +604,13 @@ impl CsvLogger {
 }
 
 impl<T: Element> Callback<T> for CsvLogger {
-    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, '_, T>) -> Result<()> {
+    fn on_train_begin(&mut self, ctx: &mut CallbackContext<'_, '_, T>) -> Result<()> {
+        self.keys = None;
+        self.writer = None;
+        if !ctx.is_root() {
+            // data-parallel training: the root process writes the log
+            return Ok(());
+        }
         let exists = self.append && self.path.exists();
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -40,6 +40,7 @@ use std::path::Path;
 
 use rime_tensor::{Element, Tensor};
 
+use crate::collective::ReduceOp;
 use crate::data::{Batch, Dataset};
 use crate::losses::Loss;
 use crate::metrics::UpdateState;
@@ -296,13 +297,20 @@ impl<'m, T: Element> Trainer<'m, T> {
     }
 
     /// Saves weights, optimizer state and counters
-    /// ([`save_checkpoint`]).
+    /// ([`save_checkpoint`]). In data-parallel training only the root
+    /// process writes (the others' state is the same); elsewhere this does
+    /// nothing.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        if !self.step.is_root() {
+            return Ok(());
+        }
         save_checkpoint(path, self.model(), self.step.optimizer(), &self.counters)
     }
 
     /// Restores a checkpoint into the model and optimizer and returns its
     /// counters; continue with `FitOptions::initial_epoch(counters.epoch)`.
+    /// In data-parallel training every process reads the file (`fit`
+    /// broadcasts the root's state when it starts anyway).
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<Counters> {
         let model = self.step.model();
         let counters = load_checkpoint(path, model, self.step.optimizer_mut())?;
@@ -315,6 +323,18 @@ impl<'m, T: Element> Trainer<'m, T> {
     }
 
     /// Trains on `data` (Keras' `fit`); see the module docs.
+    ///
+    /// With a [collective](TrainStep::with_collective) (data-parallel
+    /// training, each process passing its own shard of the data), `fit`
+    /// first makes every process's weights and optimizer state the root's,
+    /// runs as many batches per epoch as the process with the fewest has,
+    /// and reports global values: the loss and metrics in the logs, the
+    /// `History` and what callbacks see are reduced over all processes
+    /// (each sample counting once), so callbacks such as `EarlyStopping`
+    /// decide the same everywhere; a stop asked on one process stops all.
+    /// Only the root prints progress and writes files
+    /// ([`CallbackContext::is_root`]). An error on one process ends `fit`
+    /// with an error on every process.
     pub fn fit(&mut self, data: &Dataset<T>, options: FitOptions<'_, T>) -> Result<History> {
         let FitOptions {
             epochs,
@@ -326,94 +346,99 @@ impl<'m, T: Element> Trainer<'m, T> {
             verbose,
             output,
         } = options;
-        let mut train = data.clone();
-        if let Some(bs) = batch_size {
-            train = train.batch(bs)?;
+        let prepared = prepare_data(data, batch_size, validation_data, validation_split);
+        let mut stop = false;
+        let checked = prepared.as_ref().map(|_| ()).map_err(Error::clone);
+        agree(&mut self.step, checked, &mut stop)?;
+        let (train, val) = prepared?;
+        self.step.broadcast_state()?;
+        let mut steps = [train.num_batches() as f64];
+        if let Some(c) = self.step.collective_mut() {
+            c.reduce_f64(&mut steps, ReduceOp::Min)?;
         }
-        let mut val = validation_data;
-        if let Some(fraction) = validation_split {
-            if val.is_some() {
-                return Err(fit_err(
-                    "give validation_data or validation_split, not both",
-                ));
-            }
-            let (t, v) = train.split(fraction)?;
-            train = t;
-            val = Some(v);
-        }
-        if train.is_empty() {
-            return Err(fit_err("no training samples"));
-        }
-        if train.num_batches() == 0 {
-            return Err(fit_err(format!(
-                "{} samples make no batch of {} with drop_remainder",
-                train.len(),
-                train.batch_size()
-            )));
-        }
+        let steps = steps[0] as usize;
+        let verbose = if self.step.is_root() {
+            verbose
+        } else {
+            Verbose::Silent
+        };
         let mut progress = progress::Progress::new(verbose, output, epochs);
         let factories = &self.metrics;
         let fresh = || -> Vec<Box<dyn UpdateState<T>>> { factories.iter().map(|f| f()).collect() };
         let mut history = History::default();
         let mut ctx = CallbackContext::new(&mut self.step, self.counters);
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(&mut ctx)?;
-        }
+        let begun = callbacks
+            .iter_mut()
+            .try_for_each(|cb| cb.on_train_begin(&mut ctx));
+        agree(ctx.step, begun, &mut ctx.stop)?;
         let mut last = Logs::new();
         for epoch in initial_epoch..epochs {
             if ctx.stop {
                 break;
             }
-            for cb in callbacks.iter_mut() {
-                cb.on_epoch_begin(epoch, &mut ctx)?;
-            }
-            progress.epoch_begin(epoch, train.num_batches());
+            let begun = callbacks
+                .iter_mut()
+                .try_for_each(|cb| cb.on_epoch_begin(epoch, &mut ctx));
+            agree(ctx.step, begun, &mut ctx.stop)?;
+            progress.epoch_begin(epoch, steps);
             let mut metrics = fresh();
             let (mut loss_sum, mut samples) = (0.0f64, 0usize);
             ctx.counters.epoch = epoch as u64;
             ctx.counters.step_in_epoch = 0;
             ctx.counters.shuffle_seed = train.shuffle_seed();
             let mut logs = Logs::new();
-            for (b, batch) in train.epoch(epoch as u64).enumerate() {
-                let batch = batch?;
+            for (b, batch) in train.epoch(epoch as u64).take(steps).enumerate() {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        ctx.step.report_failure();
+                        return Err(e);
+                    }
+                };
                 let (loss, outputs) = ctx.step.run_with_outputs(&batch.inputs, &batch.targets)?;
                 let n = batch.len();
                 loss_sum += loss.to_f64().unwrap_or(f64::NAN) * n as f64;
                 samples += n;
-                update_metrics(&mut metrics, &batch.targets, &outputs)?;
+                let updated = update_metrics(&mut metrics, &batch.targets, &outputs);
+                logs = global_logs(ctx.step, updated, loss_sum, samples, &metrics)?;
                 ctx.counters.step_in_epoch += 1;
                 ctx.counters.global_step += 1;
-                logs = Logs::new();
-                logs.insert("loss", loss_sum / samples as f64);
-                for m in &metrics {
-                    logs.insert(m.name(), m.result());
-                }
-                for cb in callbacks.iter_mut() {
-                    cb.on_train_batch_end(b, &logs, &mut ctx)?;
-                }
+                let done = callbacks
+                    .iter_mut()
+                    .try_for_each(|cb| cb.on_train_batch_end(b, &logs, &mut ctx));
+                agree(ctx.step, done, &mut ctx.stop)?;
                 progress.batch_end(b + 1, &logs);
                 if ctx.stop {
                     break;
                 }
             }
             if let Some(v) = &val {
-                let val_logs = evaluate_with(ctx.step.model(), ctx.step.loss(), v, fresh())?;
+                let (sums, metrics) =
+                    match evaluate_sums(ctx.step.model(), ctx.step.loss(), v, fresh()) {
+                        Ok((loss_sum, samples, metrics)) => (Ok((loss_sum, samples)), metrics),
+                        Err(e) => (Err(e), Vec::new()),
+                    };
+                let (loss_sum, samples) = sums.as_ref().map_or((0.0, 0), |s| *s);
+                let val_logs =
+                    global_logs(ctx.step, sums.map(|_| ()), loss_sum, samples, &metrics)?;
                 for (k, x) in val_logs.iter() {
                     logs.insert(format!("val_{k}"), x);
                 }
             }
             ctx.counters.epoch = epoch as u64 + 1;
             ctx.counters.step_in_epoch = 0;
-            for cb in callbacks.iter_mut() {
-                cb.on_epoch_end(epoch, &mut logs, &mut ctx)?;
-            }
+            let ended = callbacks
+                .iter_mut()
+                .try_for_each(|cb| cb.on_epoch_end(epoch, &mut logs, &mut ctx));
+            agree(ctx.step, ended, &mut ctx.stop)?;
             progress.epoch_end(epoch, &logs);
             history.record(epoch, &logs);
             last = logs;
         }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(&last, &mut ctx)?;
-        }
+        let ended = callbacks
+            .iter_mut()
+            .try_for_each(|cb| cb.on_train_end(&last, &mut ctx));
+        agree(ctx.step, ended, &mut ctx.stop)?;
         self.counters = ctx.counters;
         Ok(history)
     }
@@ -429,6 +454,113 @@ impl<'m, T: Element> Trainer<'m, T> {
     pub fn predict(&self, data: &Dataset<T>) -> Result<Vec<Tensor<T>>> {
         predict(self.model(), data)
     }
+}
+
+/// The training and validation data `fit` runs on.
+fn prepare_data<T: Element>(
+    data: &Dataset<T>,
+    batch_size: Option<usize>,
+    validation_data: Option<Dataset<T>>,
+    validation_split: Option<f64>,
+) -> Result<(Dataset<T>, Option<Dataset<T>>)> {
+    let mut train = data.clone();
+    if let Some(bs) = batch_size {
+        train = train.batch(bs)?;
+    }
+    let mut val = validation_data;
+    if let Some(fraction) = validation_split {
+        if val.is_some() {
+            return Err(fit_err(
+                "give validation_data or validation_split, not both",
+            ));
+        }
+        let (t, v) = train.split(fraction)?;
+        train = t;
+        val = Some(v);
+    }
+    if train.is_empty() {
+        return Err(fit_err("no training samples"));
+    }
+    if train.num_batches() == 0 {
+        return Err(fit_err(format!(
+            "{} samples make no batch of {} with drop_remainder",
+            train.len(),
+            train.batch_size()
+        )));
+    }
+    Ok((train, val))
+}
+
+/// Makes a local outcome (of callbacks, of checking the data) collective:
+/// with a collective, every process learns whether any failed, and all
+/// fail if one did; a stop asked on any process stops all. Without one,
+/// `local` as it is.
+fn agree<T: Element>(
+    step: &mut TrainStep<'_, T>,
+    local: Result<()>,
+    stop: &mut bool,
+) -> Result<()> {
+    let Some(c) = step.collective_mut() else {
+        return local;
+    };
+    let mut flags = [
+        f64::from(u8::from(local.is_err())),
+        f64::from(u8::from(*stop)),
+    ];
+    c.reduce_f64(&mut flags, ReduceOp::Max)?;
+    local?;
+    if flags[0] > 0.0 {
+        return Err(another_failed());
+    }
+    *stop = flags[1] > 0.0;
+    Ok(())
+}
+
+fn another_failed() -> Error {
+    Error::Distributed {
+        what: "fit".into(),
+        msg: "another process failed (its own error says why)".into(),
+    }
+}
+
+/// `loss` and metric logs from running sums: over this process's samples,
+/// or with a collective, over every process's (each metric's result
+/// weighted by its process's sample count, exact for metrics in which
+/// every sample counts the same, as all of rime's do). `local` says
+/// whether this process's sums are valid; its failure fails all.
+fn global_logs<T: Element>(
+    step: &mut TrainStep<'_, T>,
+    local: Result<()>,
+    loss_sum: f64,
+    samples: usize,
+    metrics: &[Box<dyn UpdateState<T>>],
+) -> Result<Logs> {
+    let mut logs = Logs::new();
+    let Some(c) = step.collective_mut() else {
+        local?;
+        logs.insert("loss", mean(loss_sum, samples as f64));
+        for m in metrics {
+            logs.insert(m.name(), m.result());
+        }
+        return Ok(logs);
+    };
+    let n = samples as f64;
+    let mut sums = vec![f64::from(u8::from(local.is_err())), loss_sum, n];
+    sums.extend(metrics.iter().map(|m| m.result() * n));
+    c.reduce_f64(&mut sums, ReduceOp::Sum)?;
+    local?;
+    if sums[0] > 0.0 {
+        return Err(another_failed());
+    }
+    logs.insert("loss", mean(sums[1], sums[2]));
+    for (m, total) in metrics.iter().zip(&sums[3..]) {
+        logs.insert(m.name(), mean(*total, sums[2]));
+    }
+    Ok(logs)
+}
+
+fn mean(total: f64, count: f64) -> f64 {
+    if count == 0.0 { 0.0 } else { total / count }
 }
 
 fn fit_err(msg: impl Into<String>) -> Error {
@@ -485,8 +617,26 @@ fn evaluate_with<T: Element>(
     model: &dyn Layer<T>,
     loss: &dyn Loss<T>,
     data: &Dataset<T>,
-    mut metrics: Vec<Box<dyn UpdateState<T>>>,
+    metrics: Vec<Box<dyn UpdateState<T>>>,
 ) -> Result<Logs> {
+    let (loss_sum, samples, metrics) = evaluate_sums(model, loss, data, metrics)?;
+    let mut logs = Logs::new();
+    logs.insert("loss", mean(loss_sum, samples as f64));
+    for m in &metrics {
+        logs.insert(m.name(), m.result());
+    }
+    Ok(logs)
+}
+
+/// The sum of the batch losses weighted by batch size, the number of
+/// samples, and the updated metrics.
+#[allow(clippy::type_complexity)]
+fn evaluate_sums<T: Element>(
+    model: &dyn Layer<T>,
+    loss: &dyn Loss<T>,
+    data: &Dataset<T>,
+    mut metrics: Vec<Box<dyn UpdateState<T>>>,
+) -> Result<(f64, usize, Vec<Box<dyn UpdateState<T>>>)> {
     metrics.iter_mut().for_each(|m| m.reset_state());
     let data = data.clone().no_shuffle();
     let (mut loss_sum, mut samples) = (0.0f64, 0usize);
@@ -514,19 +664,7 @@ fn evaluate_with<T: Element>(
         samples += batch.len();
         update_metrics(&mut metrics, &batch.targets, &outputs)?;
     }
-    let mut logs = Logs::new();
-    logs.insert(
-        "loss",
-        if samples == 0 {
-            0.0
-        } else {
-            loss_sum / samples as f64
-        },
-    );
-    for m in &metrics {
-        logs.insert(m.name(), m.result());
-    }
-    Ok(logs)
+    Ok((loss_sum, samples, metrics))
 }
 
 /// The model's outputs over `data` (inference mode, stored order, targets

@@ -1,0 +1,600 @@
+//! [`Mpi`] (the MPI environment of this process) and [`DataParallel`], the
+//! [`Collective`] that averages a training step over MPI's processes.
+
+use std::marker::PhantomData;
+
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
+use rime_layers::collective::{Collective, ReduceOp, StepExchange};
+use rime_layers::optimizers::{Optimizer, OptimizerState};
+use rime_layers::{Error, Layer, Result};
+use rime_tape::Variable;
+use rime_tensor::{Element, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Fingerprint, Plan, Source, bucket_len};
+
+/// Horovod's default fusion threshold: 64 MiB.
+pub const DEFAULT_BUCKET_BYTES: usize = 64 << 20;
+
+fn dist_err(what: &str, msg: impl Into<String>) -> Error {
+    Error::Distributed {
+        what: what.into(),
+        msg: msg.into(),
+    }
+}
+
+/// This process's MPI environment: initialized once per process by
+/// [`Mpi::init`], finalized when dropped. Run the program under `mpirun`
+/// (or `srun`); run alone, it is one process of a world of one.
+pub struct Mpi {
+    _universe: Universe,
+    world: SimpleCommunicator,
+}
+
+impl Mpi {
+    /// Initializes MPI (thread level "funneled": rime's compute threads
+    /// never call MPI; the thread that trains does). Fails if MPI was
+    /// initialized before in this process.
+    pub fn init() -> Result<Mpi> {
+        let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or_else(|| {
+                dist_err(
+                    "Mpi::init",
+                    "MPI is already initialized in this process (initialize it once)",
+                )
+            })?;
+        let world = universe.world();
+        Ok(Mpi {
+            _universe: universe,
+            world,
+        })
+    }
+
+    /// This process's rank in the world, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    /// The number of processes in the world.
+    pub fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    /// The world communicator, for the program's own MPI calls.
+    pub fn world(&self) -> &SimpleCommunicator {
+        &self.world
+    }
+
+    /// A [`DataParallel`] over all processes, with its own communicator
+    /// (rime's messages never mix with the program's own MPI traffic).
+    pub fn data_parallel<T: Element + Equivalence>(&self) -> DataParallel<'_, T> {
+        DataParallel {
+            comm: self.world.duplicate(),
+            rank: self.rank(),
+            size: self.size(),
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+            verify_every: if cfg!(debug_assertions) { 1 } else { 0 },
+            steps: 0,
+            send: Vec::new(),
+            recv: Vec::new(),
+            _mpi: PhantomData,
+        }
+    }
+}
+
+/// Data-parallel training over MPI, as Horovod does it: a [`Collective`]
+/// for [`TrainStep::with_collective`](rime_layers::TrainStep::with_collective)
+/// (and so for `fit`), also usable directly in a custom loop
+/// ([`average_gradients`](DataParallel::average_gradients)).
+///
+/// - Every step's gradients are averaged with `MPI_Allreduce`, fused into
+///   buckets of at most [`bucket_bytes`](DataParallel::bucket_bytes)
+///   (64 MiB by default) rather than one call per tensor. Only the
+///   trainable elements of a masked variable are sent, and frozen
+///   variables are not in the step at all: they stay bit-identical on
+///   every process.
+/// - BatchNormalization's moving statistics (the state a forward pass
+///   stages) are averaged the same way in the same buckets; the batch
+///   statistics that normalize during training are each process's own
+///   (no synchronized batch norm).
+/// - Every process applies the same averaged update, so the weights stay
+///   identical; [`verify_every`](DataParallel::verify_every) compares a
+///   checksum of the trained variables across processes at every n-th
+///   step (every step in debug builds, never in release by default).
+/// - A step that fails on one process, or whose variables, shapes or
+///   masks differ between processes, fails with an error on all of them,
+///   before any data is exchanged.
+pub struct DataParallel<'m, T: Element + Equivalence = f32> {
+    comm: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    bucket_bytes: usize,
+    verify_every: u64,
+    steps: u64,
+    send: Vec<T>,
+    recv: Vec<T>,
+    _mpi: PhantomData<&'m Mpi>,
+}
+
+/// The optimizer state's description, broadcast as JSON before its values.
+#[derive(Serialize, Deserialize)]
+struct StateHeader {
+    iterations: u64,
+    learning_rate: Option<f64>,
+    /// Per variable, its slots' names and shapes.
+    slots: Vec<Vec<(String, Vec<usize>)>>,
+}
+
+impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
+    /// Sets the fusion buffer size in bytes (Horovod's
+    /// `HOROVOD_FUSION_THRESHOLD`): the most one allreduce call carries.
+    /// It must hold at least one element, at most `i32::MAX` elements (an
+    /// MPI count), and be the same on every process (a step checks).
+    pub fn bucket_bytes(mut self, bytes: usize) -> Result<Self> {
+        let elems = bytes / std::mem::size_of::<T>();
+        if elems == 0 || elems > i32::MAX as usize {
+            return Err(Error::InvalidArgument {
+                what: "DataParallel::bucket_bytes".into(),
+                msg: format!(
+                    "{bytes} bytes must hold 1 to {} elements of {} bytes",
+                    i32::MAX,
+                    std::mem::size_of::<T>()
+                ),
+            });
+        }
+        self.bucket_bytes = bytes;
+        Ok(self)
+    }
+
+    /// Compares a checksum of the trained variables across processes at
+    /// every `n`-th step (0: never), failing the step if they differ.
+    pub fn verify_every(mut self, n: u64) -> Self {
+        self.verify_every = n;
+        self
+    }
+
+    fn bucket_len(&self) -> usize {
+        (self.bucket_bytes / std::mem::size_of::<T>()).max(1)
+    }
+
+    /// Checks that every process is at the same point: none failed (`failed`)
+    /// and all have the same `layout` fingerprint (and `checksum`, when
+    /// given). One small allreduce; an error on every process otherwise.
+    fn handshake(
+        &mut self,
+        what: &str,
+        failed: bool,
+        layout: u64,
+        checksum: Option<u64>,
+    ) -> Result<()> {
+        let c = checksum.unwrap_or(0);
+        // max of h and of !h gives max and min of h in one call
+        let local = [u64::from(failed), layout, !layout, c, !c];
+        let mut global = [0u64; 5];
+        self.comm
+            .all_reduce_into(&local[..], &mut global[..], SystemOperation::max());
+        if global[0] != 0 {
+            return Err(dist_err(
+                what,
+                "another process failed (its own error says why)",
+            ));
+        }
+        if global[1] != !global[2] {
+            return Err(dist_err(
+                what,
+                format!(
+                    "the processes' {what} do not match (different models, trainable \
+                     variables, shapes, masks, optimizers or bucket sizes); rank {} has \
+                     layout {layout:016x}",
+                    self.rank
+                ),
+            ));
+        }
+        if checksum.is_some() && global[3] != !global[4] {
+            let mut all = vec![0u64; self.size];
+            self.comm.all_gather_into(&c, &mut all[..]);
+            let differ: Vec<usize> = (0..self.size).filter(|&r| all[r] != all[0]).collect();
+            return Err(dist_err(
+                what,
+                format!(
+                    "weights differ across processes: ranks {differ:?} disagree with rank 0 \
+                     (checksums {all:016x?})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `buf` from the root, in calls of at most a bucket.
+    fn broadcast_chunks<U: Equivalence>(&self, buf: &mut [U], chunk: usize) {
+        let root = self.comm.process_at_rank(0);
+        for part in buf.chunks_mut(chunk.max(1)) {
+            root.broadcast_into(part);
+        }
+    }
+
+    /// A checksum of the variables' values (bit patterns, in order).
+    fn checksum(vars: &[Variable<T>]) -> u64 {
+        let mut fp = Fingerprint::new();
+        for v in vars {
+            let value = v.value_untracked();
+            for x in value.as_slice() {
+                fp.add(x.to_f64().map_or(u64::MAX, f64::to_bits));
+            }
+        }
+        fp.value()
+    }
+
+    /// Compares a checksum of every weight of `model` across processes:
+    /// `Ok` when all are bit-identical, else an error naming the ranks that
+    /// differ from rank 0 (on every process).
+    pub fn verify_replicas(&mut self, model: &dyn Layer<T>) -> Result<()> {
+        let c = Self::checksum(&model.weights());
+        self.handshake("verify_replicas", false, 0, Some(c))
+    }
+
+    /// For a custom loop without a [`TrainStep`](rime_layers::TrainStep):
+    /// replaces `grads[i]` (the gradient of `vars[i]`) by its mean over the
+    /// processes, as a step does. Every process passes the same variables.
+    pub fn average_gradients(
+        &mut self,
+        grads: &mut [Option<Tensor<T>>],
+        vars: &[Variable<T>],
+    ) -> Result<()> {
+        let masks: Vec<_> = vars.iter().map(Variable::mask).collect();
+        self.exchange_step(StepExchange {
+            failed: false,
+            gradients: grads,
+            variables: vars,
+            masks: &masks,
+            state: &mut [],
+        })
+    }
+
+    /// What can be checked of this process's step before the exchange.
+    fn check_step(step: &StepExchange<'_, T>) -> Result<()> {
+        let what = "data-parallel train step";
+        if step.gradients.len() != step.variables.len() {
+            return Err(dist_err(
+                what,
+                format!(
+                    "{} gradients for {} variables",
+                    step.gradients.len(),
+                    step.variables.len()
+                ),
+            ));
+        }
+        for (g, v) in step.gradients.iter().zip(step.variables) {
+            if let Some(g) = g
+                && *g.shape() != v.shape()
+            {
+                return Err(dist_err(
+                    what,
+                    format!(
+                        "gradient of shape {} for variable `{}` of shape {}",
+                        g.shape(),
+                        v.name(),
+                        v.shape()
+                    ),
+                ));
+            }
+        }
+        if step.masks.len() > step.variables.len() {
+            return Err(dist_err(
+                what,
+                format!(
+                    "{} masks for {} variables",
+                    step.masks.len(),
+                    step.variables.len()
+                ),
+            ));
+        }
+        for (m, v) in step.masks.iter().zip(step.variables) {
+            if let Some(m) = m
+                && *m.shape() != v.shape()
+            {
+                return Err(dist_err(
+                    what,
+                    format!(
+                        "mask of shape {} for variable `{}` of shape {}",
+                        m.shape(),
+                        v.name(),
+                        v.shape()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sizes the fusion buffers for buckets of `n` elements.
+    fn reserve_buffers(&mut self, n: usize) -> Result<()> {
+        for buf in [&mut self.send, &mut self.recv] {
+            if buf.len() < n {
+                buf.try_reserve_exact(n - buf.len()).map_err(|e| {
+                    dist_err(
+                        "data-parallel train step",
+                        format!("fusion buffer of {n} elements: {e}"),
+                    )
+                })?;
+                buf.resize(n, T::zero());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element + Equivalence> Collective<T> for DataParallel<'_, T> {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn broadcast_state(
+        &mut self,
+        model: &dyn Layer<T>,
+        variables: &[Variable<T>],
+        optimizer: &mut dyn Optimizer<T>,
+    ) -> Result<()> {
+        let what = "broadcast_state";
+        let weights = model.weights();
+        let mut fp = Fingerprint::new();
+        fp.add_usize(std::mem::size_of::<T>());
+        for group in [&weights[..], variables] {
+            fp.add_usize(group.len());
+            for w in group {
+                let shape = w.shape();
+                fp.add_usize(shape.dims().len());
+                shape.dims().iter().for_each(|d| fp.add_usize(*d));
+            }
+        }
+        optimizer.name().bytes().for_each(|b| fp.add(u64::from(b)));
+        let root = self.rank == 0;
+        let exported = if root {
+            optimizer.state(variables).map(Some)
+        } else {
+            Ok(None)
+        };
+        let failed = exported.is_err();
+        let handshake = self.handshake(what, failed, fp.value(), None);
+        let exported = exported?;
+        handshake?;
+
+        let chunk = self.bucket_len();
+        // the weights, trainable and not, in one buffer
+        let total: usize = weights.iter().map(Variable::len).sum();
+        let mut values: Vec<T> = Vec::new();
+        if root {
+            values.reserve_exact(total);
+            for w in &weights {
+                values.extend_from_slice(w.value_untracked().as_slice());
+            }
+        } else {
+            values.resize(total, T::zero());
+        }
+        self.broadcast_chunks(&mut values, chunk);
+
+        // the optimizer state: a JSON header, then the slot values
+        let mut header_bytes = match &exported {
+            Some(state) => {
+                let header = StateHeader {
+                    iterations: state.iterations,
+                    learning_rate: state.learning_rate,
+                    slots: state
+                        .slots
+                        .iter()
+                        .map(|s| {
+                            s.iter()
+                                .map(|(n, t)| (n.clone(), t.shape().dims().to_vec()))
+                                .collect()
+                        })
+                        .collect(),
+                };
+                serde_json::to_vec(&header).map_err(|e| dist_err(what, e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let mut len = [header_bytes.len() as u64];
+        self.broadcast_chunks(&mut len, 1);
+        header_bytes.resize(len[0] as usize, 0);
+        self.broadcast_chunks(&mut header_bytes, chunk);
+        let header: std::result::Result<StateHeader, _> = serde_json::from_slice(&header_bytes);
+        let slot_total: usize = header.as_ref().map_or(0, |h| {
+            h.slots
+                .iter()
+                .flatten()
+                .map(|(_, dims)| dims.iter().product::<usize>())
+                .sum()
+        });
+        let mut slot_values: Vec<T> = Vec::new();
+        match &exported {
+            Some(state) => {
+                for (_, t) in state.slots.iter().flatten() {
+                    slot_values.extend_from_slice(t.as_slice());
+                }
+            }
+            None => slot_values.resize(slot_total, T::zero()),
+        }
+        self.broadcast_chunks(&mut slot_values, chunk);
+
+        // the others take it all, optimizer first (it checks everything)
+        let applied = if root {
+            Ok(())
+        } else {
+            (|| -> Result<()> {
+                let header = header.map_err(|e| dist_err(what, e.to_string()))?;
+                let mut offset = 0usize;
+                let mut slots = Vec::with_capacity(header.slots.len());
+                for var_slots in header.slots {
+                    let mut out = Vec::with_capacity(var_slots.len());
+                    for (name, dims) in var_slots {
+                        let n: usize = dims.iter().product();
+                        let data = slot_values[offset..offset + n].to_vec();
+                        offset += n;
+                        out.push((name, Tensor::from_vec(data, dims)?));
+                    }
+                    slots.push(out);
+                }
+                optimizer.set_state(
+                    variables,
+                    &OptimizerState {
+                        optimizer: optimizer.name().to_string(),
+                        iterations: header.iterations,
+                        learning_rate: header.learning_rate,
+                        slots,
+                    },
+                )?;
+                let mut tensors = Vec::with_capacity(weights.len());
+                let mut offset = 0usize;
+                for w in &weights {
+                    let n = w.len();
+                    tensors.push(Tensor::from_vec(
+                        values[offset..offset + n].to_vec(),
+                        w.shape(),
+                    )?);
+                    offset += n;
+                }
+                model.set_weights(&tensors)
+            })()
+        };
+        let agreed = self.handshake(what, applied.is_err(), 0, None);
+        applied?;
+        agreed
+    }
+
+    fn exchange_step(&mut self, step: StepExchange<'_, T>) -> Result<()> {
+        let what = "data-parallel train step";
+        let checked = if step.failed {
+            Ok(())
+        } else {
+            Self::check_step(&step)
+        };
+        let failed = step.failed || checked.is_err();
+        let plan = (!failed).then(|| Plan::new(&step, self.bucket_len()));
+        self.steps += 1;
+        let verify = self.verify_every > 0 && self.steps.is_multiple_of(self.verify_every);
+        let checksum = (verify && !failed).then(|| Self::checksum(step.variables));
+        let handshake = self.handshake(
+            what,
+            failed,
+            plan.as_ref().map_or(0, |p| p.fingerprint),
+            if verify {
+                Some(checksum.unwrap_or(0))
+            } else {
+                None
+            },
+        );
+        checked?;
+        handshake?;
+        let Some(plan) = plan else {
+            // unreachable after a successful handshake: `failed` was false
+            return Err(dist_err(what, "no exchange plan"));
+        };
+        let StepExchange {
+            gradients,
+            variables,
+            state,
+            ..
+        } = step;
+        let inv = T::one() / T::from_usize(self.size).unwrap_or_else(T::one);
+        let mut out: Vec<Vec<T>> = variables.iter().map(|v| vec![T::zero(); v.len()]).collect();
+        let mut state_out: Vec<Vec<T>> = state.iter().map(|s| vec![T::zero(); s.len()]).collect();
+        let mut flags = vec![T::zero(); variables.len()];
+        let largest = plan
+            .buckets
+            .iter()
+            .map(|b| bucket_len(b))
+            .max()
+            .unwrap_or(0);
+        for bucket in &plan.buckets {
+            // one whole piece of a gradient this process has: straight from
+            // the gradient's storage into the result, no packing
+            if let [piece] = &bucket[..]
+                && let Source::Gradient(i) = piece.source
+                && let Some(g) = &gradients[i]
+            {
+                let r = piece.range.clone();
+                let dst = &mut out[i][r.clone()];
+                self.comm
+                    .all_reduce_into(&g.as_slice()[r], &mut *dst, SystemOperation::sum());
+                dst.iter_mut().for_each(|x| *x *= inv);
+                continue;
+            }
+            self.reserve_buffers(largest)?;
+            let n = bucket_len(bucket);
+            let mut at = 0usize;
+            for piece in bucket {
+                let r = piece.range.clone();
+                let dst = &mut self.send[at..at + r.len()];
+                match piece.source {
+                    Source::Gradient(i) => match &gradients[i] {
+                        Some(g) => dst
+                            .iter_mut()
+                            .zip(&g.as_slice()[r])
+                            .for_each(|(d, s)| *d = *s * inv),
+                        None => dst.fill(T::zero()),
+                    },
+                    Source::Flags => dst
+                        .iter_mut()
+                        .zip(&gradients[r])
+                        .for_each(|(d, g)| *d = if g.is_some() { T::one() } else { T::zero() }),
+                    Source::State(i) => dst
+                        .iter_mut()
+                        .zip(&state[i].as_slice()[r])
+                        .for_each(|(d, s)| *d = *s * inv),
+                }
+                at += piece.range.len();
+            }
+            self.comm
+                .all_reduce_into(&self.send[..n], &mut self.recv[..n], SystemOperation::sum());
+            let mut at = 0usize;
+            for piece in bucket {
+                let r = piece.range.clone();
+                let src = &self.recv[at..at + r.len()];
+                match piece.source {
+                    Source::Gradient(i) => out[i][r].copy_from_slice(src),
+                    Source::Flags => flags[r].copy_from_slice(src),
+                    Source::State(i) => state_out[i][r].copy_from_slice(src),
+                }
+                at += piece.range.len();
+            }
+        }
+        // build everything before replacing anything
+        let mut new_grads = Vec::with_capacity(variables.len());
+        for ((v, data), flag) in variables.iter().zip(out).zip(&flags) {
+            new_grads.push(if *flag > T::zero() {
+                Some(Tensor::from_vec(data, v.shape())?)
+            } else {
+                None
+            });
+        }
+        let mut new_state = Vec::with_capacity(state.len());
+        for (s, data) in state.iter().zip(state_out) {
+            new_state.push(Tensor::from_vec(data, s.shape().clone())?);
+        }
+        for (g, new) in gradients.iter_mut().zip(new_grads) {
+            *g = new;
+        }
+        for (s, new) in state.iter_mut().zip(new_state) {
+            *s = new;
+        }
+        Ok(())
+    }
+
+    fn reduce_f64(&mut self, values: &mut [f64], op: ReduceOp) -> Result<()> {
+        let local = values.to_vec();
+        let op = match op {
+            ReduceOp::Sum => SystemOperation::sum(),
+            ReduceOp::Min => SystemOperation::min(),
+            ReduceOp::Max => SystemOperation::max(),
+        };
+        self.comm.all_reduce_into(&local[..], values, op);
+        Ok(())
+    }
+}

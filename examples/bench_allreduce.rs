@@ -1,0 +1,188 @@
+//! Benchmarks of data-parallel training over MPI (not tests).
+//!
+//! ```sh
+//! cargo build --release --features distributed --example bench_allreduce
+//! # allreduce throughput, 1-64 MB of f32: rime's fused path against a raw MPI_Allreduce
+//! mpirun -n 2 target/release/examples/bench_allreduce
+//! # the bench MLP (784-256-256-10, SGD), global batch 128 split over the processes
+//! mpirun -n 2 -x RAYON_NUM_THREADS=1 target/release/examples/bench_allreduce --mlp --batch 128
+//! ```
+//!
+//! Allreduce mode prints, per size, the algorithm bandwidth (bytes / time)
+//! of: `raw` — one `MPI_Allreduce` of the buffer into a preallocated one;
+//! `fused` — rime's path (`DataParallel::average_gradients` on one tensor:
+//! the handshake, the allreduce straight from the gradient's storage and the
+//! scaling into a new gradient tensor); `fused 256K` — the same bytes as
+//! 256 KiB tensors, packed into fusion buckets. Median of the timed runs.
+//!
+//! MLP mode prints global samples/s and, per step, the compute time
+//! (forward, backward, update) and the time in the gradient exchange.
+
+use std::time::Instant;
+
+use rand::RngExt;
+use rime::distributed::mpi::collective::SystemOperation;
+use rime::distributed::mpi::traits::CommunicatorCollectives;
+use rime::distributed::{DataParallel, Mpi};
+use rime::prelude::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_runs(reps: usize, mut f: impl FnMut() -> rime::Result<()>) -> rime::Result<f64> {
+    let mut times = Vec::with_capacity(reps);
+    for rep in 0..reps + 2 {
+        let start = Instant::now();
+        f()?;
+        if rep >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(times))
+}
+
+fn allreduce(mpi: &Mpi, sizes_mb: &[usize]) -> rime::Result<()> {
+    let world = mpi.world();
+    // the checksum check is a debugging aid (on by default in debug builds)
+    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>().verify_every(0);
+    if mpi.rank() == 0 {
+        println!(
+            "{} processes; GB/s = bytes / time (median)\n{:>6} {:>10} {:>10} {:>6} {:>12} {:>6}",
+            mpi.size(),
+            "MB",
+            "raw",
+            "fused",
+            "ratio",
+            "fused 256K",
+            "ratio"
+        );
+    }
+    for &mb in sizes_mb {
+        let n = mb * (1 << 20) / 4;
+        let reps = (512 / mb).clamp(5, 50);
+        let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 1e-3).collect();
+        let mut recv = vec![0.0f32; n];
+        let raw = time_runs(reps, || {
+            world.all_reduce_into(&data[..], &mut recv[..], SystemOperation::sum());
+            Ok(())
+        })?;
+        let var = Variable::new("w", Tensor::from_vec(data.clone(), [n])?);
+        let grad = Tensor::from_vec(data.clone(), [n])?;
+        let fused = time_runs(reps, || {
+            let mut grads = [Some(grad.clone())];
+            Ok(dp.average_gradients(&mut grads, std::slice::from_ref(&var))?)
+        })?;
+        let piece = (256 << 10) / 4;
+        let vars: Vec<Variable<f32>> = data
+            .chunks(piece)
+            .map(|c| Variable::new("p", Tensor::from_vec(c.to_vec(), [c.len()]).expect("sized")))
+            .collect();
+        let pieces: Vec<Tensor<f32>> = vars.iter().map(|v| v.value_untracked()).collect();
+        let fused_small = time_runs(reps, || {
+            let mut grads: Vec<Option<Tensor<f32>>> = pieces.iter().cloned().map(Some).collect();
+            Ok(dp.average_gradients(&mut grads, &vars)?)
+        })?;
+        if mpi.rank() == 0 {
+            let bytes = (n * 4) as f64;
+            let gbs = |t: f64| bytes / t / 1e9;
+            println!(
+                "{mb:>6} {:>10.2} {:>10.2} {:>6.2} {:>12.2} {:>6.2}",
+                gbs(raw),
+                gbs(fused),
+                raw / fused,
+                gbs(fused_small),
+                raw / fused_small
+            );
+        }
+    }
+    Ok(())
+}
+
+fn mlp(mpi: &Mpi, global_batch: usize, steps: usize) -> rime::Result<()> {
+    let (rank, size) = (mpi.rank(), mpi.size());
+    let batch = global_batch / size;
+    let mut rng = seeded_rng(rank as u64);
+    let x = Tensor::<f32>::rand_normal([batch, 784], 0.0, 1.0, &mut rng)?;
+    let labels: Vec<f32> = (0..batch)
+        .map(|_| rng.random_range(0..10u32) as f32)
+        .collect();
+    let y = Tensor::vector(labels);
+    let glorot = |seed| Initializer::GlorotUniform { seed: Some(seed) };
+    let model = Sequential::new()
+        .add(
+            Dense::new(256)
+                .activation(Activation::Relu)
+                .kernel_initializer(glorot(1)),
+        )
+        .add(
+            Dense::new(256)
+                .activation(Activation::Relu)
+                .kernel_initializer(glorot(2)),
+        )
+        .add(Dense::new(10).kernel_initializer(glorot(3)))
+        .with_input_shape([784])?;
+    let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
+    let mut opt = Sgd::new().learning_rate(0.01);
+    let vars = model.trainable_weights();
+    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>().verify_every(0);
+    use rime::layers::collective::Collective;
+    dp.broadcast_state(&model, &vars, &mut opt)?;
+    let (mut compute, mut exchange) = (0.0f64, 0.0f64);
+    let mut run = |timed: bool| -> rime::Result<()> {
+        for _ in 0..steps {
+            let t0 = Instant::now();
+            let tape = GradientTape::new();
+            let loss = loss_fn.call(&y, &model.call(&x, true)?)?;
+            let mut grads = tape.gradient(&loss, &vars)?;
+            let t1 = Instant::now();
+            dp.average_gradients(&mut grads, &vars)?;
+            let t2 = Instant::now();
+            opt.apply_gradients(&grads, &vars)?;
+            if timed {
+                compute += (t1 - t0 + t2.elapsed()).as_secs_f64();
+                exchange += (t2 - t1).as_secs_f64();
+            }
+        }
+        Ok(())
+    };
+    run(false)?;
+    let start = Instant::now();
+    run(true)?;
+    let total = start.elapsed().as_secs_f64();
+    if rank == 0 {
+        let params: usize = vars.iter().map(Variable::len).sum();
+        println!(
+            "rime mlp ddp {size} processes × batch {batch} (global {}): {:.0} samples/s, \
+             {:.1} steps/s; per step: compute {:.3} ms, gradient exchange {:.3} ms ({} params, {:.2} MB)",
+            batch * size,
+            (batch * size * steps) as f64 / total,
+            steps as f64 / total,
+            1e3 * compute / steps as f64,
+            1e3 * exchange / steps as f64,
+            params,
+            (params * 4) as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn main() -> rime::Result<()> {
+    let mpi = Mpi::init()?;
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    if args.iter().any(|a| a == "--mlp") {
+        mlp(&mpi, value("--batch", 128), value("--steps", 200))
+    } else if args.iter().any(|a| a == "--quick") {
+        allreduce(&mpi, &[1])
+    } else {
+        allreduce(&mpi, &[1, 2, 4, 8, 16, 32, 64])
+    }
+}
