@@ -33,6 +33,7 @@ pub mod optimizers;
 pub mod regularizers;
 pub mod saving;
 mod staging;
+mod target;
 mod train;
 
 pub use error::{Error, Result};
@@ -53,4 +54,5 @@ pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
 pub use staging::{assign_state, current_state};
+pub use target::Target;
 pub use train::TrainStep;
