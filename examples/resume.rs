@@ -3,7 +3,8 @@
 //! an uninterrupted run. The final weights are bit-identical: the
 //! checkpoint holds the weights, BatchNormalization's moving statistics,
 //! Adam's slots and iteration count (the learning-rate schedule's
-//! position), and the epoch counter that selects the next shuffle order.
+//! position), Dropout's random stream (the masks still to come), and the
+//! epoch counter that selects the next shuffle order.
 //!
 //! ```sh
 //! cargo run --release --example resume            # full run
@@ -23,6 +24,7 @@ fn build() -> rime::Result<Sequential<f32>> {
     Ok(Sequential::new()
         .add(Dense::new(32).activation(Activation::Relu))
         .add(BatchNormalization::new())
+        .add(Dropout::new(0.2)?)
         .add(Dense::new(10))
         .with_input_shape([64])?)
 }
@@ -79,6 +81,7 @@ fn main() -> rime::Result<ExitCode> {
     let model = Sequential::new()
         .add(Dense::new(32).activation(Activation::Relu))
         .add(BatchNormalization::new())
+        .add(Dropout::new(0.2)?)
         .add(Dense::new(10))
         .with_input_shape([64])?;
     let mut t = trainer(&model)?;

@@ -89,6 +89,12 @@ pub(crate) fn parse<C: DeserializeOwned>(class: &str, v: &serde_json::Value) -> 
 /// A new layer (fresh weights) from its config: built-in classes, then
 /// classes added with [`register_layer`].
 pub fn layer_from_config<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
+    let layer = in_layer_scope(|| construct::<T>(cfg))?;
+    scope_register(&layer);
+    Ok(layer)
+}
+
+fn construct<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
     if let Some(layer) = crate::layers::builtin_from_config::<T>(cfg)? {
         return Ok(layer);
     }
@@ -108,6 +114,64 @@ pub fn layer_from_config<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
                 .into(),
         }),
     }
+}
+
+// The layers rebuilt so far by the outermost `layer_from_config` (or a
+// container's `fresh`), by name: a layer whose config refers to another
+// layer of the same model by name (EmbeddingTranspose's tied Embedding)
+// finds it here, so the rebuilt model is tied like the original.
+/// The layers of an open scope: names and `LayerRef<T>`s of any `T`.
+type ScopedLayers = Vec<(String, Box<dyn Any>)>;
+
+thread_local! {
+    static SCOPE: std::cell::RefCell<Option<ScopedLayers>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` inside a layer scope: layers rebuilt from configs within it can
+/// find each other by name ([`scoped_layer`]). Nested calls share the
+/// outermost scope.
+pub(crate) fn in_layer_scope<R>(f: impl FnOnce() -> R) -> R {
+    let outermost = SCOPE.with(|s| {
+        let mut s = s.borrow_mut();
+        let open = s.is_none();
+        if open {
+            *s = Some(Vec::new());
+        }
+        open
+    });
+    // closes the scope even if `f` unwinds
+    struct Close(bool);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            if self.0 {
+                SCOPE.with(|s| *s.borrow_mut() = None);
+            }
+        }
+    }
+    let _close = Close(outermost);
+    f()
+}
+
+/// Records a layer rebuilt inside the current scope.
+pub(crate) fn scope_register<T: Element>(layer: &LayerRef<T>) {
+    SCOPE.with(|s| {
+        if let Some(s) = s.borrow_mut().as_mut() {
+            s.push((layer.name().to_string(), Box::new(layer.clone())));
+        }
+    });
+}
+
+/// The layer named `name` rebuilt earlier in the current scope, if any.
+pub(crate) fn scoped_layer<T: Element>(name: &str) -> Option<LayerRef<T>> {
+    SCOPE.with(|s| {
+        s.borrow().as_ref().and_then(|s| {
+            s.iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, l)| l.downcast_ref::<LayerRef<T>>().cloned())
+        })
+    })
 }
 
 /// Shares one constructor between the registry and the builtin table.

@@ -133,6 +133,13 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         Vec::new()
     }
 
+    /// This layer's own random stream (Dropout's mask generator), if it has
+    /// one. Checkpoints save and restore it, so that a resumed run draws the
+    /// same masks as an uninterrupted one.
+    fn random_stream(&self) -> Option<&std::sync::Mutex<rime_tensor::Rng>> {
+        None
+    }
+
     /// A layer of the same class and config with fresh (unbuilt) weights.
     /// The default rebuilds it from [`get_config`](Layer::get_config)
     /// through [`crate::config::layer_from_config`].

@@ -10,8 +10,8 @@ use rime_layers::saving::{
     Counters, load_checkpoint, load_model, load_weights_by_name, save_checkpoint, save_model,
 };
 use rime_layers::{
-    BatchNormalization, Dense, Error, Input, Layer, LayerRef, Model, Sequential, TrainStep,
-    activations::Activation, clone_model,
+    BatchNormalization, Dense, Dropout, Error, Input, Layer, LayerRef, Model, Sequential,
+    TrainStep, activations::Activation, clone_model,
 };
 use rime_tape::{GradientTape, TrainableMask, Variable};
 use rime_tensor::{Tensor, seeded_rng};
@@ -26,10 +26,22 @@ fn tmp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("rime_saving_{}_{name}", std::process::id()))
 }
 
+/// Dense, BatchNormalization, Dropout (unseeded: each model draws its own
+/// stream, so only a restored stream repeats a run's masks), Dense.
 fn mlp() -> Sequential<f32> {
-    Sequential::new()
+    mlp_with_dropout(true)
+}
+
+fn mlp_with_dropout(dropout: bool) -> Sequential<f32> {
+    let model = Sequential::new()
         .add(Dense::new(6).activation(Activation::Tanh).named("hidden"))
-        .add(BatchNormalization::new())
+        .add(BatchNormalization::new());
+    let model = if dropout {
+        model.add(Dropout::new(0.3).unwrap().named("drop"))
+    } else {
+        model
+    };
+    model
         .add(Dense::new(3).named("out"))
         .with_input_shape([4])
         .unwrap()
@@ -45,8 +57,8 @@ fn data() -> (Tensor<f32>, Tensor<f32>) {
 fn rebuilt_step_keeps_optimizer_state_and_matches_the_custom_loop() {
     let (x, y) = data();
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
-    let custom = mlp();
-    let stepped = mlp();
+    let custom = mlp_with_dropout(false);
+    let stepped = mlp_with_dropout(false);
     stepped.set_weights(&custom.get_weights()).unwrap();
 
     // the custom loop with one optimizer throughout
@@ -181,6 +193,12 @@ fn a_checkpoint_that_does_not_fit_changes_nothing() {
     assert!(load_checkpoint(&path, &other, &mut sgd).is_err());
     assert_eq!(bits(&other.weights()), before);
     assert_eq!(Optimizer::<f32>::iterations(&sgd), 0);
+    // the same weights, but no Dropout whose stream the file holds
+    let no_dropout = mlp_with_dropout(false);
+    let mut adam = Adam::new();
+    let err = load_checkpoint(&path, &no_dropout, &mut adam).unwrap_err();
+    assert!(err.to_string().contains("random streams"), "{err}");
+    assert_eq!(Optimizer::<f32>::iterations(&adam), 0);
     // wrong structure
     let small = Sequential::<f32>::new()
         .add(Dense::new(3))
@@ -362,7 +380,7 @@ fn weights_load_by_name_with_skip_mismatch() {
 }
 
 #[test]
-fn ties_in_a_sequential_survive_the_file_and_unreproducible_ties_are_errors() {
+fn ties_in_a_sequential_survive_the_file_and_the_clone() {
     use rime_layers::{Embedding, EmbeddingTranspose};
     // a Dense used twice: its config refers back to the first use
     let d: LayerRef<f32> = Arc::new(Dense::new(3).named("twice"));
@@ -382,19 +400,59 @@ fn ties_in_a_sequential_survive_the_file_and_unreproducible_ties_are_errors() {
         seq.call(&x, false).unwrap()
     );
 
-    // EmbeddingTranspose's config holds its embedding's config, not a
-    // reference: the rebuilt model would not be tied, and loading says so
-    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap());
+    // EmbeddingTranspose refers to its Embedding by name: the rebuilt model
+    // is tied again (one table, trained by both uses)
+    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap().named("tokens"));
     let lm = Sequential::new()
         .add(emb.clone())
-        .add(EmbeddingTranspose::new(emb))
+        .add(EmbeddingTranspose::new(emb).named("logits"))
         .with_input_shape(Vec::<usize>::new())
         .unwrap();
+    assert_eq!(lm.weights().len(), 1);
     save_model(&lm, &path).unwrap();
-    let Err(err) = load_model::<f32>(&path) else {
-        panic!("an untied model was loaded as tied")
-    };
-    assert!(matches!(err, Error::ModelFile { .. }));
-    assert!(err.to_string().contains("weight ties"), "{err}");
+    let loaded = load_model::<f32>(&path).unwrap();
+    assert_eq!(loaded.weights().len(), 1, "still tied");
+    assert_eq!(bits(&loaded.weights()), bits(&lm.weights()));
+    let ids = Tensor::vector(vec![1.0, 5.0]);
+    assert_eq!(
+        loaded.call(&ids, false).unwrap(),
+        lm.call(&ids, false).unwrap()
+    );
+    // and so is a clone
+    let copy = clone_model(&lm).unwrap();
+    assert_eq!(copy.weights().len(), 1, "the clone is tied");
+    // alone, the layer rebuilds with its own new embedding
+    let alone = lm.layers()[1].fresh().unwrap();
+    alone.ensure_built(&[[2, 4].into()]).unwrap();
+    assert_eq!(alone.weights().len(), 1);
+    assert!(!alone.weights()[0].ptr_eq(&lm.weights()[0]));
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn a_sequential_built_by_calling_it_reloads_with_its_weights() {
+    // no input shape declared: the first call builds it (Keras records the
+    // shape as `build_input_shape`, and so does the config here)
+    let model = Sequential::<f32>::new()
+        .add(Dense::new(3).activation(Activation::Relu).named("a"))
+        .add(Dense::new(2).named("b"));
+    let x = Tensor::rand_normal([5, 4], 0.0, 1.0, &mut seeded_rng(8)).unwrap();
+    let y = model.call(&x, false).unwrap();
+    let path = tmp("called_seq.safetensors");
+    save_model(&model, &path).unwrap();
+    let loaded = load_model::<f32>(&path).unwrap();
+    assert_eq!(bits(&loaded.weights()), bits(&model.weights()));
+    assert_eq!(loaded.call(&x, false).unwrap(), y);
+    // clone_model builds the copy for the same shape (fresh weights)
+    let copy = clone_model(&model).unwrap();
+    assert_eq!(copy.weights().len(), 4);
+    assert_eq!(copy.weights()[0].shape().dims(), &[4, 3]);
+    std::fs::remove_file(&path).ok();
+
+    // never called, never declared: nothing to save weights for, a typed error
+    let unbuilt = Sequential::<f32>::new().add(Dense::new(3));
+    save_model(&unbuilt, &path).unwrap();
+    let loaded = load_model::<f32>(&path).unwrap();
+    assert!(loaded.weights().is_empty());
     std::fs::remove_file(&path).ok();
 }

@@ -50,6 +50,7 @@ mod tensor;
 
 pub use element::{DType, DynTensor, Element, IntElement, Scalar};
 pub use error::{Error, Result};
+pub use kernels::simd::vectorized;
 pub use ops::arith::BinaryOp;
 pub use ops::conv::{Conv1dOptions, Conv2dGeometry, Conv2dOptions, ConvOp, Padding};
 pub use ops::index::{IndexOp, Indices};

@@ -159,6 +159,10 @@ impl<T: Element> Layer<T> for Dropout<T> {
         "Dropout"
     }
 
+    fn random_stream(&self) -> Option<&Mutex<Rng>> {
+        Some(&self.rng)
+    }
+
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
         let rate = self.config.rate;

@@ -10,17 +10,25 @@ use serde::{Deserialize, Serialize};
 use super::common::{invalid, single_shape};
 use super::embedding::Embedding;
 use crate::activations::Activation;
-use crate::config::{LayerConfig, parse};
+use crate::config::{LayerConfig, parse, scoped_layer};
 use crate::initializers::Initializer;
 use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+
+/// The Embedding called `name` rebuilt earlier in the current model, if any.
+fn scoped_embedding<T: Element>(name: &str) -> Option<Arc<Embedding<T>>> {
+    let layer: Arc<dyn std::any::Any + Send + Sync> = scoped_layer::<T>(name)?;
+    layer.downcast::<Embedding<T>>().ok()
+}
 
 fn zeros() -> Initializer {
     Initializer::Zeros
 }
 
 /// EmbeddingTranspose's constructor arguments. `embedding` is the config of
-/// the tied [`Embedding`]: rebuilding from this config makes a new
-/// embedding of that config (fresh weights), tied to the new layer only.
+/// the tied [`Embedding`]. Rebuilt as part of a model (a model file,
+/// `clone_model`), the layer ties to the model's rebuilt Embedding named
+/// `tied_to`; rebuilt alone, it makes a new embedding of that config (fresh
+/// weights), tied to the new layer only.
 ///
 /// ```
 /// use rime_layers::{config::LayerConfig, Embedding, EmbeddingTransposeConfig};
@@ -37,6 +45,10 @@ pub struct EmbeddingTransposeConfig {
     pub name: Option<String>,
     /// The tied embedding's class and config.
     pub embedding: LayerConfig,
+    /// The tied Embedding's name: within a model rebuilt from its config,
+    /// the layer ties to the rebuilt Embedding of this name.
+    #[serde(default)]
+    pub tied_to: Option<String>,
     /// Whether to add a bias of `input_dim` (the vocabulary size). Default false.
     #[serde(default)]
     pub use_bias: bool,
@@ -53,6 +65,7 @@ impl EmbeddingTransposeConfig {
     pub fn new(embedding: LayerConfig) -> Self {
         EmbeddingTransposeConfig {
             name: None,
+            tied_to: embedding.config["name"].as_str().map(str::to_string),
             embedding,
             use_bias: false,
             bias_initializer: zeros(),
@@ -113,9 +126,10 @@ impl<T: Element> EmbeddingTranspose<T> {
         }
     }
 
-    /// From a config: a new [`Embedding`] of `config.embedding`, tied to
-    /// this layer. Errors if the class is not `Embedding` or its config is
-    /// invalid.
+    /// From a config: tied to the Embedding `config.tied_to` rebuilt earlier
+    /// in the same model (model files, `clone_model`), otherwise to a new
+    /// [`Embedding`] of `config.embedding`. Errors if the class is not
+    /// `Embedding` or its config is invalid.
     pub fn from_config(config: EmbeddingTransposeConfig) -> Result<Self> {
         if config.embedding.class_name != "Embedding" {
             return Err(invalid(
@@ -126,11 +140,17 @@ impl<T: Element> EmbeddingTranspose<T> {
                 ),
             ));
         }
-        let embedding = Embedding::from_config(parse("Embedding", &config.embedding.config)?)?;
+        let embedding = match config.tied_to.as_deref().and_then(scoped_embedding::<T>) {
+            Some(e) => e,
+            None => Arc::new(Embedding::from_config(parse(
+                "Embedding",
+                &config.embedding.config,
+            )?)?),
+        };
         Ok(EmbeddingTranspose {
             base: LayerBase::new("EmbeddingTranspose", config.name.clone()),
             config,
-            embedding: Arc::new(embedding),
+            embedding,
             bias: OnceLock::new(),
         })
     }
@@ -248,6 +268,7 @@ impl<T: Element> Layer<T> for EmbeddingTranspose<T> {
         let mut c = self.config.clone();
         c.name = Some(self.base.name().to_string());
         c.embedding = LayerConfig::of(&*self.embedding);
+        c.tied_to = Some(self.embedding.name().to_string());
         serde_json::to_value(c).expect("configs serialize")
     }
 }

@@ -445,6 +445,14 @@ impl<T: Element> Layer<T> for Model<T> {
     /// Same graph, every layer fresh (Keras' `clone_model`); shared layers
     /// stay shared within the copy.
     fn fresh(&self) -> Result<LayerRef<T>> {
+        // one scope: a layer tied by name to another (EmbeddingTranspose)
+        // finds the other's copy
+        crate::config::in_layer_scope(|| self.fresh_layers())
+    }
+}
+
+impl<T: Element> Model<T> {
+    fn fresh_layers(&self) -> Result<LayerRef<T>> {
         let mut fresh_layers: FxHashMap<*const LayerBase<T>, LayerRef<T>> = FxHashMap::default();
         for l in &self.layers {
             fresh_layers.insert(l.base() as *const LayerBase<T>, l.fresh()?);

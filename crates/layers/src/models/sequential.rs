@@ -32,6 +32,10 @@ pub struct Sequential<T: Element = f32> {
     layers: RwLock<Vec<LayerRef<T>>>,
     /// Shape of one example, if declared: layers are then built at once.
     input_shape: RwLock<Option<Shape>>,
+    /// Shape of one example of the first successful call (Keras'
+    /// `build_input_shape`): saved in the config so that a model built by
+    /// calling it is rebuilt with its weights.
+    build_shape: RwLock<Option<Shape>>,
 }
 
 impl<T: Element> Default for Sequential<T> {
@@ -54,6 +58,7 @@ impl<T: Element> Sequential<T> {
             base,
             layers: RwLock::new(Vec::new()),
             input_shape: RwLock::new(None),
+            build_shape: RwLock::new(None),
         }
     }
 
@@ -112,11 +117,17 @@ impl<T: Element> Sequential<T> {
     /// Each layer's output shape (batch axis 1 standing for any batch), if
     /// the input shape is declared; builds the layers.
     pub(crate) fn output_shapes(&self) -> Result<Option<Vec<Shape>>> {
-        let Some(example) = self.input_shape() else {
-            return Ok(None);
-        };
+        match self.input_shape() {
+            Some(example) => self.build_for(&example).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds every layer for examples of this shape; each layer's output
+    /// shape (batch axis 1).
+    fn build_for(&self, example: &Shape) -> Result<Vec<Shape>> {
         let mut dims = vec![1];
-        dims.extend_from_slice(&example);
+        dims.extend_from_slice(example);
         let mut shape = Shape::from(dims);
         let mut out = Vec::new();
         for l in self.layers() {
@@ -124,7 +135,14 @@ impl<T: Element> Sequential<T> {
             shape = single_shape(&*l, l.compute_output_shape(std::slice::from_ref(&shape))?)?;
             out.push(shape.clone());
         }
-        Ok(Some(out))
+        Ok(out)
+    }
+
+    fn build_shape(&self) -> Option<Shape> {
+        self.build_shape
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -153,6 +171,7 @@ impl<T: Element> Layer<T> for Sequential<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let mut x = self.base.single(inputs)?.clone();
+        let example = (x.rank() >= 1).then(|| Shape::from(&x.dims()[1..]));
         for l in self.layers() {
             let mut out = l.apply(std::slice::from_ref(&x), ctx)?;
             if out.len() != 1 {
@@ -166,6 +185,10 @@ impl<T: Element> Layer<T> for Sequential<T> {
                 });
             }
             x = out.remove(0);
+        }
+        let mut first = self.build_shape.write().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = example;
         }
         Ok(vec![x])
     }
@@ -209,6 +232,7 @@ impl<T: Element> Layer<T> for Sequential<T> {
         json!({
             "name": self.name(),
             "input_shape": self.input_shape().map(|s| s.to_vec()),
+            "build_input_shape": self.build_shape().map(|s| s.to_vec()),
             "layers": layers,
         })
     }
@@ -216,6 +240,14 @@ impl<T: Element> Layer<T> for Sequential<T> {
     /// Same structure, every layer fresh (Keras' `clone_model`). A layer that
     /// appears twice is cloned once and appears twice in the copy.
     fn fresh(&self) -> Result<LayerRef<T>> {
+        // one scope: a layer tied by name to another (EmbeddingTranspose)
+        // finds the other's copy
+        crate::config::in_layer_scope(|| self.fresh_layers())
+    }
+}
+
+impl<T: Element> Sequential<T> {
+    fn fresh_layers(&self) -> Result<LayerRef<T>> {
         let copy = Sequential::new();
         let mut done: Vec<(*const LayerBase<T>, LayerRef<T>)> = Vec::new();
         for l in self.layers() {
@@ -230,9 +262,14 @@ impl<T: Element> Layer<T> for Sequential<T> {
             };
             copy.push(new);
         }
-        let copy = match self.input_shape() {
-            Some(s) => copy.with_input_shape(s)?,
-            None => copy,
+        let copy = match (self.input_shape(), self.build_shape()) {
+            (Some(s), _) => copy.with_input_shape(s)?,
+            (None, Some(s)) => {
+                copy.build_for(&s)?;
+                *copy.build_shape.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+                copy
+            }
+            (None, None) => copy,
         };
         copy.set_trainable(self.trainable());
         Ok(std::sync::Arc::new(copy))
@@ -249,6 +286,8 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequ
     struct Cfg {
         name: Option<String>,
         input_shape: Option<Vec<usize>>,
+        #[serde(default)]
+        build_input_shape: Option<Vec<usize>>,
         layers: Vec<LayerConfig>,
     }
     let cfg: Cfg = parse("Sequential", config)?;
@@ -274,8 +313,14 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequ
         built.push(layer.clone());
         model.push(layer);
     }
-    match cfg.input_shape {
-        Some(s) => model.with_input_shape(s),
-        None => Ok(model),
+    match (cfg.input_shape, cfg.build_input_shape) {
+        (Some(s), _) => model.with_input_shape(s),
+        (None, Some(s)) => {
+            let s = Shape::from(s);
+            model.build_for(&s)?;
+            *model.build_shape.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+            Ok(model)
+        }
+        (None, None) => Ok(model),
     }
 }

@@ -189,7 +189,9 @@ pub(crate) trait Rule: Send {
     fn validate(&self, name: &str) -> Result<()>;
 
     /// Updates `w[run]` from `g[run]` and the slots' `run` elements.
-    /// `iteration` is the number of updates before this one.
+    /// `iteration` is the number of updates before this one. Implementations
+    /// are `#[inline(always)]` loops over exactly-sized slices, so they
+    /// vectorize inside [`rime_tensor::vectorized`].
     fn update<T: Element>(
         &self,
         lr: T,
@@ -365,15 +367,21 @@ impl Common {
                     slots: &mut [Vec<T>],
                     runs: &[Range<usize>]| {
             let decay = decay(var);
-            for run in runs {
-                if let Some(wd) = decay {
-                    // Keras: variable - variable * wd * lr, before the rule
-                    // (in that order, so f32 results match bit for bit)
-                    let lr = T::of(lr);
-                    w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
+            // compiled for AVX2/AVX-512 when the CPU has it (the rules'
+            // loops inline into this closure); elementwise IEEE operations
+            // in the same order, so the results are the same bits
+            rime_tensor::vectorized(|| {
+                for run in runs {
+                    if let Some(wd) = decay {
+                        // Keras: variable - variable * wd * lr, before the
+                        // rule (in that order, so f32 results match bit for
+                        // bit)
+                        let lr = T::of(lr);
+                        w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
+                    }
+                    rule.update(T::of(lr), iteration, w, g, slots, run.clone());
                 }
-                rule.update(T::of(lr), iteration, w, g, slots, run.clone());
-            }
+            })
         };
 
         // Constrained variables first, on copies: a failing projection

@@ -108,6 +108,7 @@ impl Rule for RmsPropRule {
         check_positive(name, "epsilon", self.epsilon)
     }
 
+    #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
     fn update<T: Element>(
         &self,
         lr: T,
@@ -121,36 +122,45 @@ impl Rule for RmsPropRule {
         // as Keras: `1 - rho` on the f64 value, then rounded
         let one_minus_rho = T::of(1.0 - self.rho);
         let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
+        let n = w.len();
         let (v, rest) = slots.split_first_mut().expect("velocity slot");
-        let v = &mut v[run.clone()];
-        let (mut momentum, mut average) = (None, None);
+        // every slice exactly `n` long: the indexing below is then
+        // check-free and the loops vectorize
+        let (g, v) = (&g[..n], &mut v[run.clone()][..n]);
+        let mean_sq = |v: &mut T, gi: T| *v = rho * *v + one_minus_rho * (gi * gi);
         match (self.momentum > 0.0, self.centered, rest) {
-            (true, false, [m]) => momentum = Some(&mut m[run.clone()]),
-            (false, true, [a]) => average = Some(&mut a[run.clone()]),
-            (true, true, [m, a]) => {
-                momentum = Some(&mut m[run.clone()]);
-                average = Some(&mut a[run.clone()]);
-            }
-            _ => {}
-        }
-        for i in 0..w.len() {
-            let gi = g[i];
-            v[i] = rho * v[i] + one_minus_rho * (gi * gi);
-            let denominator = match average.as_deref_mut() {
-                Some(a) => {
-                    a[i] = rho * a[i] + one_minus_rho * gi;
-                    v[i] - a[i] * a[i] + eps
+            (false, false, []) => {
+                for i in 0..n {
+                    mean_sq(&mut v[i], g[i]);
+                    w[i] -= lr * g[i] / (v[i] + eps).sqrt();
                 }
-                None => v[i] + eps,
-            };
-            let increment = lr * gi / denominator.sqrt();
-            match momentum.as_deref_mut() {
-                Some(m) => {
-                    m[i] = mu * m[i] + increment;
+            }
+            (true, false, [m]) => {
+                let m = &mut m[run][..n];
+                for i in 0..n {
+                    mean_sq(&mut v[i], g[i]);
+                    m[i] = mu * m[i] + lr * g[i] / (v[i] + eps).sqrt();
                     w[i] -= m[i];
                 }
-                None => w[i] -= increment,
             }
+            (false, true, [a]) => {
+                let a = &mut a[run][..n];
+                for i in 0..n {
+                    mean_sq(&mut v[i], g[i]);
+                    a[i] = rho * a[i] + one_minus_rho * g[i];
+                    w[i] -= lr * g[i] / (v[i] - a[i] * a[i] + eps).sqrt();
+                }
+            }
+            (true, true, [m, a]) => {
+                let (m, a) = (&mut m[run.clone()][..n], &mut a[run][..n]);
+                for i in 0..n {
+                    mean_sq(&mut v[i], g[i]);
+                    a[i] = rho * a[i] + one_minus_rho * g[i];
+                    m[i] = mu * m[i] + lr * g[i] / (v[i] - a[i] * a[i] + eps).sqrt();
+                    w[i] -= m[i];
+                }
+            }
+            _ => unreachable!("RMSprop's slots follow its momentum and centered flags"),
         }
     }
 

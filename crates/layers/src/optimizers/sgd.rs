@@ -88,6 +88,7 @@ impl Rule for SgdRule {
         check_range(name, "momentum", self.momentum, 0.0, 1.0)
     }
 
+    #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
     fn update<T: Element>(
         &self,
         lr: T,
@@ -103,9 +104,18 @@ impl Rule for SgdRule {
             [m, ..] => {
                 let mu = T::of(self.momentum);
                 let m = &mut m[run];
-                for ((w, &g), m) in w.iter_mut().zip(g).zip(m.iter_mut()) {
-                    *m = *m * mu - g * lr;
-                    *w += if self.nesterov { *m * mu - g * lr } else { *m };
+                let moments = w.iter_mut().zip(g).zip(m.iter_mut());
+                // one loop per form, each branch-free (vectorized)
+                if self.nesterov {
+                    for ((w, &g), m) in moments {
+                        *m = *m * mu - g * lr;
+                        *w += *m * mu - g * lr;
+                    }
+                } else {
+                    for ((w, &g), m) in moments {
+                        *m = *m * mu - g * lr;
+                        *w += *m;
+                    }
                 }
             }
         }

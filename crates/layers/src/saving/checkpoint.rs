@@ -3,12 +3,52 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rime_tensor::{Element, Tensor};
+use std::sync::Mutex;
+
+use rime_tensor::{Element, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{file_err, read_file, write_file};
+use super::{file_err, read_file, walk, write_file};
 use crate::optimizers::{Optimizer, OptimizerState};
 use crate::{Layer, Result};
+
+/// Calls `f` with the path and random stream of every layer of `model` that
+/// has one (Dropout's masks), model first, then depth first, each stream once
+/// (a shared layer at its first place).
+fn for_each_stream<T: Element>(
+    model: &dyn Layer<T>,
+    mut f: impl FnMut(&str, &Mutex<Rng>) -> Result<()>,
+) -> Result<()> {
+    let mut seen: Vec<*const Mutex<Rng>> = Vec::new();
+    let mut visit = |path: &str, layer: &dyn Layer<T>| -> Result<()> {
+        match layer.random_stream() {
+            Some(s) if !seen.contains(&std::ptr::from_ref(s)) => {
+                seen.push(std::ptr::from_ref(s));
+                f(path, s)
+            }
+            _ => Ok(()),
+        }
+    };
+    // paths relative to the model: a fresh model of the same structure has
+    // another automatic name
+    visit("", model)?;
+    let root = model.name().len() + 1;
+    for (path, layer) in walk(model) {
+        visit(&path[root..], &*layer)?;
+    }
+    Ok(())
+}
+
+/// One saved random stream: the owning layer's path and the generator.
+#[derive(Serialize, Deserialize)]
+struct StreamEntry {
+    layer: String,
+    state: Rng,
+}
+
+fn lock(m: &Mutex<Rng>) -> std::sync::MutexGuard<'_, Rng> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 const FORMAT: &str = "rime-checkpoint";
 const VERSION: u32 = 1;
@@ -32,7 +72,8 @@ pub struct Counters {
 /// Saves a checkpoint: every weight of `model` (trainable and not, e.g.
 /// BatchNormalization's moving statistics) in `weights()` order, the
 /// optimizer's slots for each of them, its iteration count (a schedule's
-/// position) and constant learning rate, and `counters`.
+/// position) and constant learning rate, the state of every layer's random
+/// stream (Dropout's masks), and `counters`.
 ///
 /// ```
 /// use rime_layers::saving::{load_checkpoint, save_checkpoint, Counters};
@@ -73,6 +114,14 @@ pub fn save_checkpoint<T: Element>(
         }
     }
     let names: Vec<&str> = weights.iter().map(|w| w.name()).collect();
+    let mut streams = Vec::new();
+    for_each_stream(model, |layer, s| {
+        streams.push(StreamEntry {
+            layer: layer.to_string(),
+            state: lock(s).clone(),
+        });
+        Ok(())
+    })?;
     let json = |v: serde_json::Value| v.to_string();
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
@@ -90,6 +139,10 @@ pub fn save_checkpoint<T: Element>(
             optimizer.get_config().to_string(),
         ),
         ("iterations".to_string(), state.iterations.to_string()),
+        (
+            "random_streams".to_string(),
+            serde_json::to_string(&streams).expect("generators serialize"),
+        ),
         (
             "learning_rate".to_string(),
             json(serde_json::json!(state.learning_rate)),
@@ -128,6 +181,24 @@ pub fn load_checkpoint<T: Element>(
     let learning_rate: Option<f64> = file.json(path, "learning_rate")?;
     let iterations: u64 = file.json(path, "iterations")?;
     let opt_name = file.meta.get("optimizer").cloned().unwrap_or_default();
+    let streams: Vec<StreamEntry> = file.json(path, "random_streams")?;
+    let mut targets = Vec::new();
+    for_each_stream(model, |layer, _| {
+        targets.push(layer.to_string());
+        Ok(())
+    })?;
+    // matched by position, as the weights are (a fresh model built by the
+    // same code has other automatic layer names)
+    if streams.len() != targets.len() {
+        let saved: Vec<&str> = streams.iter().map(|s| s.layer.as_str()).collect();
+        return Err(file_err(
+            path,
+            format!(
+                "holds the random streams of layers {saved:?}, model `{}` has {targets:?}",
+                model.name()
+            ),
+        ));
+    }
     let weights = model.weights();
     if names.len() != weights.len() || slot_names.len() != weights.len() {
         return Err(file_err(
@@ -176,5 +247,12 @@ pub fn load_checkpoint<T: Element>(
     // shapes were checked above, so `set_weights` cannot fail after it
     optimizer.set_state(&weights, &state)?;
     model.set_weights(&values)?;
+    let mut saved = streams.into_iter();
+    for_each_stream(model, |_, s| {
+        if let Some(entry) = saved.next() {
+            *lock(s) = entry.state;
+        }
+        Ok(())
+    })?;
     Ok(counters)
 }

@@ -22,7 +22,22 @@ use std::path::Path;
 use rime_tensor::{DType, Element, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::{Error, Result};
+use crate::{Error, Layer, LayerRef, Result};
+
+/// The model's sublayers, depth first, each with its path
+/// (`model/block/dense`); a shared layer appears at each of its places.
+pub(crate) fn walk<T: Element>(root: &dyn Layer<T>) -> Vec<(String, LayerRef<T>)> {
+    fn rec<T: Element>(prefix: &str, l: &dyn Layer<T>, out: &mut Vec<(String, LayerRef<T>)>) {
+        for s in l.sublayers() {
+            let path = format!("{prefix}/{}", s.name());
+            out.push((path.clone(), s.clone()));
+            rec(&path, &*s, out);
+        }
+    }
+    let mut out = Vec::new();
+    rec(root.name(), root, &mut out);
+    out
+}
 
 pub(crate) fn file_err(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::ModelFile {

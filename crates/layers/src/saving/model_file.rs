@@ -9,7 +9,7 @@ use rime_tape::{TrainableMask, Variable};
 use rime_tensor::{Element, TensorId};
 use serde::{Deserialize, Serialize};
 
-use super::{file_err, read_file, write_file};
+use super::{file_err, read_file, walk, write_file};
 use crate::config::{LayerConfig, layer_from_config};
 use crate::{Error, Layer, LayerRef, Result};
 
@@ -35,20 +35,6 @@ struct WeightEntry {
     shape: Vec<usize>,
     trainable: bool,
     mask_runs: Option<Vec<(usize, usize)>>,
-}
-
-/// The layer tree, model first, depth first.
-fn walk<T: Element>(root: &dyn Layer<T>) -> Vec<(String, LayerRef<T>)> {
-    fn rec<T: Element>(prefix: &str, l: &dyn Layer<T>, out: &mut Vec<(String, LayerRef<T>)>) {
-        for s in l.sublayers() {
-            let path = format!("{prefix}/{}", s.name());
-            out.push((path.clone(), s.clone()));
-            rec(&path, &*s, out);
-        }
-    }
-    let mut out = Vec::new();
-    rec(root.name(), root, &mut out);
-    out
 }
 
 fn describe<T: Element>(model: &dyn Layer<T>) -> (Vec<LayerEntry>, Vec<WeightEntry>) {

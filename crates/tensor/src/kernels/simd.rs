@@ -53,11 +53,20 @@ fn detect() -> Level {
     l
 }
 
-/// Runs `f` compiled for the widest vector unit this CPU has. `f` should be
+/// Runs `f` compiled for the widest vector unit this CPU has (AVX-512 or
+/// AVX2+FMA on x86-64, detected once; elsewhere `f` as it is). `f` should be
 /// a loop over slices (calling only `#[inline(always)]` helpers), so that it
 /// is inlined into, and vectorized for, the feature-enabled function.
+/// Results are those of `f`: the compiler does not contract or reorder
+/// floating-point operations for wider registers.
+///
+/// ```
+/// let (mut w, g) = (vec![1.0f32; 1000], vec![0.5f32; 1000]);
+/// rime_tensor::vectorized(|| w.iter_mut().zip(&g).for_each(|(w, g)| *w -= 0.1 * g));
+/// assert!(w.iter().all(|&w| w == 1.0 - 0.1 * 0.5));
+/// ```
 #[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         match level() {
