@@ -577,7 +577,11 @@ reduction_builder!(SparseCategoricalCrossentropy);
 
 impl SparseCategoricalCrossentropy {
     /// Per-sample losses for checked class indices.
-    fn from_labels<T: Element>(&self, labels: &[usize], y_pred: &Tensor<T>) -> Result<Tensor<T>> {
+    fn per_sample_of_labels<T: Element>(
+        &self,
+        labels: &[usize],
+        y_pred: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
         let logits = if self.from_logits {
             y_pred.clone()
         } else {
@@ -679,11 +683,11 @@ impl<T: Element> Loss<T> for SparseCategoricalCrossentropy {
     }
     fn per_sample(&self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
         let labels = class_labels("loss sparse_categorical_crossentropy", y_true, y_pred)?;
-        self.from_labels(&labels, y_pred)
+        self.per_sample_of_labels(&labels, y_pred)
     }
     fn per_sample_int(&self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
         let labels = int_class_labels("loss sparse_categorical_crossentropy", y_true, y_pred)?;
-        self.from_labels(&labels, y_pred)
+        self.per_sample_of_labels(&labels, y_pred)
     }
     fn get_config(&self) -> Value {
         json!({

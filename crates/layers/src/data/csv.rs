@@ -131,7 +131,7 @@ impl CsvTable {
         let mut out = Vec::with_capacity(self.rows);
         for r in 0..self.rows {
             let v = self.values[r * self.cols + j];
-            if v.fract() != 0.0 || !(v.abs() <= EXACT) {
+            if !(v.fract() == 0.0 && v.abs() <= EXACT) {
                 return Err(data_err(
                     "CSV table",
                     format!(
