@@ -313,7 +313,12 @@ impl<T: Element> Tensor<T> {
     pub fn one_hot(indices: &(impl Indices + ?Sized), depth: usize) -> Result<Tensor<T>> {
         // errors name axis 1: the class axis of the common 1-d labels
         let (indices, index_shape) = indices.resolve("one_hot", 1, depth)?;
-        let mut dims = index_shape.0.clone();
+        Self::one_hot_checked(&indices, index_shape, depth)
+    }
+
+    /// `one_hot` of checked indices (one body per element type).
+    fn one_hot_checked(indices: &[usize], index_shape: Shape, depth: usize) -> Result<Tensor<T>> {
+        let mut dims = index_shape.0;
         dims.push(depth);
         let shape = Shape(dims);
         let len = shape.checked_len::<T>("one_hot")?;

@@ -242,10 +242,17 @@ impl<T: Element> Tensor<T> {
             });
         }
         let c = self.dims()[self.rank() - 1];
+        let (labels, _) = labels.resolve(OP, self.rank() - 1, c)?;
+        self.sparse_ce_checked(&labels)
+    }
+
+    /// The fused loss for labels already checked against the class count
+    /// (one body per float type, whatever form the labels came in).
+    fn sparse_ce_checked(&self, labels: &[usize]) -> Result<Tensor<T>> {
+        const OP: &str = "sparse_softmax_cross_entropy";
+        let c = self.dims()[self.rank() - 1];
         let rows = self.len().checked_div(c).unwrap_or(0);
         let out_shape = Shape::from(&self.dims()[..self.rank() - 1]);
-        let (labels, _) = labels.resolve(OP, self.rank() - 1, c)?;
-        let labels = &labels[..];
         if labels.len() != out_shape.numel() {
             return Err(Error::InvalidArgument {
                 op: OP,
