@@ -45,13 +45,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .activation(Activation::Relu)
                 .kernel_initializer(glorot(1)),
         )
-        .add(MaxPooling2D::new(&[2, 2])?)
+        .add(MaxPooling2D::new(&[2, 2]))
         .add(
             Conv2D::new(64, [3, 3])
                 .activation(Activation::Relu)
                 .kernel_initializer(glorot(2)),
         )
-        .add(MaxPooling2D::new(&[2, 2])?)
+        .add(MaxPooling2D::new(&[2, 2]))
         .add(Flatten::new())
         .add(Dense::new(10).kernel_initializer(glorot(3)))
         .with_input_shape([28, 28, 1])?;

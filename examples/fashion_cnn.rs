@@ -210,11 +210,11 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let conv2 = Arc::new(Conv2D::new(64, [3, 3]).activation(Activation::Relu));
     let model = Sequential::new()
         .add(conv1.clone())
-        .add(MaxPooling2D::new(&[2, 2])?)
+        .add(MaxPooling2D::new(&[2, 2]))
         .add(conv2.clone())
-        .add(MaxPooling2D::new(&[2, 2])?)
+        .add(MaxPooling2D::new(&[2, 2]))
         .add(Flatten::new())
-        .add(Dropout::new(dropout)?)
+        .add(Dropout::new(dropout))
         .add(Dense::new(10))
         .with_input_shape([28, 28, 1])?;
     println!("{}", rime::layers::models::summary(&model));

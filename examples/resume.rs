@@ -24,7 +24,7 @@ fn build() -> rime::Result<Sequential<f32>> {
     Ok(Sequential::new()
         .add(Dense::new(32).activation(Activation::Relu))
         .add(BatchNormalization::new())
-        .add(Dropout::new(0.2)?)
+        .add(Dropout::new(0.2))
         .add(Dense::new(10))
         .with_input_shape([64])?)
 }
@@ -81,7 +81,7 @@ fn main() -> rime::Result<ExitCode> {
     let model = Sequential::new()
         .add(Dense::new(32).activation(Activation::Relu))
         .add(BatchNormalization::new())
-        .add(Dropout::new(0.2)?)
+        .add(Dropout::new(0.2))
         .add(Dense::new(10))
         .with_input_shape([64])?;
     let mut t = trainer(&model)?;

@@ -16,7 +16,7 @@ const VOCAB: usize = 12;
 const V: i64 = VOCAB as i64;
 
 fn main() -> rime::Result<ExitCode> {
-    let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16)?);
+    let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16));
     let model = Sequential::new()
         .add(embedding.clone())
         .add(Dense::new(16).activation(Activation::Tanh))

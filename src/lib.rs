@@ -36,6 +36,12 @@
 
 mod error;
 
+/// Guides: longer worked examples, compiled and run as doctests.
+pub mod guide {
+    #[doc = include_str!("../docs/writing_a_layer.md")]
+    pub mod writing_a_layer {}
+}
+
 pub use error::{Error, Result};
 pub use rime_layers as layers;
 pub use rime_tape as tape;
@@ -64,8 +70,8 @@ pub mod prelude {
     pub use rime_layers::{
         Add, BatchNormalization, CallContext, Concatenate, Dense, Dropout, Embedding,
         EmbeddingTranspose, Flatten, Input, Lambda, Layer, LayerBase, LayerNormalization, LayerRef,
-        Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, WeightSpec, call_symbolic,
-        clone_model,
+        Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, Weight, WeightSpec,
+        call_symbolic, clone_model,
     };
     pub use rime_layers::{
         AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,

@@ -314,8 +314,7 @@ fn embedding_lookup_and_its_gradient_match_keras() {
     let layer = Embedding::<f64>::new(
         c["input_dim"].as_u64().unwrap() as usize,
         c["output_dim"].as_u64().unwrap() as usize,
-    )
-    .unwrap();
+    );
     let ids = t64(&c["ids"]);
     layer.ensure_built(&[ids.shape().clone()]).unwrap();
     let table = layer.embeddings().unwrap().clone();
@@ -362,17 +361,14 @@ fn merge_and_reshape_layers_match_keras() {
                     other => panic!("data_format {other}"),
                 },
             )),
-            "Reshape" => Box::new(
-                Reshape::new(
-                    cfg["target_shape"]
-                        .as_array()
-                        .expect("target_shape")
-                        .iter()
-                        .map(|d| d.as_i64().unwrap() as isize)
-                        .collect(),
-                )
-                .unwrap(),
-            ),
+            "Reshape" => Box::new(Reshape::new(
+                cfg["target_shape"]
+                    .as_array()
+                    .expect("target_shape")
+                    .iter()
+                    .map(|d| d.as_i64().unwrap() as isize)
+                    .collect(),
+            )),
             other => panic!("no rime layer for Keras' {other}"),
         };
         let shapes: Vec<String> = inputs.iter().map(|t| t.shape().to_string()).collect();

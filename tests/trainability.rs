@@ -553,7 +553,7 @@ fn rule6_frozen_batch_norm_runs_in_inference_mode() {
 
 #[test]
 fn rule7_tied_embedding_gradients_add_up_and_the_variable_appears_once() {
-    let embedding = Arc::new(Embedding::<f64>::new(5, 3).unwrap().embeddings_initializer(
+    let embedding = Arc::new(Embedding::<f64>::new(5, 3).embeddings_initializer(
         Initializer::RandomNormal {
             mean: 0.0,
             stddev: 0.5,

@@ -44,10 +44,45 @@ impl LayerConfig {
 
 type Constructor<T> = fn(&serde_json::Value) -> Result<LayerRef<T>>;
 
-/// Constructors by (class name, dtype); each value is a boxed `Constructor<T>`.
-type Registry = HashMap<(String, DType), Box<dyn Any + Send>>;
+/// Values registered by (name, dtype), each kept as the type it was
+/// registered as and read back as that type: the one registry behind
+/// [`register_layer`] (constructors) and `Lambda::register` (closures).
+pub(crate) struct Registry {
+    entries: Mutex<Option<Entries>>,
+}
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+/// Registered values by (name, dtype), type-erased.
+type Entries = HashMap<(String, DType), Box<dyn Any + Send>>;
+
+impl Registry {
+    /// An empty registry (for a `static`).
+    pub(crate) const fn new() -> Self {
+        Registry {
+            entries: Mutex::new(None),
+        }
+    }
+
+    /// Registers `value` under `name` for element type `T`, replacing any
+    /// earlier value.
+    pub(crate) fn insert<T: Element, V: Any + Send>(&self, name: &str, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get_or_insert_with(HashMap::new)
+            .insert((name.to_string(), T::DTYPE), Box::new(value));
+    }
+
+    /// The value registered under `name` for `T`, if it is a `V`.
+    pub(crate) fn get<T: Element, V: Any + Clone>(&self, name: &str) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .as_ref()?
+            .get(&(name.to_string(), T::DTYPE))?
+            .downcast_ref::<V>()
+            .cloned()
+    }
+}
+
+static CONSTRUCTORS: Registry = Registry::new();
 
 /// Makes a custom layer class known to [`layer_from_config`] (and so to
 /// `clone_model` and model configs).
@@ -73,9 +108,7 @@ static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub fn register_layer<T: Element>(class_name: &str, constructor: Constructor<T>) {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    reg.get_or_insert_with(HashMap::new)
-        .insert((class_name.to_string(), T::DTYPE), Box::new(constructor));
+    CONSTRUCTORS.insert::<T, Constructor<T>>(class_name, constructor);
 }
 
 /// Deserializes a built-in layer config.
@@ -95,17 +128,10 @@ pub fn layer_from_config<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
 }
 
 fn construct<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
-    if let Some(layer) = crate::layers::builtin_from_config::<T>(cfg)? {
+    if let Some(layer) = builtin::<T>(cfg)? {
         return Ok(layer);
     }
-    let reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    let ctor = reg
-        .as_ref()
-        .and_then(|r| r.get(&(cfg.class_name.clone(), T::DTYPE)))
-        .and_then(|b| b.downcast_ref::<Constructor<T>>())
-        .copied();
-    drop(reg);
-    match ctor {
+    match CONSTRUCTORS.get::<T, Constructor<T>>(&cfg.class_name) {
         Some(f) => f(&cfg.config),
         None => Err(Error::Config {
             class: cfg.class_name.clone(),
@@ -114,6 +140,46 @@ fn construct<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
                 .into(),
         }),
     }
+}
+
+/// The built-in classes, layers and models, by name (None: not built-in).
+fn builtin<T: Element>(cfg: &LayerConfig) -> Result<Option<LayerRef<T>>> {
+    use crate::layers::*;
+    use crate::models::{functional, sequential};
+    let c = &cfg.config;
+    let name = cfg.class_name.as_str();
+    Ok(Some(match name {
+        "Dense" => arc(Dense::<T>::from_config(parse(name, c)?)?),
+        "Embedding" => arc(Embedding::<T>::from_config(parse(name, c)?)?),
+        "EmbeddingTranspose" => arc(EmbeddingTranspose::<T>::from_config(parse(name, c)?)?),
+        "BatchNormalization" => arc(BatchNormalization::<T>::from_config(parse(name, c)?)?),
+        "LayerNormalization" => arc(LayerNormalization::<T>::from_config(parse(name, c)?)?),
+        "Dropout" => arc(Dropout::<T>::from_config(parse(name, c)?)?),
+        "Activation" => arc(ActivationLayer::<T>::from_config(parse(name, c)?)),
+        "Flatten" => arc(Flatten::<T>::from_config(parse(name, c)?)),
+        "Reshape" => arc(Reshape::<T>::from_config(parse(name, c)?)?),
+        "Concatenate" => arc(Concatenate::<T>::from_config(parse(name, c)?)),
+        "Add" => arc(Add::<T>::from_config(parse(name, c)?)),
+        "Multiply" => arc(Multiply::<T>::from_config(parse(name, c)?)),
+        "Lambda" => arc(Lambda::<T>::from_config(parse(name, c)?)?),
+        "Conv1D" => arc(Conv1D::<T>::from_config(parse(name, c)?)?),
+        "Conv2D" => arc(Conv2D::<T>::from_config(parse(name, c)?)?),
+        "Conv2DTranspose" => arc(Conv2DTranspose::<T>::from_config(parse(name, c)?)?),
+        "DepthwiseConv2D" => arc(DepthwiseConv2D::<T>::from_config(parse(name, c)?)?),
+        "MaxPooling1D" => arc(MaxPooling1D::<T>::from_config(parse(name, c)?)?),
+        "MaxPooling2D" => arc(MaxPooling2D::<T>::from_config(parse(name, c)?)?),
+        "AveragePooling1D" => arc(AveragePooling1D::<T>::from_config(parse(name, c)?)?),
+        "AveragePooling2D" => arc(AveragePooling2D::<T>::from_config(parse(name, c)?)?),
+        "GlobalAveragePooling1D" => arc(GlobalAveragePooling1D::<T>::from_config(parse(name, c)?)?),
+        "GlobalAveragePooling2D" => arc(GlobalAveragePooling2D::<T>::from_config(parse(name, c)?)?),
+        "GlobalMaxPooling1D" => arc(GlobalMaxPooling1D::<T>::from_config(parse(name, c)?)?),
+        "GlobalMaxPooling2D" => arc(GlobalMaxPooling2D::<T>::from_config(parse(name, c)?)?),
+        "ZeroPadding2D" => arc(ZeroPadding2D::<T>::from_config(parse(name, c)?)?),
+        "UpSampling2D" => arc(UpSampling2D::<T>::from_config(parse(name, c)?)?),
+        "Sequential" => arc(sequential::from_config::<T>(c)?),
+        "Functional" => arc(functional::from_config::<T>(c)?),
+        _ => return Ok(None),
+    }))
 }
 
 // The layers rebuilt so far by the outermost `layer_from_config` (or a

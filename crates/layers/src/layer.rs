@@ -97,8 +97,12 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// The state every layer has: name, trainable flag, weights, losses.
     fn base(&self) -> &LayerBase<T>;
 
-    /// The class name, as in Keras (`"Dense"`).
-    fn class_name(&self) -> &'static str;
+    /// The class name, as in Keras (`"Dense"`). The default is the
+    /// type's name without its path and generic arguments
+    /// (`my_crate::SimpleDense<f32>` → `"SimpleDense"`).
+    fn class_name(&self) -> &'static str {
+        short_type_name(std::any::type_name::<Self>())
+    }
 
     /// Creates the weights for inputs of these shapes. Called once, before
     /// the first call; the default creates none.
@@ -129,8 +133,11 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     }
 
     /// Layers whose weights this layer holds (composite layers, models).
+    /// The default is the layers registered with [`LayerBase::track`]:
+    /// a composite layer that creates its sublayers through `track` needs
+    /// no `sublayers` of its own.
     fn sublayers(&self) -> Vec<LayerRef<T>> {
-        Vec::new()
+        self.base().tracked()
     }
 
     /// This layer's own random stream (Dropout's mask generator), if it has
@@ -180,17 +187,19 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     ///
     /// Two things happen here, once for every layer, so that no
     /// implementation can forget them: `call_with` gets the context
-    /// [`within`](CallContext::within) this layer's flag (a frozen layer
-    /// calls everything inside it frozen: a BatchNormalization in a frozen
-    /// composite runs in inference mode, docs/design.md rule 6), and the
-    /// losses added with [`LayerBase::add_loss`] are cleared when an
-    /// outermost call starts, so a layer called twice in one forward pass
-    /// keeps both calls' losses (Keras).
+    /// [`within`](CallContext::within) this layer's flag *and* the context
+    /// of the call it is nested in (a frozen layer calls everything inside
+    /// it frozen, even a sublayer it calls with a fresh
+    /// `call(x, true)` instead of forwarding `ctx`: a BatchNormalization in
+    /// a frozen composite runs in inference mode, docs/design.md rule 6),
+    /// and the losses added with [`LayerBase::add_loss`] are cleared when
+    /// an outermost call starts, so a layer called twice in one forward
+    /// pass keeps both calls' losses (Keras).
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
         self.ensure_built(&shapes)?;
-        let _outer = OuterCall::enter(|| clear_losses_deep(self));
-        self.call_with(inputs, ctx.within(self.trainable()))
+        let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
+        self.call_with(inputs, call.ctx)
     }
 
     /// Calls the layer on one input, expecting one output.
@@ -213,11 +222,39 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         self.apply(inputs, CallContext::new(training))
     }
 
-    /// All weights, in creation order (own, then sublayers'), each once.
+    /// All weights, each once, in Keras' order: the
+    /// [trainable](Layer::trainable_weights) ones, then the
+    /// [non-trainable](Layer::non_trainable_weights) ones. The order follows
+    /// the `trainable` flags; [`variables`](Layer::variables) gives a fixed
+    /// one.
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Layer, Sequential};
+    /// let model = Sequential::<f32>::new()
+    ///     .add(Dense::new(3).named("first"))
+    ///     .add(Dense::new(1).named("second"))
+    ///     .with_input_shape([2])?;
+    /// model.get_layer("first").unwrap().set_trainable(false);
+    /// let names: Vec<String> = model.weights().iter().map(|v| v.name().to_string()).collect();
+    /// assert_eq!(names, ["second/kernel", "second/bias", "first/kernel", "first/bias"]);
+    /// assert_eq!(model.variables()[0].name(), "first/kernel"); // fixed order
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
     fn weights(&self) -> Vec<Variable<T>> {
+        let mut out = self.trainable_weights();
+        out.extend(self.non_trainable_weights());
+        dedup(out)
+    }
+
+    /// All weights, each once, in an order that does not depend on any
+    /// `trainable` flag: this layer's own in creation order, then each
+    /// sublayer's. Weight and checkpoint files are written and read in
+    /// this order, so a file saved with some layers frozen loads into a
+    /// fresh model.
+    fn variables(&self) -> Vec<Variable<T>> {
         let mut out = self.base().own_weights();
         for l in self.sublayers() {
-            out.extend(l.weights());
+            out.extend(l.variables());
         }
         dedup(out)
     }
@@ -244,7 +281,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// The weights that do not train: all of them if this layer is frozen.
     fn non_trainable_weights(&self) -> Vec<Variable<T>> {
         if !self.trainable() {
-            return self.weights();
+            return self.variables();
         }
         let mut out: Vec<Variable<T>> = self
             .base()
@@ -266,37 +303,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// Assigns values to all weights, in [`weights`](Layer::weights) order.
     /// Checks the count and every shape first: a bad call assigns nothing.
     fn set_weights(&self, values: &[Tensor<T>]) -> Result<()> {
-        let ws = self.weights();
-        let err = |msg: String| Error::SetWeights {
-            layer: self.name().to_string(),
-            msg,
-        };
-        if values.len() != ws.len() {
-            let hint = if ws.is_empty() && !self.built() {
-                " (the layer is not built yet)"
-            } else {
-                ""
-            };
-            return Err(err(format!(
-                "expected {} arrays, got {}{hint}",
-                ws.len(),
-                values.len()
-            )));
-        }
-        for (w, v) in ws.iter().zip(values) {
-            if w.shape() != *v.shape() {
-                return Err(err(format!(
-                    "weight `{}` has shape {}, got {}",
-                    w.name(),
-                    w.shape(),
-                    v.shape()
-                )));
-            }
-        }
-        for (w, v) in ws.iter().zip(values) {
-            w.assign(v)?;
-        }
-        Ok(())
+        assign_all(self, &self.weights(), values)
     }
 
     /// Penalties to add to the loss: weight regularizers (computed now from
@@ -318,27 +325,43 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
 }
 
 thread_local! {
-    /// How many `apply` calls are running on this thread.
-    static CALL_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The context of the innermost `apply` running on this thread.
+    static ENCLOSING: std::cell::Cell<Option<CallContext>> = const { std::cell::Cell::new(None) };
 }
 
-/// Marks an `apply` as running; the outermost one runs `on_outermost` first.
-struct OuterCall;
+/// An `apply` in progress: its context, frozen if the enclosing call is,
+/// becomes the enclosing context until it ends.
+struct NestedCall {
+    ctx: CallContext,
+    previous: Option<CallContext>,
+}
 
-impl OuterCall {
-    fn enter(on_outermost: impl FnOnce()) -> OuterCall {
-        if CALL_DEPTH.with(|d| d.get()) == 0 {
-            on_outermost();
-        }
-        CALL_DEPTH.with(|d| d.set(d.get() + 1));
-        OuterCall
+impl NestedCall {
+    /// Runs `on_outermost` first if no `apply` is running on this thread.
+    fn enter(ctx: CallContext, on_outermost: impl FnOnce()) -> NestedCall {
+        let previous = ENCLOSING.with(|e| e.get());
+        let ctx = match previous {
+            None => {
+                on_outermost();
+                ctx
+            }
+            Some(outer) => ctx.within(outer.trainable),
+        };
+        ENCLOSING.with(|e| e.set(Some(ctx)));
+        NestedCall { ctx, previous }
     }
 }
 
-impl Drop for OuterCall {
+impl Drop for NestedCall {
     fn drop(&mut self) {
-        CALL_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        ENCLOSING.with(|e| e.set(self.previous));
     }
+}
+
+/// `a::b::Name<c::T>` → `Name`.
+fn short_type_name(full: &'static str) -> &'static str {
+    let head = full.split('<').next().unwrap_or(full);
+    head.rsplit("::").next().unwrap_or(head)
 }
 
 /// Clears the call losses of `layer` and everything inside it.
@@ -347,6 +370,45 @@ fn clear_losses_deep<T: Element, L: Layer<T> + ?Sized>(layer: &L) {
     for l in layer.sublayers() {
         clear_losses_deep(&*l);
     }
+}
+
+/// Assigns `values` to `vars` (weights of `layer`), checking the count and
+/// every shape first: a bad call assigns nothing.
+pub(crate) fn assign_all<T: Element, L: Layer<T> + ?Sized>(
+    layer: &L,
+    vars: &[Variable<T>],
+    values: &[Tensor<T>],
+) -> Result<()> {
+    let err = |msg: String| Error::SetWeights {
+        layer: layer.name().to_string(),
+        msg,
+    };
+    if values.len() != vars.len() {
+        let hint = if vars.is_empty() && !layer.built() {
+            " (the layer is not built yet)"
+        } else {
+            ""
+        };
+        return Err(err(format!(
+            "expected {} arrays, got {}{hint}",
+            vars.len(),
+            values.len()
+        )));
+    }
+    for (w, v) in vars.iter().zip(values) {
+        if w.shape() != *v.shape() {
+            return Err(err(format!(
+                "weight `{}` has shape {}, got {}",
+                w.name(),
+                w.shape(),
+                v.shape()
+            )));
+        }
+    }
+    for (w, v) in vars.iter().zip(values) {
+        w.assign(v)?;
+    }
+    Ok(())
 }
 
 /// Keeps the first occurrence of each layer (by identity).
@@ -422,7 +484,75 @@ impl<T: Element> WeightSpec<T> {
     }
 }
 
-struct Weight<T: Element> {
+/// A layer's handle on a weight it creates in [`Layer::build`]: a field
+/// that starts empty and is [`set`](Weight::set) to the variable
+/// [`LayerBase::add_weight`] returns. Reading it before the layer is built
+/// is a typed error, not a panic.
+///
+/// ```
+/// use rime_layers::{LayerBase, Weight, WeightSpec};
+/// let base = LayerBase::<f32>::new("MyLayer", None);
+/// let w = Weight::new();
+/// assert!(w.value().is_err()); // not built yet
+/// w.set(base.add_weight(WeightSpec::new("w", [2, 2]))?);
+/// assert_eq!(w.value()?.shape(), &[2, 2]);
+/// # Ok::<(), rime_layers::Error>(())
+/// ```
+pub struct Weight<T: Element = f32> {
+    var: RwLock<Option<Variable<T>>>,
+}
+
+impl<T: Element> Weight<T> {
+    /// An empty handle.
+    pub fn new() -> Self {
+        Weight {
+            var: RwLock::new(None),
+        }
+    }
+
+    /// Points the handle at `var` (in `build`; a rebuild after a failed
+    /// build replaces it).
+    pub fn set(&self, var: Variable<T>) {
+        *self.var.write().unwrap_or_else(|p| p.into_inner()) = Some(var);
+    }
+
+    /// The variable, once set.
+    pub fn get(&self) -> Option<Variable<T>> {
+        self.var.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The variable, or an error if the layer is not built.
+    pub fn variable(&self) -> Result<Variable<T>> {
+        self.get().ok_or_else(|| Error::InvalidArgument {
+            what: "layer weight".into(),
+            msg: "read before the layer was built (call the layer with `call`/`apply`, \
+                  which build first)"
+                .into(),
+        })
+    }
+
+    /// The current value, recorded on an active tape (for `call_with`).
+    pub fn value(&self) -> Result<Tensor<T>> {
+        Ok(self.variable()?.value())
+    }
+}
+
+impl<T: Element> Default for Weight<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element> fmt::Debug for Weight<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.get() {
+            Some(v) => write!(f, "Weight({})", v.name()),
+            None => f.write_str("Weight(unbuilt)"),
+        }
+    }
+}
+
+struct OwnWeight<T: Element> {
     var: Variable<T>,
     created_trainable: bool,
     regularizer: Option<Regularizer>,
@@ -434,7 +564,8 @@ pub struct LayerBase<T: Element = f32> {
     name: String,
     trainable: AtomicBool,
     built: Mutex<bool>,
-    weights: RwLock<Vec<Weight<T>>>,
+    weights: RwLock<Vec<OwnWeight<T>>>,
+    sublayers: RwLock<Vec<LayerRef<T>>>,
     call_losses: Mutex<Vec<Tensor<T>>>,
 }
 
@@ -487,8 +618,44 @@ impl<T: Element> LayerBase<T> {
             trainable: AtomicBool::new(true),
             built: Mutex::new(false),
             weights: RwLock::new(Vec::new()),
+            sublayers: RwLock::new(Vec::new()),
             call_losses: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers `layer` as a sublayer (Keras tracks layers assigned to
+    /// attributes): its weights, losses and trainable flag then count as
+    /// this layer's, through the default [`Layer::sublayers`]. Returns the
+    /// shared handle to keep in a field and call.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rime_layers::{Dense, Layer, LayerBase};
+    /// let base = LayerBase::<f32>::new("Block", None);
+    /// let head: Arc<Dense> = base.track(Dense::new(2));
+    /// assert_eq!(base.tracked().len(), 1);
+    /// # let _ = head;
+    /// ```
+    pub fn track<L: Layer<T>>(&self, layer: L) -> Arc<L> {
+        self.track_shared(Arc::new(layer))
+    }
+
+    /// [`track`](LayerBase::track) for a layer already shared (a layer
+    /// also used elsewhere: its weights are tied).
+    pub fn track_shared<L: Layer<T>>(&self, layer: Arc<L>) -> Arc<L> {
+        self.sublayers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(layer.clone());
+        layer
+    }
+
+    /// The layers registered with [`track`](LayerBase::track), in order.
+    pub fn tracked(&self) -> Vec<LayerRef<T>> {
+        self.sublayers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The layer's name.
@@ -585,7 +752,7 @@ impl<T: Element> LayerBase<T> {
         self.weights
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Weight {
+            .push(OwnWeight {
                 var: var.clone(),
                 created_trainable: spec.trainable,
                 regularizer: spec.regularizer,
@@ -600,7 +767,7 @@ impl<T: Element> LayerBase<T> {
         self.weights
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Weight {
+            .push(OwnWeight {
                 var,
                 created_trainable,
                 regularizer: None,
@@ -658,6 +825,16 @@ impl<T: Element> LayerBase<T> {
             layer: self.name.clone(),
             shapes: inputs.to_vec(),
             msg: msg.into(),
+        }
+    }
+
+    /// The size of the last axis of the single input shape (what a
+    /// Dense-like `build` sizes its kernel by), or an error naming the
+    /// layer.
+    pub fn last_dim(&self, input_shapes: &[Shape]) -> Result<usize> {
+        match input_shapes {
+            [s] if s.rank() >= 1 => Ok(s[s.rank() - 1]),
+            _ => Err(self.bad_input(input_shapes, "expects one input of rank >= 1")),
         }
     }
 
@@ -728,6 +905,9 @@ impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
     }
     fn weights(&self) -> Vec<Variable<T>> {
         (**self).weights()
+    }
+    fn variables(&self) -> Vec<Variable<T>> {
+        (**self).variables()
     }
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         (**self).apply(inputs, ctx)

@@ -63,34 +63,26 @@ fn output_shapes_follow_keras() {
             vec![1, 9, 11, 2],
         ),
         (
-            Box::new(MaxPooling2D::new(&[2, 2]).unwrap()),
+            Box::new(MaxPooling2D::new(&[2, 2])),
             vec![1, 5, 5, 2],
             vec![1, 2, 2, 2],
         ),
         (
             Box::new(
                 AveragePooling2D::new(&[3])
-                    .unwrap()
                     .strides(&[2])
-                    .unwrap()
-                    .padding(Padding::Same)
-                    .unwrap(),
+                    .padding(Padding::Same),
             ),
             vec![1, 5, 6, 2],
             vec![1, 3, 3, 2],
         ),
         (
-            Box::new(MaxPooling1D::new(&[2]).unwrap()),
+            Box::new(MaxPooling1D::new(&[2])),
             vec![1, 5, 2],
             vec![1, 2, 2],
         ),
         (
-            Box::new(
-                AveragePooling1D::new(&[2])
-                    .unwrap()
-                    .padding(Padding::Same)
-                    .unwrap(),
-            ),
+            Box::new(AveragePooling1D::new(&[2]).padding(Padding::Same)),
             vec![1, 5, 2],
             vec![1, 3, 2],
         ),
@@ -120,7 +112,7 @@ fn output_shapes_follow_keras() {
             vec![1, 5, 5, 1],
         ),
         (
-            Box::new(UpSampling2D::new([2, 3]).unwrap()),
+            Box::new(UpSampling2D::new([2, 3])),
             vec![1, 2, 2, 1],
             vec![1, 4, 6, 1],
         ),
@@ -169,7 +161,7 @@ fn configs_use_keras_names() {
         .get_config();
     assert_eq!(d["depth_multiplier"], 2);
     assert!(d.get("depthwise_initializer").is_some());
-    let p = MaxPooling2D::<f32>::new(&[2, 2]).unwrap().get_config();
+    let p = MaxPooling2D::<f32>::new(&[2, 2]).get_config();
     assert_eq!(p["pool_size"], serde_json::json!([2, 2]));
     assert_eq!(p["strides"], serde_json::Value::Null);
 }
@@ -194,8 +186,22 @@ fn bad_arguments_and_inputs_are_errors() {
             .call(&normal(&[1, 5, 5, 2], 0), false)
             .is_err()
     );
-    assert!(MaxPooling2D::<f32>::new(&[2, 3, 2]).is_err());
-    assert!(UpSampling2D::<f32>::new([0, 1]).is_err());
+    // constructors do not fail; the first call reports the argument and
+    // names the layer
+    let x = normal(&[1, 4, 4, 1], 0);
+    let err = MaxPooling2D::<f32>::new(&[2, 3, 2])
+        .named("p3")
+        .call(&x, false);
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("p3") && err.contains("pool_size"), "{err}");
+    let err = UpSampling2D::<f32>::new([0, 1]).named("u0").call(&x, false);
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("u0") && err.contains("size"), "{err}");
+    let err = rime_layers::Embedding::<f32>::new(0, 3)
+        .named("e0")
+        .call(&x, false);
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("e0") && err.contains("input_dim"), "{err}");
     // wrong rank, a kernel that does not fit, and channels that change
     let conv = Conv2D::<f32>::new(4, [3, 3]);
     let err = conv

@@ -117,7 +117,11 @@ fn every_built_in_layer_has_named_and_with_trainable_builders() {
         ActivationLayer, Add, Concatenate, Dropout, Embedding, EmbeddingTranspose, Flatten, Lambda,
         LayerNormalization, Multiply, Reshape,
     };
-    let embedding = Arc::new(Embedding::<f64>::new(4, 2).unwrap());
+    use rime_layers::{
+        AveragePooling1D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D, GlobalAveragePooling2D,
+        GlobalMaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
+    };
+    let embedding = Arc::new(Embedding::<f64>::new(4, 2));
     let layers: Vec<(LayerRef<f64>, &str)> = vec![
         (
             Arc::new(
@@ -141,16 +145,11 @@ fn every_built_in_layer_has_named_and_with_trainable_builders() {
             "e",
         ),
         (
-            Arc::new(Dropout::new(0.5).unwrap().named("f").with_trainable(false)),
+            Arc::new(Dropout::new(0.5).named("f").with_trainable(false)),
             "f",
         ),
         (
-            Arc::new(
-                Embedding::new(4, 2)
-                    .unwrap()
-                    .named("g")
-                    .with_trainable(false),
-            ),
+            Arc::new(Embedding::new(4, 2).named("g").with_trainable(false)),
             "g",
         ),
         (
@@ -182,13 +181,64 @@ fn every_built_in_layer_has_named_and_with_trainable_builders() {
             "l",
         ),
         (
+            Arc::new(Reshape::new(vec![-1]).named("m").with_trainable(false)),
+            "m",
+        ),
+        (
+            Arc::new(Conv1D::new(2, 3).named("n").with_trainable(false)),
+            "n",
+        ),
+        (
+            Arc::new(Conv2D::new(2, [3, 3]).named("o").with_trainable(false)),
+            "o",
+        ),
+        (
             Arc::new(
-                Reshape::new(vec![-1])
-                    .unwrap()
-                    .named("m")
+                Conv2DTranspose::new(2, [3, 3])
+                    .named("p")
                     .with_trainable(false),
             ),
-            "m",
+            "p",
+        ),
+        (
+            Arc::new(
+                DepthwiseConv2D::new([3, 3])
+                    .named("q")
+                    .with_trainable(false),
+            ),
+            "q",
+        ),
+        (
+            Arc::new(MaxPooling2D::new(&[2]).named("r").with_trainable(false)),
+            "r",
+        ),
+        (
+            Arc::new(AveragePooling1D::new(&[2]).named("s").with_trainable(false)),
+            "s",
+        ),
+        (
+            Arc::new(
+                GlobalAveragePooling2D::new()
+                    .named("t")
+                    .with_trainable(false),
+            ),
+            "t",
+        ),
+        (
+            Arc::new(GlobalMaxPooling1D::new().named("u").with_trainable(false)),
+            "u",
+        ),
+        (
+            Arc::new(UpSampling2D::new([2, 2]).named("v").with_trainable(false)),
+            "v",
+        ),
+        (
+            Arc::new(
+                ZeroPadding2D::new([[1, 1], [1, 1]])
+                    .named("w")
+                    .with_trainable(false),
+            ),
+            "w",
         ),
     ];
     for (layer, name) in layers {
@@ -200,4 +250,145 @@ fn every_built_in_layer_has_named_and_with_trainable_builders() {
             "{name}: the config carries the name"
         );
     }
+}
+
+/// A user struct that calls its (tracked) BatchNormalization afresh with
+/// `call(x, true)`: it neither forwards `ctx` nor lists `sublayers`.
+struct Forgetful {
+    base: LayerBase<f64>,
+    bn: Arc<BatchNormalization<f64>>,
+}
+
+impl Forgetful {
+    fn new(bn: BatchNormalization<f64>) -> Self {
+        let base = LayerBase::new("Forgetful", None);
+        let bn = base.track(bn);
+        Forgetful { base, bn }
+    }
+}
+
+impl Layer<f64> for Forgetful {
+    fn base(&self) -> &LayerBase<f64> {
+        &self.base
+    }
+    fn call_with(
+        &self,
+        inputs: &[Tensor<f64>],
+        _: CallContext,
+    ) -> rime_layers::Result<Vec<Tensor<f64>>> {
+        Ok(vec![self.bn.call(&inputs[0], true)?])
+    }
+}
+
+fn bn_input() -> Tensor<f64> {
+    Tensor::from_vec(vec![1.0, 2.0, 3.0, 5.0, 7.0, 11.0], [3, 2]).unwrap()
+}
+
+/// The BatchNormalization's inference output, computed by hand from its
+/// moving statistics (gamma 1, beta 0, epsilon 1e-3).
+fn bn_inference(bn: &BatchNormalization<f64>, x: &Tensor<f64>) -> Vec<f64> {
+    let (m, v) = (
+        bn.moving_mean().unwrap().to_vec(),
+        bn.moving_variance().unwrap().to_vec(),
+    );
+    x.to_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (x - m[i % 2]) / (v[i % 2] + 1e-3).sqrt())
+        .collect()
+}
+
+#[test]
+fn a_frozen_batch_norm_in_a_struct_layer_runs_in_inference_mode() {
+    let layer = Forgetful::new(BatchNormalization::new());
+    let x = bn_input();
+    layer.call(&x, true).unwrap(); // trainable: the statistics move
+    let moved = layer.bn.moving_mean().unwrap().to_vec();
+    assert!((moved[0] - 0.01 * 11.0 / 3.0).abs() < 1e-12, "{moved:?}");
+    assert_eq!(layer.weights().len(), 4, "tracked without `sublayers`");
+
+    layer.bn.set_trainable(false); // the BatchNormalization itself frozen
+    let y = layer.call(&x, true).unwrap();
+    assert_eq!(layer.bn.moving_mean().unwrap().to_vec(), moved);
+    let want = bn_inference(&layer.bn, &x);
+    for (a, b) in y.to_vec().iter().zip(&want) {
+        assert!((a - b).abs() < 1e-12, "{y:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn a_frozen_struct_layer_freezes_a_sublayer_called_afresh() {
+    // the struct is frozen, the BatchNormalization's own flag is not, and
+    // the struct calls it with a fresh `call(x, true)`: `apply` carries
+    // the frozen state down anyway
+    let layer = Forgetful::new(BatchNormalization::new());
+    let x = bn_input();
+    layer.call(&x, true).unwrap();
+    let moved = layer.bn.moving_mean().unwrap().to_vec();
+    layer.set_trainable(false);
+    assert!(layer.bn.trainable());
+    let y = layer.call(&x, true).unwrap();
+    assert_eq!(layer.bn.moving_mean().unwrap().to_vec(), moved);
+    let want = bn_inference(&layer.bn, &x);
+    for (a, b) in y.to_vec().iter().zip(&want) {
+        assert!((a - b).abs() < 1e-12, "{y:?} vs {want:?}");
+    }
+    // called on its own again, outside the frozen struct, it trains
+    layer.bn.call(&x, true).unwrap();
+    assert_ne!(layer.bn.moving_mean().unwrap().to_vec(), moved);
+    assert_eq!(layer.class_name(), "Forgetful", "the default class name");
+}
+
+#[test]
+fn weights_are_trainable_then_non_trainable_and_files_keep_a_fixed_order() {
+    use rime_layers::models::{load_weights, save_weights};
+    let build = || {
+        Sequential::<f64>::new()
+            .add(Dense::new(3).named("first"))
+            .add(BatchNormalization::new().named("norm"))
+            .add(Dense::new(1).named("last"))
+            .with_input_shape([2])
+            .unwrap()
+    };
+    let model = build();
+    let names = |vs: Vec<rime_tape::Variable<f64>>| -> Vec<String> {
+        vs.iter().map(|v| v.name().to_string()).collect()
+    };
+    // Keras: trainable weights first, then the non-trainable ones
+    assert_eq!(
+        names(model.weights()),
+        [
+            "first/kernel",
+            "first/bias",
+            "norm/gamma",
+            "norm/beta",
+            "last/kernel",
+            "last/bias",
+            "norm/moving_mean",
+            "norm/moving_variance"
+        ]
+    );
+    model.get_layer("first").unwrap().set_trainable(false);
+    assert_eq!(names(model.weights())[..2], ["norm/gamma", "norm/beta"]);
+    assert_eq!(names(model.weights())[4..6], ["first/kernel", "first/bias"]);
+    // the fixed order: creation order, whatever the flags
+    assert_eq!(
+        names(model.variables())[..3],
+        ["first/kernel", "first/bias", "norm/gamma"]
+    );
+
+    // a file written with a frozen layer loads into a fresh model
+    let path = std::env::temp_dir().join(format!("rime_order_{}.safetensors", std::process::id()));
+    save_weights(&model, &path).unwrap();
+    let fresh = build();
+    load_weights(&fresh, &path).unwrap();
+    std::fs::remove_file(&path).ok();
+    for (a, b) in model.variables().iter().zip(fresh.variables()) {
+        assert_eq!(a.to_vec(), b.to_vec(), "{}", a.name());
+    }
+    // get/set_weights use the Keras order on both sides
+    let values = model.get_weights();
+    fresh.get_layer("first").unwrap().set_trainable(false);
+    fresh.set_weights(&values).unwrap();
+    assert_eq!(fresh.get_weights(), values);
 }

@@ -177,7 +177,7 @@ fn regularizers_reach_losses_and_constraints_hold_after_updates() {
 #[test]
 fn dropout_is_seeded_scaled_and_off_in_inference() {
     let x = Tensor::<f64>::ones([200, 50]).unwrap();
-    let drop = Dropout::<f64>::new(0.3).unwrap().seed(5);
+    let drop = Dropout::<f64>::new(0.3).seed(5);
     assert_eq!(drop.call(&x, false).unwrap().to_vec(), x.to_vec());
     let y = drop.call(&x, true).unwrap().to_vec();
     let kept = y.iter().filter(|&&v| v != 0.0).count();
@@ -185,23 +185,27 @@ fn dropout_is_seeded_scaled_and_off_in_inference() {
     let frac = 1.0 - kept as f64 / y.len() as f64;
     assert!((frac - 0.3).abs() < 0.02, "dropped {frac}");
     // the same seed gives the same masks; the next call another one
-    let again = Dropout::<f64>::new(0.3).unwrap().seed(5);
+    let again = Dropout::<f64>::new(0.3).seed(5);
     assert_eq!(again.call(&x, true).unwrap().to_vec(), y);
     assert_ne!(again.call(&x, true).unwrap().to_vec(), y);
     // noise_shape [None, 1]: one decision per row
     let rows = Dropout::<f64>::new(0.5)
-        .unwrap()
         .seed(1)
         .noise_shape(vec![None, Some(1)]);
     let r = rows.call(&x, true).unwrap();
     for row in r.to_vec().chunks(50) {
         assert!(row.iter().all(|&v| v == row[0]));
     }
-    assert!(Dropout::<f64>::new(1.0).is_err());
-    assert!(Dropout::<f64>::new(-0.1).is_err());
-    let bad = Dropout::<f64>::new(0.5)
-        .unwrap()
-        .noise_shape(vec![Some(3), None]);
+    // constructors do not fail: a bad rate is a typed error naming the
+    // layer at build (first call), and the layer stays unbuilt
+    for rate in [1.0, -0.1] {
+        let bad = Dropout::<f64>::new(rate).named("bad_rate");
+        let err = bad.call(&x, false).unwrap_err().to_string();
+        assert!(err.contains("bad_rate") && err.contains("rate"), "{err}");
+        assert!(!bad.built());
+    }
+    assert!(Dropout::<f64>::from_config(rime_layers::layers::DropoutConfig::new(1.0)).is_err());
+    let bad = Dropout::<f64>::new(0.5).noise_shape(vec![Some(3), None]);
     assert!(bad.call(&x, true).is_err());
 }
 
@@ -212,15 +216,13 @@ fn shape_and_merge_layers() {
         Flatten::<f64>::new().call(&x, false).unwrap().shape(),
         &[2, 6]
     );
-    let r = Reshape::<f64>::new(vec![-1, 3]).unwrap();
+    let r = Reshape::<f64>::new(vec![-1, 3]);
     assert_eq!(r.call(&x, false).unwrap().shape(), &[2, 2, 3]);
-    assert!(
-        Reshape::<f64>::new(vec![5])
-            .unwrap()
-            .call(&x, false)
-            .is_err()
-    );
-    assert!(Reshape::<f64>::new(vec![-1, -1]).is_err());
+    assert!(Reshape::<f64>::new(vec![5]).call(&x, false).is_err());
+    let bad = Reshape::<f64>::new(vec![-1, -1]).named("two_unknowns");
+    let err = bad.call(&x, false).unwrap_err().to_string();
+    assert!(err.contains("two_unknowns") && err.contains("-1"), "{err}");
+    assert!(bad.compute_output_shape(&[x.shape().clone()]).is_err());
 
     let a = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let b = t(&[10.0, 20.0, 30.0, 40.0], &[2, 2]);
@@ -358,7 +360,7 @@ fn add_loss_is_collected_per_call() {
 /// out-of-range ids are errors naming the layer and leaving it unchanged.
 #[test]
 fn embedding_looks_up_integer_ids() {
-    let emb = Embedding::<f64>::new(5, 3).unwrap();
+    let emb = Embedding::<f64>::new(5, 3);
     let ids = Tensor::from_vec(vec![4i64, 0, 4, 2, 1, 4], [2, 3]).unwrap();
     let rows = emb.lookup(&ids).unwrap();
     assert_eq!(rows.dims(), &[2, 3, 3]);

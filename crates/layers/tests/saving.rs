@@ -37,7 +37,7 @@ fn mlp_with_dropout(dropout: bool) -> Sequential<f32> {
         .add(Dense::new(6).activation(Activation::Tanh).named("hidden"))
         .add(BatchNormalization::new());
     let model = if dropout {
-        model.add(Dropout::new(0.3).unwrap().named("drop"))
+        model.add(Dropout::new(0.3).named("drop"))
     } else {
         model
     };
@@ -402,7 +402,7 @@ fn ties_in_a_sequential_survive_the_file_and_the_clone() {
 
     // EmbeddingTranspose refers to its Embedding by name: the rebuilt model
     // is tied again (one table, trained by both uses)
-    let emb = Arc::new(Embedding::<f32>::new(6, 4).unwrap().named("tokens"));
+    let emb = Arc::new(Embedding::<f32>::new(6, 4).named("tokens"));
     let lm = Sequential::new()
         .add(emb.clone())
         .add(EmbeddingTranspose::new(emb).named("logits"))

@@ -110,7 +110,9 @@ impl Drop for UpdatingGuard {
 }
 
 impl Updating {
-    fn enter<T: Element>(id: TensorId, before: Tensor<T>) -> UpdatingGuard {
+    /// Marks `id` as updating on this thread; `before` is the value reads
+    /// see meanwhile (`None`: [`Variable::update_exclusive`], no snapshot).
+    fn enter<T: Element>(id: TensorId, before: Option<Tensor<T>>) -> UpdatingGuard {
         UPDATING.with(|u| u.borrow_mut().push((id, Box::new(before))));
         UpdatingGuard
     }
@@ -119,11 +121,12 @@ impl Updating {
         UPDATING.with(|u| u.borrow().iter().any(|(i, _)| *i == id))
     }
 
-    fn snapshot<T: Element>(id: TensorId) -> Option<Tensor<T>> {
+    /// `None`: not updating; `Some(None)`: updating without a snapshot.
+    fn snapshot<T: Element>(id: TensorId) -> Option<Option<Tensor<T>>> {
         UPDATING.with(|u| {
             let u = u.borrow();
             let (_, t) = u.iter().rev().find(|(i, _)| *i == id)?;
-            t.downcast_ref::<Tensor<T>>().cloned()
+            t.downcast_ref::<Option<Tensor<T>>>().cloned()
         })
     }
 }
@@ -411,7 +414,27 @@ impl<T: Element> Variable<T> {
         let mut slot = write(&self.0.value);
         // the value before the update, for reads from inside `f`; it shares
         // the buffer, so `make_mut` below writes into a copy
-        let _updating = Updating::enter(self.id(), slot.clone());
+        let _updating = Updating::enter(self.id(), Some(slot.clone()));
+        Ok(f(slot.make_mut()))
+    }
+
+    /// [`update`](Variable::update) without the snapshot of the value before
+    /// the update: no copy of the buffer when nothing else holds it (the
+    /// optimizers' path). `f` must not read this variable: such a read
+    /// panics, as a `RefCell` borrowed mutably does.
+    ///
+    /// ```
+    /// use rime_tape::Variable;
+    /// use rime_tensor::Tensor;
+    /// let v = Variable::new("v", Tensor::<f32>::vector(vec![1.0, 2.0]));
+    /// v.update_exclusive(|w| w.iter_mut().for_each(|x| *x *= 3.0))?;
+    /// assert_eq!(v.to_vec(), vec![3.0, 6.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn update_exclusive<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        self.check_not_updating("update_exclusive")?;
+        let mut slot = write(&self.0.value);
+        let _updating = Updating::enter::<T>(self.id(), None);
         Ok(f(slot.make_mut()))
     }
 
@@ -419,10 +442,15 @@ impl<T: Element> Variable<T> {
     /// this variable's own `update` closure on this thread (the lock is held
     /// there), else the stored value.
     fn current(&self) -> Tensor<T> {
-        if let Some(t) = Updating::snapshot::<T>(self.id()) {
-            return t;
+        match Updating::snapshot::<T>(self.id()) {
+            Some(Some(before)) => before,
+            Some(None) => panic!(
+                "variable `{}` read inside its own update_exclusive closure \
+                 (use update, whose closure may read the value before the update)",
+                self.name()
+            ),
+            None => read(&self.0.value).clone(),
         }
-        read(&self.0.value).clone()
     }
 
     /// Whether this thread is running this variable's

@@ -100,6 +100,40 @@ fn assign_add_sub_are_shape_checked() -> R {
 }
 
 #[test]
+fn update_exclusive_writes_in_place_and_update_keeps_a_snapshot() -> R {
+    let v = Variable::new("v", t(&[1.0, 2.0, 3.0], &[3]));
+    let buffer = |v: &Variable<f64>| v.value_untracked().as_slice().as_ptr();
+    let before = buffer(&v);
+    // nothing else holds the buffer: updated where it is
+    v.update_exclusive(|w| w.iter_mut().for_each(|x| *x *= 2.0))?;
+    assert_eq!(v.to_vec(), vec![2.0, 4.0, 6.0]);
+    assert_eq!(buffer(&v), before, "update_exclusive copied the buffer");
+    // a read taken earlier keeps its values (copy-on-write)
+    let read = v.value_untracked();
+    v.update_exclusive(|w| w[0] = 0.0)?;
+    assert_eq!(read.to_vec(), vec![2.0, 4.0, 6.0]);
+    assert_eq!(v.to_vec(), vec![0.0, 4.0, 6.0]);
+    // update: reads inside see the value before the update
+    let seen = v.update(|w| {
+        w[1] = 9.0;
+        v.to_vec()
+    })?;
+    assert_eq!(seen, vec![0.0, 4.0, 6.0]);
+    assert_eq!(v.to_vec(), vec![0.0, 9.0, 6.0]);
+    // nested writes are typed errors in both
+    let err = v.update_exclusive(|_| v.update_exclusive(|_| ()))?;
+    assert!(matches!(err, Err(rime_tape::Error::ReentrantUpdate { .. })));
+    Ok(())
+}
+
+#[test]
+#[should_panic(expected = "read inside its own update_exclusive closure")]
+fn reading_inside_update_exclusive_panics_like_a_refcell() {
+    let v = Variable::new("v", t(&[1.0], &[1]));
+    let _ = v.update_exclusive(|_| v.to_vec());
+}
+
+#[test]
 fn assignment_keeps_earlier_reads_and_detaches_the_value() -> R {
     let v = Variable::new("v", t(&[1.0, 1.0], &[2]));
     let read = v.value();

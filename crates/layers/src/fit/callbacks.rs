@@ -157,6 +157,50 @@ impl Mode {
     }
 }
 
+/// What `EarlyStopping` and `ReduceLROnPlateau` share: the monitored log
+/// entry, which way improves, the smallest change that counts, and the
+/// best value so far.
+struct Monitor {
+    name: String,
+    mode: Mode,
+    min_delta: f64,
+    best: f64,
+}
+
+impl Monitor {
+    fn new(name: String, min_delta: f64) -> Self {
+        Monitor {
+            name,
+            mode: Mode::Auto,
+            min_delta,
+            best: f64::INFINITY,
+        }
+    }
+
+    /// Forgets the best value (training starts).
+    fn reset(&mut self) {
+        self.best = self.mode.resolve(&self.name).worst();
+    }
+
+    /// The monitored value in `logs`, or an error naming `callback`.
+    fn read(&self, callback: &str, logs: &Logs) -> Result<f64> {
+        monitored(callback, &self.name, logs)
+    }
+
+    /// Whether `value` beats `reference` by more than `min_delta`.
+    fn improves_on(&self, value: f64, reference: f64) -> bool {
+        match self.mode.resolve(&self.name) {
+            Mode::Max => value - self.min_delta > reference,
+            _ => value + self.min_delta < reference,
+        }
+    }
+
+    /// Whether `value` beats the best so far.
+    fn improves(&self, value: f64) -> bool {
+        self.improves_on(value, self.best)
+    }
+}
+
 fn monitored(name: &str, monitor: &str, logs: &Logs) -> Result<f64> {
     logs.get(monitor).ok_or_else(|| Error::InvalidArgument {
         what: format!("callback {name}"),
@@ -172,14 +216,11 @@ fn monitored(name: &str, monitor: &str, logs: &Logs) -> Result<f64> {
 /// more than `min_delta`, and optionally puts back the weights of the best
 /// epoch.
 pub struct EarlyStopping<T: Element = f32> {
-    monitor: String,
-    min_delta: f64,
+    monitor: Monitor,
     patience: usize,
-    mode: Mode,
     baseline: Option<f64>,
     restore_best_weights: bool,
     wait: usize,
-    best: f64,
     best_weights: Option<Vec<Tensor<T>>>,
     best_epoch: usize,
     stopped_epoch: Option<usize>,
@@ -189,14 +230,11 @@ impl<T: Element> EarlyStopping<T> {
     /// Monitors `monitor` (e.g. `"val_loss"`), patience 0.
     pub fn new(monitor: impl Into<String>) -> Self {
         EarlyStopping {
-            monitor: monitor.into(),
-            min_delta: 0.0,
+            monitor: Monitor::new(monitor.into(), 0.0),
             patience: 0,
-            mode: Mode::Auto,
             baseline: None,
             restore_best_weights: false,
             wait: 0,
-            best: f64::INFINITY,
             best_weights: None,
             best_epoch: 0,
             stopped_epoch: None,
@@ -211,13 +249,13 @@ impl<T: Element> EarlyStopping<T> {
 
     /// Smallest change that counts as an improvement.
     pub fn min_delta(mut self, min_delta: f64) -> Self {
-        self.min_delta = min_delta.abs();
+        self.monitor.min_delta = min_delta.abs();
         self
     }
 
     /// Lower or higher is better.
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.monitor.mode = mode;
         self
     }
 
@@ -240,14 +278,7 @@ impl<T: Element> EarlyStopping<T> {
 
     /// The best epoch and its monitored value.
     pub fn best(&self) -> (usize, f64) {
-        (self.best_epoch, self.best)
-    }
-
-    fn improves(&self, value: f64, reference: f64) -> bool {
-        match self.mode.resolve(&self.monitor) {
-            Mode::Max => value - self.min_delta > reference,
-            _ => value + self.min_delta < reference,
-        }
+        (self.best_epoch, self.monitor.best)
     }
 }
 
@@ -255,7 +286,7 @@ impl<T: Element> Callback<T> for EarlyStopping<T> {
     fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_, '_, T>) -> Result<()> {
         self.wait = 0;
         self.stopped_epoch = None;
-        self.best = self.mode.resolve(&self.monitor).worst();
+        self.monitor.reset();
         self.best_weights = None;
         self.best_epoch = 0;
         Ok(())
@@ -267,18 +298,21 @@ impl<T: Element> Callback<T> for EarlyStopping<T> {
         logs: &mut Logs,
         ctx: &mut CallbackContext<'_, '_, T>,
     ) -> Result<()> {
-        let current = monitored("EarlyStopping", &self.monitor, logs)?;
+        let current = self.monitor.read("EarlyStopping", logs)?;
         if self.restore_best_weights && self.best_weights.is_none() {
             self.best_weights = Some(ctx.model().get_weights());
         }
         self.wait += 1;
-        if self.improves(current, self.best) {
-            self.best = current;
+        if self.monitor.improves(current) {
+            self.monitor.best = current;
             self.best_epoch = epoch;
             if self.restore_best_weights {
                 self.best_weights = Some(ctx.model().get_weights());
             }
-            if self.baseline.is_none_or(|b| self.improves(current, b)) {
+            if self
+                .baseline
+                .is_none_or(|b| self.monitor.improves_on(current, b))
+            {
                 self.wait = 0;
                 return Ok(());
             }
@@ -418,32 +452,26 @@ impl<T: Element> Callback<T> for LearningRateScheduler {
 /// improved for `patience` epochs (Keras' `ReduceLROnPlateau`: `min_delta`,
 /// `cooldown`, `min_lr`), and logs the rate as `learning_rate`.
 pub struct ReduceLROnPlateau {
-    monitor: String,
+    monitor: Monitor,
     factor: f64,
     patience: usize,
-    mode: Mode,
-    min_delta: f64,
     cooldown: usize,
     min_lr: f64,
     wait: usize,
     cooldown_counter: usize,
-    best: f64,
 }
 
 impl ReduceLROnPlateau {
     /// Keras' defaults: factor 0.1, patience 10, min_delta 1e-4.
     pub fn new(monitor: impl Into<String>) -> Self {
         ReduceLROnPlateau {
-            monitor: monitor.into(),
+            monitor: Monitor::new(monitor.into(), 1e-4),
             factor: 0.1,
             patience: 10,
-            mode: Mode::Auto,
-            min_delta: 1e-4,
             cooldown: 0,
             min_lr: 0.0,
             wait: 0,
             cooldown_counter: 0,
-            best: f64::INFINITY,
         }
     }
 
@@ -461,13 +489,13 @@ impl ReduceLROnPlateau {
 
     /// Lower or higher is better.
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.monitor.mode = mode;
         self
     }
 
     /// Smallest change that counts as an improvement.
     pub fn min_delta(mut self, min_delta: f64) -> Self {
-        self.min_delta = min_delta;
+        self.monitor.min_delta = min_delta;
         self
     }
 
@@ -482,13 +510,6 @@ impl ReduceLROnPlateau {
         self.min_lr = min_lr;
         self
     }
-
-    fn improves(&self, value: f64) -> bool {
-        match self.mode.resolve(&self.monitor) {
-            Mode::Max => value > self.best + self.min_delta,
-            _ => value < self.best - self.min_delta,
-        }
-    }
 }
 
 impl<T: Element> Callback<T> for ReduceLROnPlateau {
@@ -501,7 +522,7 @@ impl<T: Element> Callback<T> for ReduceLROnPlateau {
         }
         self.wait = 0;
         self.cooldown_counter = 0;
-        self.best = self.mode.resolve(&self.monitor).worst();
+        self.monitor.reset();
         Ok(())
     }
 
@@ -512,13 +533,13 @@ impl<T: Element> Callback<T> for ReduceLROnPlateau {
         ctx: &mut CallbackContext<'_, '_, T>,
     ) -> Result<()> {
         logs.insert("learning_rate", ctx.optimizer().current_learning_rate());
-        let current = monitored("ReduceLROnPlateau", &self.monitor, logs)?;
+        let current = self.monitor.read("ReduceLROnPlateau", logs)?;
         if self.cooldown_counter > 0 {
             self.cooldown_counter -= 1;
             self.wait = 0;
         }
-        if self.improves(current) {
-            self.best = current;
+        if self.monitor.improves(current) {
+            self.monitor.best = current;
             self.wait = 0;
         } else if self.cooldown_counter == 0 {
             self.wait += 1;

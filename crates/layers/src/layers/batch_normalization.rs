@@ -11,7 +11,7 @@ use super::common::{constraint, invalid, resolve_axis, single_shape, validate_re
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Layer, LayerBase, Result, Weight, WeightSpec};
 
 /// BatchNormalization's constructor arguments (Keras names and defaults).
 ///
@@ -130,10 +130,10 @@ pub struct BatchNormalization<T: Element = f32> {
     config: BatchNormalizationConfig,
     /// (input rank, resolved axis, features) at build
     built: OnceLock<(usize, usize, usize)>,
-    gamma: OnceLock<Variable<T>>,
-    beta: OnceLock<Variable<T>>,
-    moving_mean: OnceLock<Variable<T>>,
-    moving_variance: OnceLock<Variable<T>>,
+    gamma: Weight<T>,
+    beta: Weight<T>,
+    moving_mean: Weight<T>,
+    moving_variance: Weight<T>,
 }
 
 impl<T: Element> Default for BatchNormalization<T> {
@@ -154,10 +154,10 @@ impl<T: Element> BatchNormalization<T> {
             base: LayerBase::new("BatchNormalization", config.name.clone()),
             config,
             built: OnceLock::new(),
-            gamma: OnceLock::new(),
-            beta: OnceLock::new(),
-            moving_mean: OnceLock::new(),
-            moving_variance: OnceLock::new(),
+            gamma: Weight::new(),
+            beta: Weight::new(),
+            moving_mean: Weight::new(),
+            moving_variance: Weight::new(),
         }
     }
 
@@ -225,22 +225,22 @@ impl<T: Element> BatchNormalization<T> {
     }
 
     /// The scale, once built (None without `scale`).
-    pub fn gamma(&self) -> Option<&Variable<T>> {
+    pub fn gamma(&self) -> Option<Variable<T>> {
         self.gamma.get()
     }
 
     /// The offset, once built (None without `center`).
-    pub fn beta(&self) -> Option<&Variable<T>> {
+    pub fn beta(&self) -> Option<Variable<T>> {
         self.beta.get()
     }
 
     /// The moving mean (non-trainable), once built.
-    pub fn moving_mean(&self) -> Option<&Variable<T>> {
+    pub fn moving_mean(&self) -> Option<Variable<T>> {
         self.moving_mean.get()
     }
 
     /// The moving variance (non-trainable), once built.
-    pub fn moving_variance(&self) -> Option<&Variable<T>> {
+    pub fn moving_variance(&self) -> Option<Variable<T>> {
         self.moving_variance.get()
     }
 
@@ -305,7 +305,7 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
                     .regularizer(c.gamma_regularizer)
                     .constraint(constraint(c.gamma_constraint)),
             )?;
-            let _ = self.gamma.set(gamma);
+            self.gamma.set(gamma);
         }
         if c.center {
             let beta = self.base.add_weight(
@@ -314,7 +314,7 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
                     .regularizer(c.beta_regularizer)
                     .constraint(constraint(c.beta_constraint)),
             )?;
-            let _ = self.beta.set(beta);
+            self.beta.set(beta);
         }
         let stat = |name: &str, init: &Initializer| {
             self.base.add_weight(
@@ -325,8 +325,8 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         };
         let mean = stat("moving_mean", &c.moving_mean_initializer)?;
         let variance = stat("moving_variance", &c.moving_variance_initializer)?;
-        let _ = self.moving_mean.set(mean);
-        let _ = self.moving_variance.set(variance);
+        self.moving_mean.set(mean);
+        self.moving_variance.set(variance);
         let _ = self.built.set((input_shapes[0].rank(), axis, n));
         Ok(())
     }
@@ -357,8 +357,8 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
             (mean, variance)
         } else {
             (
-                crate::current_state(moving_mean).reshape(bshape.clone())?,
-                crate::current_state(moving_variance).reshape(bshape.clone())?,
+                crate::current_state(&moving_mean).reshape(bshape.clone())?,
+                crate::current_state(&moving_variance).reshape(bshape.clone())?,
             )
         };
         // tf.nn.batch_normalization's arithmetic: x · inv + (beta - mean · inv)
@@ -376,7 +376,7 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         let y = x.mul(&inv)?.add(&shift)?;
         if training {
             // last, so a call that fails leaves the statistics as they were
-            self.update_moving([(moving_mean, &mean), (moving_variance, &variance)])?;
+            self.update_moving([(&moving_mean, &mean), (&moving_variance, &variance)])?;
         }
         Ok(vec![y])
     }

@@ -92,80 +92,35 @@ pub(crate) fn invalid(class: &str, msg: impl Into<String>) -> Error {
     }
 }
 
-/// The output shape of Keras' elementwise merge layers (`Add`,
-/// `Multiply`): at least one input, each of rank >= 1, one batch size, and
-/// the non-batch axes aligned on the right and broadcast where one of them
-/// is 1.
-pub(crate) fn merge_output_shape<T: Element>(
-    base: &LayerBase<T>,
-    shapes: &[Shape],
-) -> Result<Shape> {
-    if shapes.is_empty() {
-        return Err(base.bad_input(shapes, "a merge layer needs at least one input"));
+/// A config error found when the layer is built (constructors do not
+/// fail), reworded to name the layer: `layer `pool` (MaxPooling2D)`.
+pub(crate) fn at_build<T: Element>(base: &LayerBase<T>, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { what, msg } => Error::InvalidArgument {
+            what: format!("layer `{}` ({what})", base.name()),
+            msg,
+        },
+        e => e,
     }
-    if shapes.iter().any(|s| s.rank() == 0) {
-        return Err(base.bad_input(shapes, "every input needs a batch axis (rank >= 1)"));
-    }
-    let batch = shapes[0][0];
-    if shapes.iter().any(|s| s[0] != batch) {
-        return Err(base.bad_input(shapes, "inputs have different batch sizes"));
-    }
-    // the non-batch axes, right-aligned
-    let mut out: Vec<usize> = shapes[0][1..].to_vec();
-    for s in &shapes[1..] {
-        let other = &s[1..];
-        let (long, short) = if other.len() > out.len() {
-            (other.to_vec(), out.clone())
-        } else {
-            (out.clone(), other.to_vec())
-        };
-        let offset = long.len() - short.len();
-        let mut merged = long.clone();
-        for (k, &j) in short.iter().enumerate() {
-            let i = long[offset + k];
-            merged[offset + k] = match (i, j) {
-                (1, j) => j,
-                (i, 1) => i,
-                (i, j) if i == j => i,
-                _ => {
-                    return Err(base.bad_input(
-                        shapes,
-                        "inputs have incompatible shapes (non-batch axes must be equal or 1)",
-                    ));
-                }
-            };
-        }
-        out = merged;
-    }
-    let mut dims = vec![batch];
-    dims.extend(out);
-    Ok(Shape::from(dims))
 }
 
-/// Keras' merge: checks the shapes, gives lower-rank inputs size-1 axes
-/// after the batch axis, then folds `op` over the inputs (broadcasting).
-pub(crate) fn merge<T: Element>(
+/// The output shape of a layer that resizes the height and width of one
+/// `[batch, h, w, channels]` input (`UpSampling2D`, `ZeroPadding2D`);
+/// `resize` gives the new `(h, w)`, `None` when it overflows.
+pub(crate) fn resize_hw<T: Element>(
     base: &LayerBase<T>,
-    inputs: &[Tensor<T>],
-    op: impl Fn(&Tensor<T>, &Tensor<T>) -> rime_tensor::Result<Tensor<T>>,
-) -> Result<Tensor<T>> {
-    let shapes = shapes_of(inputs);
-    let out = merge_output_shape(base, &shapes)?;
-    let rank = out.rank();
-    let mut acc: Option<Tensor<T>> = None;
-    for x in inputs {
-        let x = if x.rank() < rank {
-            let mut dims = vec![x.dims()[0]];
-            dims.extend(std::iter::repeat_n(1, rank - x.rank()));
-            dims.extend_from_slice(&x.dims()[1..]);
-            x.reshape(dims)?
-        } else {
-            x.clone()
-        };
-        acc = Some(match acc {
-            None => x,
-            Some(a) => op(&a, &x)?,
-        });
+    input_shapes: &[Shape],
+    what: &str,
+    resize: impl Fn(usize, usize) -> Option<(usize, usize)>,
+) -> Result<Vec<Shape>> {
+    match input_shapes {
+        [s] if s.rank() == 4 => match resize(s[1], s[2]) {
+            Some((h, w)) => Ok(vec![Shape::from([s[0], h, w, s[3]])]),
+            None => Err(base.bad_input(input_shapes, format!("{what} overflows the input size"))),
+        },
+        _ => Err(base.bad_input(
+            input_shapes,
+            "expects one input of rank 4 (batch, h, w, channels)",
+        )),
     }
-    acc.ok_or_else(|| base.bad_input(&shapes, "a merge layer needs at least one input"))
 }

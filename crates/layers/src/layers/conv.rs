@@ -4,20 +4,19 @@
 //! depthwise and transposed variants (`depthwise_conv2d.rs`,
 //! `conv2d_transpose.rs`) reuse it with their own kernel layout.
 
-use std::sync::OnceLock;
-
 use rime_tape::Variable;
 use rime_tensor::ops::conv::{conv_output_size, conv_transpose_output_size};
 use rime_tensor::{Conv1dOptions, Conv2dOptions, Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{constraint, invalid, validate_regularizers};
+use super::common::{at_build, constraint, invalid, validate_regularizers};
+use super::depthwise_conv2d::DepthwiseConv2DConfig;
 use super::flatten::DataFormat;
 use crate::activations::Activation;
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Layer, LayerBase, Result, Weight, WeightSpec};
 
 /// Keras' `padding` argument of convolution and pooling layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,8 +143,8 @@ pub(crate) struct ConvCore<T: Element> {
     pub(crate) base: LayerBase<T>,
     pub(crate) config: ConvConfig,
     pub(crate) kind: ConvKind,
-    kernel: OnceLock<Variable<T>>,
-    bias: OnceLock<Variable<T>>,
+    kernel: Weight<T>,
+    bias: Weight<T>,
 }
 
 /// `v` with one entry per spatial axis: as given, or one number repeated
@@ -220,11 +219,11 @@ impl<T: Element> ConvCore<T> {
         Ok(config)
     }
 
-    pub(crate) fn kernel(&self) -> Option<&Variable<T>> {
+    pub(crate) fn kernel(&self) -> Option<Variable<T>> {
         self.kernel.get()
     }
 
-    pub(crate) fn bias(&self) -> Option<&Variable<T>> {
+    pub(crate) fn bias(&self) -> Option<Variable<T>> {
         self.bias.get()
     }
 
@@ -248,7 +247,7 @@ impl<T: Element> ConvCore<T> {
     }
 
     pub(crate) fn build(&self, shapes: &[Shape]) -> Result<()> {
-        Self::checked(self.kind, self.config.clone())?;
+        Self::checked(self.kind, self.config.clone()).map_err(|e| at_build(&self.base, e))?;
         let c_in = self.channels(shapes)?;
         let c = &self.config;
         if c_in == 0 || !c_in.is_multiple_of(c.groups) {
@@ -272,7 +271,7 @@ impl<T: Element> ConvCore<T> {
                 .regularizer(c.kernel_regularizer)
                 .constraint(constraint(c.kernel_constraint)),
         )?;
-        let _ = self.kernel.set(kernel);
+        self.kernel.set(kernel);
         if c.use_bias {
             let bias = self.base.add_weight(
                 WeightSpec::new("bias", [self.output_channels(c_in)])
@@ -280,7 +279,7 @@ impl<T: Element> ConvCore<T> {
                     .regularizer(c.bias_regularizer)
                     .constraint(constraint(c.bias_constraint)),
             )?;
-            let _ = self.bias.set(bias);
+            self.bias.set(bias);
         }
         Ok(())
     }
@@ -303,7 +302,7 @@ impl<T: Element> ConvCore<T> {
     }
 
     pub(crate) fn output_shape(&self, shapes: &[Shape]) -> Result<Shape> {
-        Self::checked(self.kind, self.config.clone())?;
+        Self::checked(self.kind, self.config.clone()).map_err(|e| at_build(&self.base, e))?;
         let c_in = self.channels(shapes)?;
         let s = &shapes[0];
         let c = &self.config;
@@ -378,22 +377,22 @@ impl<T: Element> ConvCore<T> {
     pub(crate) fn get_config(&self) -> serde_json::Value {
         let mut c = self.config.clone();
         c.name = Some(self.base.name().to_string());
-        serde_json::to_value(c).expect("configs serialize")
+        match self.kind {
+            // Keras' names: `depth_multiplier`, `depthwise_initializer`, ..
+            ConvKind::Depthwise => serde_json::to_value(DepthwiseConv2DConfig::from_conv(&c)),
+            _ => serde_json::to_value(c),
+        }
+        .expect("configs serialize")
     }
 }
 
-/// Builder methods and the `Layer` impl of a layer wrapping a [`ConvCore`].
+/// What every layer wrapping a [`ConvCore`] has: the builders of the
+/// arguments all convolutions share, the weights' getters, the `Layer`
+/// impl, `named`/`with_trainable`. The kernel's builders and `from_config`
+/// differ in name (Keras' `depthwise_*`) and are written per class.
 macro_rules! conv_layer {
-    ($ty:ident, $kind:expr) => {
+    ($ty:ident) => {
         impl<T: Element> $ty<T> {
-            /// From a full config; errors name the layer class and the
-            /// argument at fault.
-            pub fn from_config(config: ConvConfig) -> Result<Self> {
-                Ok($ty {
-                    core: ConvCore::new($kind, config)?,
-                })
-            }
-
             /// Applies a config change; an invalid result is kept as given
             /// and reported when the layer is built.
             fn with(mut self, f: impl FnOnce(&mut ConvConfig)) -> Self {
@@ -401,14 +400,6 @@ macro_rules! conv_layer {
                 f(&mut config);
                 self.core.config =
                     ConvCore::<T>::checked(self.core.kind, config.clone()).unwrap_or(config);
-                self
-            }
-
-            /// Names the layer (Keras' `name=`).
-            pub fn named(mut self, name: impl Into<String>) -> Self {
-                let name = name.into();
-                self.core.base.rename(name.clone());
-                self.core.config.name = Some(name);
                 self
             }
             /// Sets the strides (one entry per spatial axis, or one for all).
@@ -433,17 +424,9 @@ macro_rules! conv_layer {
             pub fn use_bias(self, b: bool) -> Self {
                 self.with(|c| c.use_bias = b)
             }
-            /// Sets the kernel initializer.
-            pub fn kernel_initializer(self, i: Initializer) -> Self {
-                self.with(|c| c.kernel_initializer = i)
-            }
             /// Sets the bias initializer.
             pub fn bias_initializer(self, i: Initializer) -> Self {
                 self.with(|c| c.bias_initializer = i)
-            }
-            /// Sets the kernel regularizer.
-            pub fn kernel_regularizer(self, r: Regularizer) -> Self {
-                self.with(|c| c.kernel_regularizer = Some(r))
             }
             /// Sets the bias regularizer.
             pub fn bias_regularizer(self, r: Regularizer) -> Self {
@@ -453,24 +436,16 @@ macro_rules! conv_layer {
             pub fn activity_regularizer(self, r: Regularizer) -> Self {
                 self.with(|c| c.activity_regularizer = Some(r))
             }
-            /// Sets the kernel constraint.
-            pub fn kernel_constraint(self, k: WeightConstraint) -> Self {
-                self.with(|c| c.kernel_constraint = Some(k))
-            }
             /// Sets the bias constraint.
             pub fn bias_constraint(self, k: WeightConstraint) -> Self {
                 self.with(|c| c.bias_constraint = Some(k))
             }
-            /// The config.
-            pub fn config(&self) -> &ConvConfig {
-                &self.core.config
-            }
             /// The kernel, once built.
-            pub fn kernel(&self) -> Option<&Variable<T>> {
+            pub fn kernel(&self) -> Option<Variable<T>> {
                 self.core.kernel()
             }
             /// The bias, once built (None without `use_bias`).
-            pub fn bias(&self) -> Option<&Variable<T>> {
+            pub fn bias(&self) -> Option<Variable<T>> {
                 self.core.bias()
             }
         }
@@ -495,9 +470,45 @@ macro_rules! conv_layer {
                 self.core.get_config()
             }
         }
+
+        layer_builders!($ty, core.base);
+    };
+}
+
+/// [`conv_layer!`] plus the `ConvConfig` parts: `from_config`, `config`
+/// and the `kernel_*` builders (Conv1D, Conv2D, Conv2DTranspose).
+macro_rules! plain_conv_layer {
+    ($ty:ident, $kind:expr) => {
+        impl<T: Element> $ty<T> {
+            /// From a full config; errors name the layer class and the
+            /// argument at fault.
+            pub fn from_config(config: ConvConfig) -> Result<Self> {
+                Ok($ty {
+                    core: ConvCore::new($kind, config)?,
+                })
+            }
+            /// Sets the kernel initializer.
+            pub fn kernel_initializer(self, i: Initializer) -> Self {
+                self.with(|c| c.kernel_initializer = i)
+            }
+            /// Sets the kernel regularizer.
+            pub fn kernel_regularizer(self, r: Regularizer) -> Self {
+                self.with(|c| c.kernel_regularizer = Some(r))
+            }
+            /// Sets the kernel constraint.
+            pub fn kernel_constraint(self, k: WeightConstraint) -> Self {
+                self.with(|c| c.kernel_constraint = Some(k))
+            }
+            /// The config.
+            pub fn config(&self) -> &ConvConfig {
+                &self.core.config
+            }
+        }
+        $crate::layers::conv::conv_layer!($ty);
     };
 }
 pub(crate) use conv_layer;
+pub(crate) use plain_conv_layer;
 
 /// Keras' Conv1D: `activation(conv1d(x, kernel) + bias)` over `[batch,
 /// steps, channels]`, kernel `[k, c_in / groups, filters]`.
@@ -525,13 +536,12 @@ impl<T: Element> Conv1D<T> {
             dilation_rate: vec![1],
             ..ConvConfig::default()
         };
-        let config = ConvCore::<T>::checked(ConvKind::Conv1D, config.clone()).unwrap_or(config);
         Conv1D {
-            core: ConvCore::unchecked(ConvKind::Conv1D, config),
+            core: ConvCore::lenient(ConvKind::Conv1D, config),
         }
     }
 }
-conv_layer!(Conv1D, ConvKind::Conv1D);
+plain_conv_layer!(Conv1D, ConvKind::Conv1D);
 
 /// Keras' Conv2D: `activation(conv2d(x, kernel) + bias)` over `[batch,
 /// height, width, channels]`, kernel `[kh, kw, c_in / groups, filters]`.
@@ -558,9 +568,8 @@ impl<T: Element> Conv2D<T> {
             kernel_size: kernel_size.to_vec(),
             ..ConvConfig::default()
         };
-        let config = ConvCore::<T>::checked(ConvKind::Conv2D, config.clone()).unwrap_or(config);
         Conv2D {
-            core: ConvCore::unchecked(ConvKind::Conv2D, config),
+            core: ConvCore::lenient(ConvKind::Conv2D, config),
         }
     }
 
@@ -569,17 +578,24 @@ impl<T: Element> Conv2D<T> {
         self.with(|c| c.groups = groups)
     }
 }
-conv_layer!(Conv2D, ConvKind::Conv2D);
+plain_conv_layer!(Conv2D, ConvKind::Conv2D);
 
 impl<T: Element> ConvCore<T> {
+    /// A core for `config` from a builder: normalized if valid, else kept
+    /// as given and reported when the layer is built.
+    pub(crate) fn lenient(kind: ConvKind, config: ConvConfig) -> Self {
+        let config = Self::checked(kind, config.clone()).unwrap_or(config);
+        Self::unchecked(kind, config)
+    }
+
     /// A core whose config failed validation: its build reports why.
     pub(crate) fn unchecked(kind: ConvKind, config: ConvConfig) -> Self {
         ConvCore {
             base: LayerBase::new(kind.class(), config.name.clone()),
             config,
             kind,
-            kernel: OnceLock::new(),
-            bias: OnceLock::new(),
+            kernel: Weight::new(),
+            bias: Weight::new(),
         }
     }
 }

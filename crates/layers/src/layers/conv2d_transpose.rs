@@ -4,7 +4,7 @@
 use rime_tape::Variable;
 use rime_tensor::{Element, Shape, Tensor};
 
-use super::conv::{ConvConfig, ConvCore, ConvKind, Padding, conv_layer};
+use super::conv::{ConvConfig, ConvCore, ConvKind, Padding, plain_conv_layer};
 use crate::activations::Activation;
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
@@ -36,10 +36,9 @@ impl<T: Element> Conv2DTranspose<T> {
             kernel_size: kernel_size.to_vec(),
             ..ConvConfig::default()
         };
-        let config = ConvCore::<T>::checked(ConvKind::Transpose, config.clone()).unwrap_or(config);
         Conv2DTranspose {
-            core: ConvCore::unchecked(ConvKind::Transpose, config),
+            core: ConvCore::lenient(ConvKind::Transpose, config),
         }
     }
 }
-conv_layer!(Conv2DTranspose, ConvKind::Transpose);
+plain_conv_layer!(Conv2DTranspose, ConvKind::Transpose);

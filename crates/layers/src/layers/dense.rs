@@ -1,16 +1,15 @@
 //! `Dense`: `activation(x · kernel + bias)` over the last axis.
 
-use std::sync::{Arc, OnceLock};
-
-use rime_tape::{Constraint, Variable};
+use rime_tape::Variable;
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::common::{check_size, constraint};
 use crate::activations::Activation;
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Layer, LayerBase, Result, Weight, WeightSpec};
 
 /// Dense's constructor arguments (Keras names and defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,8 +72,8 @@ impl Default for DenseConfig {
 pub struct Dense<T: Element = f32> {
     base: LayerBase<T>,
     config: DenseConfig,
-    kernel: OnceLock<Variable<T>>,
-    bias: OnceLock<Variable<T>>,
+    kernel: Weight<T>,
+    bias: Weight<T>,
 }
 
 impl<T: Element> Dense<T> {
@@ -88,27 +87,14 @@ impl<T: Element> Dense<T> {
         Dense {
             base: LayerBase::new("Dense", None),
             config,
-            kernel: OnceLock::new(),
-            bias: OnceLock::new(),
+            kernel: Weight::new(),
+            bias: Weight::new(),
         }
-    }
-
-    /// Names the layer (Keras' `name=`); otherwise it is `dense`, `dense_1`, ...
-    ///
-    /// ```
-    /// use rime_layers::{Dense, Layer};
-    /// assert_eq!(Dense::<f32>::new(3).named("head").name(), "head");
-    /// ```
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        let name = name.into();
-        self.base.rename(name.clone());
-        self.config.name = Some(name);
-        self
     }
 
     /// From a full config; errors if `units` is 0 or a regularizer is invalid.
     pub fn from_config(config: DenseConfig) -> Result<Self> {
-        super::common::check_size("Dense", "units", config.units)?;
+        check_size("Dense", "units", config.units)?;
         for r in [
             &config.kernel_regularizer,
             &config.bias_regularizer,
@@ -122,8 +108,8 @@ impl<T: Element> Dense<T> {
         Ok(Dense {
             base: LayerBase::new("Dense", config.name.clone()),
             config,
-            kernel: OnceLock::new(),
-            bias: OnceLock::new(),
+            kernel: Weight::new(),
+            bias: Weight::new(),
         })
     }
 
@@ -185,18 +171,14 @@ impl<T: Element> Dense<T> {
     }
 
     /// The kernel, once built.
-    pub fn kernel(&self) -> Option<&Variable<T>> {
+    pub fn kernel(&self) -> Option<Variable<T>> {
         self.kernel.get()
     }
 
     /// The bias, once built (None without `use_bias`).
-    pub fn bias(&self) -> Option<&Variable<T>> {
+    pub fn bias(&self) -> Option<Variable<T>> {
         self.bias.get()
     }
-}
-
-fn constraint<T: Element>(c: Option<WeightConstraint>) -> Option<Arc<dyn Constraint<T>>> {
-    c.map(|c| Arc::new(c) as Arc<dyn Constraint<T>>)
 }
 
 impl<T: Element> Layer<T> for Dense<T> {
@@ -219,14 +201,7 @@ impl<T: Element> Layer<T> for Dense<T> {
                 ),
             ));
         }
-        let input_dim = match input_shapes {
-            [s] if s.rank() >= 1 => s[s.rank() - 1],
-            _ => {
-                return Err(self
-                    .base
-                    .bad_input(input_shapes, "expects one input of rank >= 1"));
-            }
-        };
+        let input_dim = self.base.last_dim(input_shapes)?;
         let c = &self.config;
         let kernel = self.base.add_weight(
             WeightSpec::new("kernel", [input_dim, c.units])
@@ -234,7 +209,7 @@ impl<T: Element> Layer<T> for Dense<T> {
                 .regularizer(c.kernel_regularizer)
                 .constraint(constraint(c.kernel_constraint)),
         )?;
-        let _ = self.kernel.set(kernel);
+        self.kernel.set(kernel);
         if c.use_bias {
             let bias = self.base.add_weight(
                 WeightSpec::new("bias", [c.units])
@@ -242,7 +217,7 @@ impl<T: Element> Layer<T> for Dense<T> {
                     .regularizer(c.bias_regularizer)
                     .constraint(constraint(c.bias_constraint)),
             )?;
-            let _ = self.bias.set(bias);
+            self.bias.set(bias);
         }
         Ok(())
     }
@@ -290,4 +265,4 @@ impl<T: Element> Layer<T> for Dense<T> {
     }
 }
 
-layer_builders!(Dense, with_trainable_only);
+layer_builders!(Dense);

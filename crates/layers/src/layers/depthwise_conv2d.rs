@@ -5,7 +5,7 @@ use rime_tape::Variable;
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::{ConvConfig, ConvCore, ConvKind, Padding};
+use super::conv::{ConvConfig, ConvCore, ConvKind, Padding, conv_layer};
 use super::flatten::DataFormat;
 use crate::activations::Activation;
 use crate::constraints::WeightConstraint;
@@ -98,7 +98,7 @@ impl DepthwiseConv2DConfig {
         }
     }
 
-    fn from_conv(c: &ConvConfig) -> Self {
+    pub(crate) fn from_conv(c: &ConvConfig) -> Self {
         DepthwiseConv2DConfig {
             name: c.name.clone(),
             kernel_size: c.kernel_size.clone(),
@@ -145,9 +145,8 @@ impl<T: Element> DepthwiseConv2D<T> {
             ..DepthwiseConv2DConfig::default()
         }
         .to_conv();
-        let config = ConvCore::<T>::checked(ConvKind::Depthwise, config.clone()).unwrap_or(config);
         DepthwiseConv2D {
-            core: ConvCore::unchecked(ConvKind::Depthwise, config),
+            core: ConvCore::lenient(ConvKind::Depthwise, config),
         }
     }
 
@@ -158,54 +157,13 @@ impl<T: Element> DepthwiseConv2D<T> {
         })
     }
 
-    fn with(mut self, f: impl FnOnce(&mut ConvConfig)) -> Self {
-        let mut config = self.core.config.clone();
-        f(&mut config);
-        self.core.config =
-            ConvCore::<T>::checked(ConvKind::Depthwise, config.clone()).unwrap_or(config);
-        self
-    }
-
-    /// Names the layer.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        let name = name.into();
-        self.core.base.rename(name.clone());
-        self.core.config.name = Some(name);
-        self
-    }
     /// Sets the filters per input channel.
     pub fn depth_multiplier(self, m: usize) -> Self {
         self.with(|c| c.filters = m)
     }
-    /// Sets the strides.
-    pub fn strides(self, s: &[usize]) -> Self {
-        let s = s.to_vec();
-        self.with(|c| c.strides = s)
-    }
-    /// Sets the padding.
-    pub fn padding(self, p: Padding) -> Self {
-        self.with(|c| c.padding = p)
-    }
-    /// Sets the dilation rate.
-    pub fn dilation_rate(self, d: &[usize]) -> Self {
-        let d = d.to_vec();
-        self.with(|c| c.dilation_rate = d)
-    }
-    /// Sets the activation.
-    pub fn activation(self, a: Activation) -> Self {
-        self.with(|c| c.activation = a)
-    }
-    /// Whether to add a bias.
-    pub fn use_bias(self, b: bool) -> Self {
-        self.with(|c| c.use_bias = b)
-    }
     /// Sets the kernel initializer.
     pub fn depthwise_initializer(self, i: Initializer) -> Self {
         self.with(|c| c.kernel_initializer = i)
-    }
-    /// Sets the bias initializer.
-    pub fn bias_initializer(self, i: Initializer) -> Self {
-        self.with(|c| c.bias_initializer = i)
     }
     /// Sets the kernel regularizer.
     pub fn depthwise_regularizer(self, r: Regularizer) -> Self {
@@ -219,37 +177,6 @@ impl<T: Element> DepthwiseConv2D<T> {
     pub fn config(&self) -> DepthwiseConv2DConfig {
         DepthwiseConv2DConfig::from_conv(&self.core.config)
     }
-    /// The kernel, once built.
-    pub fn kernel(&self) -> Option<&Variable<T>> {
-        self.core.kernel()
-    }
-    /// The bias, once built.
-    pub fn bias(&self) -> Option<&Variable<T>> {
-        self.core.bias()
-    }
 }
 
-impl<T: Element> Layer<T> for DepthwiseConv2D<T> {
-    fn base(&self) -> &LayerBase<T> {
-        &self.core.base
-    }
-    fn class_name(&self) -> &'static str {
-        "DepthwiseConv2D"
-    }
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
-        self.core.build(input_shapes)
-    }
-    fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        Ok(vec![self.core.call(inputs)?])
-    }
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
-        Ok(vec![self.core.output_shape(input_shapes)?])
-    }
-    fn get_config(&self) -> serde_json::Value {
-        let mut c = self.config();
-        c.name = Some(self.core.base.name().to_string());
-        serde_json::to_value(c).expect("configs serialize")
-    }
-}
-
-layer_builders!(DepthwiseConv2D, with_trainable_only);
+conv_layer!(DepthwiseConv2D);

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use rime_tensor::{Element, Rng, Shape, Tensor, seeded_rng};
 use serde::{Deserialize, Serialize};
 
-use super::common::{invalid, single_shape};
+use super::common::{at_build, invalid, single_shape};
 use crate::initializers::next_seed;
 use crate::{CallContext, Layer, LayerBase, Result};
 
@@ -59,13 +59,13 @@ impl DropoutConfig {
 /// ```
 /// use rime_layers::{Dropout, Layer};
 /// use rime_tensor::Tensor;
-/// let drop = Dropout::<f32>::new(0.5)?.seed(7);
+/// let drop = Dropout::<f32>::new(0.5).seed(7);
 /// let x = Tensor::ones([4, 100])?;
 /// assert_eq!(drop.call(&x, false)?, x); // inference: identity
 /// let y = drop.call(&x, true)?;
 /// assert!(y.as_slice().iter().all(|&v| v == 0.0 || v == 2.0));
 /// assert_ne!(drop.call(&x, true)?, y); // a new mask
-/// assert!(Dropout::<f32>::new(1.0).is_err());
+/// assert!(Dropout::<f32>::new(1.0).call(&x, true).is_err()); // rate must be < 1
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Dropout<T: Element = f32> {
@@ -75,14 +75,28 @@ pub struct Dropout<T: Element = f32> {
 }
 
 impl<T: Element> Dropout<T> {
-    /// Drops `rate` of the inputs in training; errors unless `0 <= rate < 1`.
-    pub fn new(rate: f64) -> Result<Self> {
-        Self::from_config(DropoutConfig::new(rate))
+    /// Drops `rate` of the inputs in training (a rate outside `[0, 1)` is
+    /// reported when the layer is built).
+    pub fn new(rate: f64) -> Self {
+        Self::unchecked(DropoutConfig::new(rate))
     }
 
     /// From a full config; errors unless `0 <= rate < 1` or if a noise
     /// shape entry is 0.
     pub fn from_config(config: DropoutConfig) -> Result<Self> {
+        Self::validate(&config)?;
+        Ok(Self::unchecked(config))
+    }
+
+    fn unchecked(config: DropoutConfig) -> Self {
+        Dropout {
+            base: LayerBase::new("Dropout", config.name.clone()),
+            rng: Mutex::new(seeded_rng(config.seed.unwrap_or_else(next_seed))),
+            config,
+        }
+    }
+
+    fn validate(config: &DropoutConfig) -> Result<()> {
         if !(0.0..1.0).contains(&config.rate) {
             return Err(invalid(
                 "Dropout",
@@ -97,13 +111,7 @@ impl<T: Element> Dropout<T> {
                 format!("noise_shape entries must be > 0 or None, got {ns:?}"),
             ));
         }
-        let base = LayerBase::new("Dropout", config.name.clone());
-        base.mark_built();
-        Ok(Dropout {
-            base,
-            rng: Mutex::new(seeded_rng(config.seed.unwrap_or_else(next_seed))),
-            config,
-        })
+        Ok(())
     }
 
     /// Restarts the mask stream from `seed` (and records it in the config).
@@ -159,6 +167,10 @@ impl<T: Element> Layer<T> for Dropout<T> {
         "Dropout"
     }
 
+    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+        Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
+    }
+
     fn random_stream(&self) -> Option<&Mutex<Rng>> {
         Some(&self.rng)
     }
@@ -185,6 +197,7 @@ impl<T: Element> Layer<T> for Dropout<T> {
     }
 
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        self.build(input_shapes)?;
         let s = single_shape(&self.base, input_shapes, 0)?;
         self.mask_shape(s)?;
         Ok(vec![s.clone()])

@@ -6,7 +6,7 @@ use rime_tape::Variable;
 use rime_tensor::{Element, IntElement, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{check_size, constraint, single_shape, validate_regularizers};
+use super::common::{at_build, check_size, constraint, single_shape, validate_regularizers};
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
@@ -70,7 +70,7 @@ impl EmbeddingConfig {
 /// ```
 /// use rime_layers::{Embedding, Layer};
 /// use rime_tensor::Tensor;
-/// let emb = Embedding::<f32>::new(10, 4)?;
+/// let emb = Embedding::<f32>::new(10, 4);
 /// let ids = Tensor::from_vec(vec![1.0, 2.0, 9.0, 0.0, 0.0, 3.0], [2, 3])?;
 /// let y = emb.call(&ids, false)?;
 /// assert_eq!(y.shape(), &[2, 3, 4]);
@@ -89,16 +89,25 @@ pub struct Embedding<T: Element = f32> {
 }
 
 impl<T: Element> Embedding<T> {
-    /// A table of `input_dim` rows of length `output_dim`; errors if either is 0.
-    pub fn new(input_dim: usize, output_dim: usize) -> Result<Self> {
-        Self::from_config(EmbeddingConfig::new(input_dim, output_dim))
+    /// A table of `input_dim` rows of length `output_dim` (a size of 0 is
+    /// reported when the layer is built).
+    pub fn new(input_dim: usize, output_dim: usize) -> Self {
+        Embedding {
+            base: LayerBase::new("Embedding", None),
+            config: EmbeddingConfig::new(input_dim, output_dim),
+            embeddings: OnceLock::new(),
+        }
+    }
+
+    fn validate(config: &EmbeddingConfig) -> Result<()> {
+        check_size("Embedding", "input_dim", config.input_dim)?;
+        check_size("Embedding", "output_dim", config.output_dim)?;
+        validate_regularizers([&config.embeddings_regularizer])
     }
 
     /// From a full config; errors if a size is 0 or the regularizer is invalid.
     pub fn from_config(config: EmbeddingConfig) -> Result<Self> {
-        check_size("Embedding", "input_dim", config.input_dim)?;
-        check_size("Embedding", "output_dim", config.output_dim)?;
-        validate_regularizers([&config.embeddings_regularizer])?;
+        Self::validate(&config)?;
         Ok(Embedding {
             base: LayerBase::new("Embedding", config.name.clone()),
             config,
@@ -148,7 +157,7 @@ impl<T: Element> Embedding<T> {
     /// ```
     /// use rime_layers::{Embedding, Error};
     /// use rime_tensor::Tensor;
-    /// let emb = Embedding::<f32>::new(5, 2)?;
+    /// let emb = Embedding::<f32>::new(5, 2);
     /// let ids = Tensor::from_vec(vec![4i32, 0, 4], [3])?;
     /// let rows = emb.lookup(&ids)?;
     /// assert_eq!(rows.shape(), &[3, 2]);
@@ -213,6 +222,7 @@ impl<T: Element> Layer<T> for Embedding<T> {
     }
 
     fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+        Self::validate(&self.config).map_err(|e| at_build(&self.base, e))?;
         let c = &self.config;
         let table = self.base.add_weight(
             WeightSpec::new("embeddings", [c.input_dim, c.output_dim])

@@ -32,7 +32,7 @@ fn zeros() -> Initializer {
 ///
 /// ```
 /// use rime_layers::{config::LayerConfig, Embedding, EmbeddingTransposeConfig};
-/// let emb = Embedding::<f32>::new(100, 8)?;
+/// let emb = Embedding::<f32>::new(100, 8);
 /// let c = EmbeddingTransposeConfig::new(LayerConfig::of(&emb));
 /// assert!(!c.use_bias);
 /// assert_eq!(c.embedding.config["input_dim"], 100);
@@ -94,7 +94,7 @@ impl EmbeddingTransposeConfig {
 /// use rime_layers::{Embedding, EmbeddingTranspose, Layer};
 /// use rime_tape::GradientTape;
 /// use rime_tensor::Tensor;
-/// let emb = Arc::new(Embedding::<f32>::new(10, 4)?);
+/// let emb = Arc::new(Embedding::<f32>::new(10, 4));
 /// let logits = EmbeddingTranspose::new(emb.clone());
 /// let ids = Tensor::vector(vec![3.0, 7.0]);
 /// let tape = GradientTape::new();

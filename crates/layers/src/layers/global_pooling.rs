@@ -60,6 +60,8 @@ macro_rules! global_pooling_layer {
             }
         }
 
+        layer_builders!($ty);
+
         impl<T: Element> Layer<T> for $ty<T> {
             fn base(&self) -> &LayerBase<T> {
                 &self.base

@@ -1,13 +1,12 @@
 //! `Lambda`: a layer from a Rust closure.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rime_tensor::{DType, Element, Tensor};
+use rime_tensor::{Element, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Registry;
 use crate::layer::LayerRef;
 use crate::{CallContext, Error, Layer, LayerBase, Result};
 
@@ -32,17 +31,11 @@ pub struct LambdaConfig {
     pub function: Option<String>,
 }
 
-/// Registered closures by (key, dtype); each value is an `Arc<LambdaFn<T>>`.
-type Registry = HashMap<(String, DType), Box<dyn Any + Send>>;
-
-static FUNCTIONS: Mutex<Option<Registry>> = Mutex::new(None);
+/// Registered closures by (key, dtype), each an `Arc<LambdaFn<T>>`.
+static FUNCTIONS: Registry = Registry::new();
 
 fn registered<T: Element>(function: &str) -> Option<Arc<LambdaFn<T>>> {
-    let reg = FUNCTIONS.lock().unwrap_or_else(|p| p.into_inner());
-    reg.as_ref()?
-        .get(&(function.to_string(), T::DTYPE))?
-        .downcast_ref::<Arc<LambdaFn<T>>>()
-        .cloned()
+    FUNCTIONS.get::<T, Arc<LambdaFn<T>>>(function)
 }
 
 /// Keras' Lambda layer: a closure over the inputs, without weights. Ops in
@@ -108,10 +101,7 @@ impl<T: Element> Lambda<T> {
         function: &str,
         f: impl Fn(&[Tensor<T>]) -> Result<Vec<Tensor<T>>> + Send + Sync + 'static,
     ) {
-        let f: Arc<LambdaFn<T>> = Arc::new(f);
-        let mut reg = FUNCTIONS.lock().unwrap_or_else(|p| p.into_inner());
-        reg.get_or_insert_with(HashMap::new)
-            .insert((function.to_string(), T::DTYPE), Box::new(f));
+        FUNCTIONS.insert::<T, Arc<LambdaFn<T>>>(function, Arc::new(f));
     }
 
     /// A layer (automatically named) running the closure registered under

@@ -10,7 +10,7 @@ use super::common::{constraint, invalid, resolve_axis, single_shape, validate_re
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Layer, LayerBase, Result, Weight, WeightSpec};
 
 /// Keras' `axis` argument: an integer or a list of integers.
 fn int_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<isize>, D::Error> {
@@ -123,8 +123,8 @@ pub struct LayerNormalization<T: Element = f32> {
     config: LayerNormalizationConfig,
     /// (input rank, resolved sorted axes, their sizes) at build
     built: OnceLock<(usize, Vec<usize>, Vec<usize>)>,
-    gamma: OnceLock<Variable<T>>,
-    beta: OnceLock<Variable<T>>,
+    gamma: Weight<T>,
+    beta: Weight<T>,
 }
 
 impl<T: Element> Default for LayerNormalization<T> {
@@ -144,8 +144,8 @@ impl<T: Element> LayerNormalization<T> {
             base: LayerBase::new("LayerNormalization", config.name.clone()),
             config,
             built: OnceLock::new(),
-            gamma: OnceLock::new(),
-            beta: OnceLock::new(),
+            gamma: Weight::new(),
+            beta: Weight::new(),
         }
     }
 
@@ -193,12 +193,12 @@ impl<T: Element> LayerNormalization<T> {
     }
 
     /// The scale, once built (None without `scale`).
-    pub fn gamma(&self) -> Option<&Variable<T>> {
+    pub fn gamma(&self) -> Option<Variable<T>> {
         self.gamma.get()
     }
 
     /// The offset, once built (None without `center`).
-    pub fn beta(&self) -> Option<&Variable<T>> {
+    pub fn beta(&self) -> Option<Variable<T>> {
         self.beta.get()
     }
 
@@ -255,7 +255,7 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
                     .regularizer(c.gamma_regularizer)
                     .constraint(constraint(c.gamma_constraint)),
             )?;
-            let _ = self.gamma.set(gamma);
+            self.gamma.set(gamma);
         }
         if c.center {
             let beta = self.base.add_weight(
@@ -264,7 +264,7 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
                     .regularizer(c.beta_regularizer)
                     .constraint(constraint(c.beta_constraint)),
             )?;
-            let _ = self.beta.set(beta);
+            self.beta.set(beta);
         }
         let _ = self.built.set((s.rank(), axes, sizes));
         Ok(())

@@ -4,7 +4,7 @@ use rime_tensor::ops::conv::conv_output_size;
 use rime_tensor::{Element, Pool2dOptions, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::invalid;
+use super::common::{at_build, invalid};
 use super::conv::Padding;
 use super::flatten::DataFormat;
 use crate::{CallContext, Layer, LayerBase, Result};
@@ -54,12 +54,21 @@ struct PoolCore<T: Element> {
 }
 
 impl<T: Element> PoolCore<T> {
-    fn new(
-        class: &'static str,
-        reduce: Reduce,
-        spatial: usize,
-        config: PoolingConfig,
-    ) -> Result<Self> {
+    /// A core for `config`; an invalid config is kept as given and
+    /// reported when the layer is built (constructors do not fail).
+    fn new(class: &'static str, reduce: Reduce, spatial: usize, config: PoolingConfig) -> Self {
+        let config = Self::checked(class, spatial, config.clone()).unwrap_or(config);
+        PoolCore {
+            base: LayerBase::new(class, config.name.clone()),
+            config,
+            class,
+            reduce,
+            spatial,
+        }
+    }
+
+    /// The config validated, with one-entry tuples repeated per axis.
+    fn checked(class: &str, spatial: usize, config: PoolingConfig) -> Result<PoolingConfig> {
         let n = spatial;
         let fix = |v: &[usize]| match v {
             v if v.len() == n => Some(v.to_vec()),
@@ -87,20 +96,18 @@ impl<T: Element> PoolCore<T> {
                 "only data_format = channels_last is supported",
             ));
         }
-        let config = PoolingConfig {
+        Ok(PoolingConfig {
             pool_size: pool,
             strides,
             ..config
-        };
-        let base = LayerBase::new(class, config.name.clone());
-        base.mark_built();
-        Ok(PoolCore {
-            base,
-            config,
-            class,
-            reduce,
-            spatial,
         })
+    }
+
+    /// The error of an invalid config, naming the layer.
+    fn check(&self) -> Result<()> {
+        Self::checked(self.class, self.spatial, self.config.clone())
+            .map(|_| ())
+            .map_err(|e| at_build(&self.base, e))
     }
 
     fn options(&self) -> Pool2dOptions {
@@ -120,6 +127,7 @@ impl<T: Element> PoolCore<T> {
     }
 
     fn output_shape(&self, shapes: &[Shape]) -> Result<Shape> {
+        self.check()?;
         let rank = self.spatial + 2;
         let s = match shapes {
             [s] if s.rank() == rank => s,
@@ -174,36 +182,47 @@ macro_rules! pooling_layer {
 
         impl<T: Element> $ty<T> {
             /// Windows of `pool_size` (one entry per spatial axis, or one
-            /// for all), strides equal to it, `valid` padding.
-            pub fn new(pool_size: &[usize]) -> Result<Self> {
-                Self::from_config(PoolingConfig {
-                    pool_size: pool_size.to_vec(),
-                    ..PoolingConfig::default()
-                })
+            /// for all), strides equal to it, `valid` padding. Invalid
+            /// arguments are reported when the layer is built.
+            pub fn new(pool_size: &[usize]) -> Self {
+                $ty {
+                    core: PoolCore::new(
+                        stringify!($ty),
+                        $reduce,
+                        $spatial,
+                        PoolingConfig {
+                            pool_size: pool_size.to_vec(),
+                            ..PoolingConfig::default()
+                        },
+                    ),
+                }
             }
 
-            /// From a full config.
+            /// From a full config; errors name the argument at fault.
             pub fn from_config(config: PoolingConfig) -> Result<Self> {
+                let config = PoolCore::<T>::checked(stringify!($ty), $spatial, config)?;
                 Ok($ty {
-                    core: PoolCore::new(stringify!($ty), $reduce, $spatial, config)?,
+                    core: PoolCore::new(stringify!($ty), $reduce, $spatial, config),
                 })
             }
 
-            fn with(self, f: impl FnOnce(&mut PoolingConfig)) -> Result<Self> {
+            fn with(mut self, f: impl FnOnce(&mut PoolingConfig)) -> Self {
                 let mut config = self.core.config.clone();
-                config.name = Some(self.core.base.name().to_string());
                 f(&mut config);
-                Self::from_config(config)
+                self.core.config =
+                    PoolCore::<T>::checked(self.core.class, $spatial, config.clone())
+                        .unwrap_or(config);
+                self
             }
 
             /// Sets the strides.
-            pub fn strides(self, s: &[usize]) -> Result<Self> {
+            pub fn strides(self, s: &[usize]) -> Self {
                 let s = s.to_vec();
                 self.with(|c| c.strides = Some(s))
             }
 
             /// Sets the padding.
-            pub fn padding(self, p: Padding) -> Result<Self> {
+            pub fn padding(self, p: Padding) -> Self {
                 self.with(|c| c.padding = p)
             }
 
@@ -220,6 +239,9 @@ macro_rules! pooling_layer {
             fn class_name(&self) -> &'static str {
                 self.core.class
             }
+            fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+                self.core.check()
+            }
             fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
                 Ok(vec![self.core.call(inputs)?])
             }
@@ -232,6 +254,8 @@ macro_rules! pooling_layer {
                 serde_json::to_value(c).expect("configs serialize")
             }
         }
+
+        layer_builders!($ty, core.base);
     };
 }
 
@@ -239,23 +263,23 @@ pooling_layer!(
     MaxPooling2D,
     Reduce::Max,
     2,
-    "Keras' MaxPooling2D over `[batch, height, width, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling2D, layers::Padding};\nuse rime_tensor::Tensor;\nlet pool = MaxPooling2D::new(&[2, 2])?.padding(Padding::Same)?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 5, 4, 3]).unwrap(), false)?.shape(), &[1, 3, 2, 3]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' MaxPooling2D over `[batch, height, width, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling2D, layers::Padding};\nuse rime_tensor::Tensor;\nlet pool = MaxPooling2D::new(&[2, 2]).padding(Padding::Same);\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 5, 4, 3]).unwrap(), false)?.shape(), &[1, 3, 2, 3]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 pooling_layer!(
     AveragePooling2D,
     Reduce::Avg,
     2,
-    "Keras' AveragePooling2D (with `same` padding each window is divided by its real elements).\n\n```\nuse rime_layers::{AveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet pool = AveragePooling2D::new(&[2])?.strides(&[1, 1])?;\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 3, 3, 1]).unwrap(), false)?.to_vec(), vec![1.0; 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' AveragePooling2D (with `same` padding each window is divided by its real elements).\n\n```\nuse rime_layers::{AveragePooling2D, Layer};\nuse rime_tensor::Tensor;\nlet pool = AveragePooling2D::new(&[2]).strides(&[1, 1]);\nassert_eq!(pool.call(&Tensor::<f32>::ones([1, 3, 3, 1]).unwrap(), false)?.to_vec(), vec![1.0; 4]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 pooling_layer!(
     MaxPooling1D,
     Reduce::Max,
     1,
-    "Keras' MaxPooling1D over `[batch, steps, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling1D};\nuse rime_tensor::Tensor;\nlet x = Tensor::<f32>::from_vec(vec![1.0, 3.0, 2.0, 0.0], [1, 4, 1])?;\nassert_eq!(MaxPooling1D::new(&[2])?.call(&x, false)?.to_vec(), vec![3.0, 2.0]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' MaxPooling1D over `[batch, steps, channels]`.\n\n```\nuse rime_layers::{Layer, MaxPooling1D};\nuse rime_tensor::Tensor;\nlet x = Tensor::<f32>::from_vec(vec![1.0, 3.0, 2.0, 0.0], [1, 4, 1])?;\nassert_eq!(MaxPooling1D::new(&[2]).call(&x, false)?.to_vec(), vec![3.0, 2.0]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );
 pooling_layer!(
     AveragePooling1D,
     Reduce::Avg,
     1,
-    "Keras' AveragePooling1D over `[batch, steps, channels]`.\n\n```\nuse rime_layers::{AveragePooling1D, Layer};\nuse rime_tensor::Tensor;\nlet x = Tensor::<f32>::from_vec(vec![1.0, 3.0, 2.0, 0.0], [1, 4, 1])?;\nassert_eq!(AveragePooling1D::new(&[2])?.call(&x, false)?.to_vec(), vec![2.0, 1.0]);\n# Ok::<(), rime_layers::Error>(())\n```"
+    "Keras' AveragePooling1D over `[batch, steps, channels]`.\n\n```\nuse rime_layers::{AveragePooling1D, Layer};\nuse rime_tensor::Tensor;\nlet x = Tensor::<f32>::from_vec(vec![1.0, 3.0, 2.0, 0.0], [1, 4, 1])?;\nassert_eq!(AveragePooling1D::new(&[2]).call(&x, false)?.to_vec(), vec![2.0, 1.0]);\n# Ok::<(), rime_layers::Error>(())\n```"
 );

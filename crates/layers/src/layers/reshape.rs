@@ -3,7 +3,7 @@
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{MAX_SIZE, invalid, single_shape};
+use super::common::{MAX_SIZE, at_build, invalid, single_shape};
 use crate::{CallContext, Layer, LayerBase, Result};
 
 /// Reshape's constructor arguments (Keras names).
@@ -29,10 +29,10 @@ pub struct ReshapeConfig {
 /// ```
 /// use rime_layers::{Layer, Reshape};
 /// use rime_tensor::Tensor;
-/// let r = Reshape::<f32>::new(vec![-1, 2])?;
+/// let r = Reshape::<f32>::new(vec![-1, 2]);
 /// assert_eq!(r.call(&Tensor::zeros([5, 3, 4])?, false)?.shape(), &[5, 6, 2]);
 /// assert!(r.call(&Tensor::zeros([5, 3])?, false).is_err()); // 3 is not a multiple of 2
-/// assert!(Reshape::<f32>::new(vec![-1, -1]).is_err());
+/// assert!(Reshape::<f32>::new(vec![-1, -1]).call(&Tensor::zeros([5, 6])?, false).is_err());
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Reshape<T: Element = f32> {
@@ -41,17 +41,27 @@ pub struct Reshape<T: Element = f32> {
 }
 
 impl<T: Element> Reshape<T> {
-    /// Reshapes each example to `target_shape` (no batch axis).
-    pub fn new(target_shape: Vec<isize>) -> Result<Self> {
-        Self::from_config(ReshapeConfig {
-            name: None,
-            target_shape,
-        })
+    /// Reshapes each example to `target_shape` (no batch axis). An invalid
+    /// target is reported when the layer is built.
+    pub fn new(target_shape: Vec<isize>) -> Self {
+        Reshape {
+            base: LayerBase::new("Reshape", None),
+            config: ReshapeConfig {
+                name: None,
+                target_shape,
+            },
+        }
     }
 
     /// From a config; errors if an entry is neither positive nor -1, or
     /// there is more than one -1.
     pub fn from_config(config: ReshapeConfig) -> Result<Self> {
+        Self::validate(&config)?;
+        let base = LayerBase::new("Reshape", config.name.clone());
+        Ok(Reshape { base, config })
+    }
+
+    fn validate(config: &ReshapeConfig) -> Result<()> {
         let t = &config.target_shape;
         if t.iter().any(|&d| d <= 0 && d != -1) || t.iter().filter(|&&d| d == -1).count() > 1 {
             return Err(invalid(
@@ -69,9 +79,7 @@ impl<T: Element> Reshape<T> {
                 format!("target_shape {t:?} has more than {MAX_SIZE} elements"),
             ));
         }
-        let base = LayerBase::new("Reshape", config.name.clone());
-        base.mark_built();
-        Ok(Reshape { base, config })
+        Ok(())
     }
 
     /// The config.
@@ -89,6 +97,10 @@ impl<T: Element> Layer<T> for Reshape<T> {
         "Reshape"
     }
 
+    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+        Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
+    }
+
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
         let out = self.compute_output_shape(&[x.shape().clone()])?.remove(0);
@@ -96,6 +108,7 @@ impl<T: Element> Layer<T> for Reshape<T> {
     }
 
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        self.build(input_shapes)?;
         let s = single_shape(&self.base, input_shapes, 1)?;
         let n: usize = s[1..].iter().product();
         let t = &self.config.target_shape;

@@ -3,7 +3,7 @@
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::invalid;
+use super::common::{at_build, invalid, resize_hw};
 use super::flatten::DataFormat;
 use crate::{CallContext, Layer, LayerBase, Result};
 
@@ -37,7 +37,7 @@ impl Default for UpSampling2DConfig {
 /// ```
 /// use rime_layers::{Layer, UpSampling2D};
 /// use rime_tensor::Tensor;
-/// let up = UpSampling2D::new([2, 3])?;
+/// let up = UpSampling2D::new([2, 3]);
 /// assert_eq!(up.call(&Tensor::<f32>::ones([1, 2, 2, 1])?, false)?.shape(), &[1, 4, 6, 1]);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
@@ -47,16 +47,26 @@ pub struct UpSampling2D<T: Element = f32> {
 }
 
 impl<T: Element> UpSampling2D<T> {
-    /// Repeats each pixel `size[0]` times down and `size[1]` across.
-    pub fn new(size: [usize; 2]) -> Result<Self> {
-        Self::from_config(UpSampling2DConfig {
-            size,
-            ..UpSampling2DConfig::default()
-        })
+    /// Repeats each pixel `size[0]` times down and `size[1]` across (a
+    /// zero size is reported when the layer is built).
+    pub fn new(size: [usize; 2]) -> Self {
+        UpSampling2D {
+            base: LayerBase::new("UpSampling2D", None),
+            config: UpSampling2DConfig {
+                size,
+                ..UpSampling2DConfig::default()
+            },
+        }
     }
 
     /// From a full config.
     pub fn from_config(config: UpSampling2DConfig) -> Result<Self> {
+        Self::validate(&config)?;
+        let base = LayerBase::new("UpSampling2D", config.name.clone());
+        Ok(UpSampling2D { base, config })
+    }
+
+    fn validate(config: &UpSampling2DConfig) -> Result<()> {
         let class = "UpSampling2D";
         if config.data_format != DataFormat::ChannelsLast {
             return Err(invalid(
@@ -79,9 +89,7 @@ impl<T: Element> UpSampling2D<T> {
                 format!("size {:?} must be >= 1", config.size),
             ));
         }
-        let base = LayerBase::new(class, config.name.clone());
-        base.mark_built();
-        Ok(UpSampling2D { base, config })
+        Ok(())
     }
 }
 
@@ -92,25 +100,20 @@ impl<T: Element> Layer<T> for UpSampling2D<T> {
     fn class_name(&self) -> &'static str {
         "UpSampling2D"
     }
+    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+        Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
+    }
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
         self.compute_output_shape(&[x.shape().clone()])?;
         Ok(vec![x.upsample_nearest2d(self.config.size)?])
     }
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+        self.build(input_shapes)?;
         let [sh, sw] = self.config.size;
-        match input_shapes {
-            [s] if s.rank() == 4 => match (s[1].checked_mul(sh), s[2].checked_mul(sw)) {
-                (Some(h), Some(w)) => Ok(vec![Shape::from([s[0], h, w, s[3]])]),
-                _ => Err(self
-                    .base
-                    .bad_input(input_shapes, "size overflows the input size")),
-            },
-            _ => Err(self.base.bad_input(
-                input_shapes,
-                "expects one input of rank 4 (batch, h, w, channels)",
-            )),
-        }
+        resize_hw(&self.base, input_shapes, "size", |h, w| {
+            Some((h.checked_mul(sh)?, w.checked_mul(sw)?))
+        })
     }
     fn get_config(&self) -> serde_json::Value {
         let mut c = self.config.clone();

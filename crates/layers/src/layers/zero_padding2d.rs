@@ -3,7 +3,7 @@
 use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::invalid;
+use super::common::{invalid, resize_hw};
 use super::flatten::DataFormat;
 use crate::{CallContext, Layer, LayerBase, Result};
 
@@ -82,22 +82,12 @@ impl<T: Element> Layer<T> for ZeroPadding2D<T> {
     }
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
         let [[t, b], [l, r]] = self.config.padding;
-        match input_shapes {
-            [s] if s.rank() == 4 => {
-                let h = s[1].checked_add(t).and_then(|v| v.checked_add(b));
-                let w = s[2].checked_add(l).and_then(|v| v.checked_add(r));
-                match (h, w) {
-                    (Some(h), Some(w)) => Ok(vec![Shape::from([s[0], h, w, s[3]])]),
-                    _ => Err(self
-                        .base
-                        .bad_input(input_shapes, "padding overflows the input size")),
-                }
-            }
-            _ => Err(self.base.bad_input(
-                input_shapes,
-                "expects one input of rank 4 (batch, h, w, channels)",
-            )),
-        }
+        resize_hw(&self.base, input_shapes, "padding", |h, w| {
+            Some((
+                h.checked_add(t)?.checked_add(b)?,
+                w.checked_add(l)?.checked_add(r)?,
+            ))
+        })
     }
     fn get_config(&self) -> serde_json::Value {
         let mut c = self.config.clone();

@@ -62,7 +62,7 @@ fn from_le_bytes<T: Element>(bytes: &[u8]) -> Option<Vec<T>> {
 /// ```
 pub fn save_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let weights = model.weights();
+    let weights = model.variables();
     let dtype = match T::DTYPE {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
@@ -109,7 +109,7 @@ pub fn load_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) ->
         })
         .collect::<Result<_>>()?;
     entries.sort();
-    let weights = model.weights();
+    let weights = model.variables();
     if entries.len() != weights.len() {
         return Err(io_err(
             path,
@@ -147,7 +147,7 @@ pub fn load_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) ->
         };
         values.push(Tensor::from_vec(data, w.shape())?);
     }
-    model.set_weights(&values)
+    crate::layer::assign_all(model, &weights, &values)
 }
 
 #[cfg(test)]

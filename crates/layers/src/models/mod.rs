@@ -1,9 +1,9 @@
 //! Models: [`Sequential`], the functional [`Model`], their `summary`,
 //! [`clone_model`], and weights files.
 
-mod functional;
+pub(crate) mod functional;
 mod io;
-mod sequential;
+pub(crate) mod sequential;
 mod summary;
 
 pub use functional::{Input, Model, SymbolicTensor, call_symbolic};
@@ -57,16 +57,4 @@ pub fn clone_model<T: Element>(model: &dyn Layer<T>) -> Result<LayerRef<T>> {
     // Keras keeps `trainable` through get_config; masks decide training too
     crate::saving::copy_trainability(model, &*copy)?;
     Ok(copy)
-}
-
-/// Rebuilds a model class from its config (used by the config registry).
-pub(crate) fn model_from_config<T: Element>(
-    class: &str,
-    config: &serde_json::Value,
-) -> Result<Option<LayerRef<T>>> {
-    Ok(match class {
-        "Sequential" => Some(Arc::new(sequential::from_config::<T>(config)?)),
-        "Functional" => Some(Arc::new(functional::from_config::<T>(config)?)),
-        _ => None,
-    })
 }

@@ -430,11 +430,11 @@ impl Common {
             let all = 0..var.len();
             let runs = runs_of(masks[i].as_deref(), &all);
             let slots = slots_mut::<T>(&mut self.state, var, n_slots);
-            var.update(|w| step(var, w, effective[k].as_slice(), slots, runs))?;
+            var.update_exclusive(|w| step(var, w, effective[k].as_slice(), slots, runs))?;
         }
         for (i, merged, slots) in staged {
             let var = &vars[i];
-            var.update(|w| w.copy_from_slice(&merged))?;
+            var.update_exclusive(|w| w.copy_from_slice(&merged))?;
             if n_slots > 0 {
                 self.state.insert(var.id(), Entry::new(var, slots));
             }

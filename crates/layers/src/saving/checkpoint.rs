@@ -70,7 +70,7 @@ pub struct Counters {
 }
 
 /// Saves a checkpoint: every weight of `model` (trainable and not, e.g.
-/// BatchNormalization's moving statistics) in `weights()` order, the
+/// BatchNormalization's moving statistics) in [`variables`](Layer::variables) order (independent of the `trainable` flags), the
 /// optimizer's slots for each of them, its iteration count (a schedule's
 /// position) and constant learning rate, the state of every layer's random
 /// stream (Dropout's masks), and `counters`.
@@ -102,7 +102,7 @@ pub fn save_checkpoint<T: Element>(
     counters: &Counters,
 ) -> Result<()> {
     let path = path.as_ref();
-    let weights = model.weights();
+    let weights = model.variables();
     let state = optimizer.state(&weights)?;
     let mut tensors = Vec::new();
     let mut slot_names = Vec::new();
@@ -199,7 +199,7 @@ pub fn load_checkpoint<T: Element>(
             ),
         ));
     }
-    let weights = model.weights();
+    let weights = model.variables();
     if names.len() != weights.len() || slot_names.len() != weights.len() {
         return Err(file_err(
             path,
@@ -244,9 +244,9 @@ pub fn load_checkpoint<T: Element>(
         slots,
     };
     // the optimizer checks its part before changing anything; the weights'
-    // shapes were checked above, so `set_weights` cannot fail after it
+    // shapes were checked above, so the assignment cannot fail after it
     optimizer.set_state(&weights, &state)?;
-    model.set_weights(&values)?;
+    crate::layer::assign_all(model, &weights, &values)?;
     let mut saved = streams.into_iter();
     for_each_stream(model, |_, s| {
         if let Some(entry) = saved.next() {

@@ -38,7 +38,7 @@ struct WeightEntry {
 }
 
 fn describe<T: Element>(model: &dyn Layer<T>) -> (Vec<LayerEntry>, Vec<WeightEntry>) {
-    let weights = model.weights();
+    let weights = model.variables();
     let pos: HashMap<TensorId, usize> = weights
         .iter()
         .enumerate()
@@ -48,7 +48,7 @@ fn describe<T: Element>(model: &dyn Layer<T>) -> (Vec<LayerEntry>, Vec<WeightEnt
         path,
         class_name: l.class_name().to_string(),
         trainable: l.trainable(),
-        weights: l.weights().iter().map(|w| pos[&w.id()]).collect(),
+        weights: l.variables().iter().map(|w| pos[&w.id()]).collect(),
     };
     let mut layers = vec![entry(model.name().to_string(), model)];
     layers.extend(walk(model).into_iter().map(|(p, l)| entry(p, &*l)));
@@ -77,13 +77,13 @@ fn describe<T: Element>(model: &dyn Layer<T>) -> (Vec<LayerEntry>, Vec<WeightEnt
 /// use rime_tape::TrainableMask;
 /// let model = Sequential::<f32>::new().add(Dense::new(3).named("a")).add(Dense::new(1).named("b")).with_input_shape([2])?;
 /// model.get_layer("a").unwrap().set_trainable(false);
-/// model.weights()[2].set_mask(Some(TrainableMask::freeze_rows(0..1)))?;
+/// model.variables()[2].set_mask(Some(TrainableMask::freeze_rows(0..1)))?;
 /// let path = std::env::temp_dir().join("rime_doc_model.safetensors");
 /// save_model(&model, &path)?;
 /// let loaded = load_model::<f32>(&path)?;
 /// assert_eq!(loaded.get_weights(), model.get_weights());
 /// assert_eq!(loaded.trainable_weights().len(), 2);
-/// assert!(loaded.weights()[2].mask().is_some());
+/// assert!(loaded.variables()[2].mask().is_some());
 /// # std::fs::remove_file(&path).ok();
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
@@ -92,7 +92,7 @@ pub fn save_model<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) -> R
     let config = LayerConfig::of(model);
     let (layers, weights) = describe(model);
     let tensors = model
-        .weights()
+        .variables()
         .iter()
         .enumerate()
         .map(|(i, w)| (format!("weight/{i:05}"), w.value_untracked()))
@@ -178,7 +178,7 @@ pub fn load_model<T: Element>(path: impl AsRef<Path>) -> Result<LayerRef<T>> {
             ));
         }
     }
-    let vars = model.weights();
+    let vars = model.variables();
     let mut values = Vec::with_capacity(vars.len());
     let mut masks = Vec::with_capacity(vars.len());
     for (i, (w, v)) in weights.iter().zip(&vars).enumerate() {
@@ -208,7 +208,7 @@ pub fn load_model<T: Element>(path: impl AsRef<Path>) -> Result<LayerRef<T>> {
         ));
     }
     // everything checked; the model is new, so nothing else can observe it
-    model.set_weights(&values)?;
+    crate::layer::assign_all(&*model, &vars, &values)?;
     apply_flags(&*model, &layers, &weights, masks)?;
     Ok(model)
 }
@@ -253,7 +253,7 @@ fn apply_flags<T: Element>(
     for (entry, (_, l)) in layers[1..].iter().zip(&tree) {
         l.set_trainable(entry.trainable);
     }
-    let vars = model.weights();
+    let vars = model.variables();
     for ((w, v), m) in weights.iter().zip(&vars).zip(masks) {
         v.set_trainable(w.trainable);
         v.set_mask(m).map_err(Error::from)?;
@@ -285,9 +285,9 @@ pub fn copy_trainability<T: Element>(from: &dyn Layer<T>, to: &dyn Layer<T>) -> 
         });
     }
     let masks = from
-        .weights()
+        .variables()
         .iter()
-        .zip(to.weights())
+        .zip(to.variables())
         .map(|(a, b)| match a.mask() {
             None => Ok(None),
             Some(m) => {
@@ -325,7 +325,7 @@ pub fn load_weights_by_name<T: Element>(
         .map(|(i, w)| (w.name.as_str(), i))
         .collect();
     let mut plan = Vec::new();
-    for v in model.weights() {
+    for v in model.variables() {
         let Some(&i) = by_name.get(v.name()) else {
             continue;
         };

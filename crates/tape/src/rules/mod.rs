@@ -23,13 +23,32 @@ mod reduce;
 mod unary;
 
 use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use rime_tensor::{DType, DynTensor, Element, Op, Tensor};
 use smallvec::SmallVec;
 
 use crate::mask::ResolvedMask;
-use crate::tape::NodeOp;
 use crate::{Error, Result};
+
+/// The backward function of a custom-gradient op, dtype-erased.
+pub(crate) type CustomBackward = dyn Fn(
+    &[&DynTensor],
+    &DynTensor,
+    &DynTensor,
+) -> crate::Result<SmallVec<[Option<DynTensor>; 3]>>;
+
+/// What a recorded node computed: a tensor op, a variable read, or a
+/// custom-gradient op; the rules below give each one's gradient.
+pub(crate) enum NodeOp {
+    Tensor(Op),
+    ReadVariable,
+    Custom {
+        name: Arc<str>,
+        backward: Rc<CustomBackward>,
+    },
+}
 
 /// One gradient per input (`None`: not needed, or no dependence).
 pub(crate) type Grads<T> = SmallVec<[Option<Tensor<T>>; 3]>;

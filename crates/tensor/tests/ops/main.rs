@@ -3,17 +3,18 @@
 //! are written out by hand or computed by naive loops over indices here, never
 //! by the op under test.
 
+mod arith;
 #[path = "../common/mod.rs"]
 mod common;
-mod construct;
 mod display;
 mod element;
-mod elementwise;
 mod errors;
 mod layout;
 mod matmul;
 mod operators;
-mod reductions;
+mod reduce;
+mod tensor;
+mod unary;
 
 pub use common::{naive_broadcast, naive_matmul, naive_reduce, strides, unravel};
 use rime_tensor::{Element, Scalar, Shape, Tensor};

@@ -1,0 +1,284 @@
+//! The backward engine: a forward pass over the record finds what derives
+//! from the sources, a reverse pass applies the rules from `rules/`.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl GradientTape {
+    /// The engine: gradients of the (seeded) targets for each source, with
+    /// masks applied; `None` where unconnected. Leaves the tape unchanged.
+    pub(crate) fn compute<T: Element>(
+        &self,
+        targets: &[&Tensor<T>],
+        seeds: Option<&[Tensor<T>]>,
+        sources: &[SourceRef<T>],
+    ) -> Result<Vec<Option<Tensor<T>>>> {
+        // this tape does not record its own gradient computation
+        struct Pause<'a>(&'a TapeInner);
+        impl Drop for Pause<'_> {
+            fn drop(&mut self) {
+                self.0.paused.set(self.0.paused.get() - 1);
+                refresh_recording_flag();
+            }
+        }
+        self.inner.paused.set(self.inner.paused.get() + 1);
+        refresh_recording_flag();
+        let _pause = Pause(&self.inner);
+        let st = self.inner.state.borrow();
+        let (n, n_leaves) = (st.nodes.len(), st.leaves.len());
+
+        // forward: which leaves and nodes derive from a requested source
+        let source_slots: Vec<Option<Slot>> = sources.iter().map(|s| st.slot_of(s.id)).collect();
+        let mut derived_leaf = vec![false; n_leaves];
+        let mut derived_node = vec![false; n];
+        let mut keep_node = vec![false; n]; // outputs that are sources themselves
+        for slot in source_slots.iter().flatten() {
+            match *slot {
+                Slot::Leaf(l) => derived_leaf[l as usize] = true,
+                Slot::Node(i) => {
+                    derived_node[i as usize] = true;
+                    keep_node[i as usize] = true;
+                }
+            }
+        }
+        let is_derived = |slot: &Option<Slot>, dn: &[bool]| match *slot {
+            None => false,
+            Some(Slot::Leaf(l)) => derived_leaf[l as usize],
+            Some(Slot::Node(i)) => dn[i as usize],
+        };
+        for (i, node) in st.nodes.iter().enumerate() {
+            if !derived_node[i]
+                && st
+                    .slots_of(node)
+                    .iter()
+                    .any(|s| is_derived(s, &derived_node))
+            {
+                derived_node[i] = true;
+            }
+        }
+
+        // mask hints: reads of masked source variables
+        let mut hint_node: Vec<Option<&ResolvedMask>> = Vec::new();
+        let masked_leaves: FxHashMap<u32, &ResolvedMask> = sources
+            .iter()
+            .zip(&source_slots)
+            .filter_map(|(s, slot)| match (slot, &s.mask) {
+                (Some(Slot::Leaf(l)), Some(m)) => Some((*l, m.as_ref())),
+                _ => None,
+            })
+            .collect();
+        if !masked_leaves.is_empty() {
+            hint_node = st
+                .nodes
+                .iter()
+                .map(|node| match (&node.op, st.slots_of(node).first()) {
+                    (NodeOp::ReadVariable, Some(Some(Slot::Leaf(l)))) => {
+                        masked_leaves.get(l).copied()
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+
+        // seeds
+        let mut acc = Accumulated::new(n_leaves, n);
+        for (i, t) in targets.iter().enumerate() {
+            let slot = st.slot_of(t.id());
+            if !is_derived(&slot, &derived_node) {
+                continue;
+            }
+            let seed = match seeds {
+                Some(s) => s[i].clone(),
+                None => Tensor::ones_like(t),
+            };
+            acc.add(slot, T::into_dyn(seed), false)?;
+        }
+
+        // reverse
+        let mut hints: SmallVec<[Option<&ResolvedMask>; 4]> = SmallVec::new();
+        let mut inputs: Vec<&DynTensor> = Vec::new();
+        let mut needs = rules::InputSet::default();
+        for (i, node) in st.nodes.iter().enumerate().rev() {
+            if !derived_node[i] {
+                continue;
+            }
+            let g = if keep_node[i] {
+                acc.node[i].clone()
+            } else {
+                acc.node[i].take()
+            };
+            let Some(g) = g else { continue };
+            needs.clear();
+            let slots = st.slots_of(node);
+            for (k, s) in slots.iter().enumerate() {
+                if is_derived(s, &derived_node) {
+                    needs.insert(k);
+                }
+            }
+            if needs.is_empty() {
+                continue;
+            }
+            if let NodeOp::ReadVariable = node.op {
+                // the read passes its gradient on unchanged
+                let premasked = acc.node_premasked[i];
+                acc.add(slots[0], g, premasked)?;
+                continue;
+            }
+            hints.clear();
+            if !hint_node.is_empty() {
+                hints.extend(slots.iter().map(|s| match s {
+                    Some(Slot::Node(j)) => hint_node[*j as usize],
+                    _ => None,
+                }));
+            }
+            inputs.clear();
+            let output = st.io(node, &mut inputs);
+            rules::backward(
+                &node.op,
+                &inputs,
+                output,
+                &g,
+                &needs,
+                &hints,
+                &mut |k, value, premasked| acc.add(slots[k], value, premasked),
+            )?;
+        }
+
+        sources
+            .iter()
+            .zip(&source_slots)
+            .enumerate()
+            .map(|(k, (s, slot))| {
+                // taken at the source's last mention (so that a mask is
+                // applied in place), cloned before: a source may be listed
+                // twice
+                let last = !source_slots[k + 1..].contains(slot);
+                let take = |g: &mut Option<DynTensor>| if last { g.take() } else { g.clone() };
+                let (g, premasked) = match *slot {
+                    None => (None, false),
+                    Some(Slot::Leaf(l)) => (
+                        take(&mut acc.leaf[l as usize]),
+                        acc.leaf_premasked[l as usize],
+                    ),
+                    Some(Slot::Node(i)) => (
+                        take(&mut acc.node[i as usize]),
+                        acc.node_premasked[i as usize],
+                    ),
+                };
+                let Some(g) = g else { return Ok(None) };
+                let t = T::from_dyn(&g)
+                    .cloned()
+                    .ok_or_else(|| Error::InvalidArgument {
+                        call: "gradient",
+                        msg: format!(
+                            "a source of dtype {} received a gradient of another dtype",
+                            T::DTYPE
+                        ),
+                    })?;
+                drop(g);
+                Ok(Some(apply_mask(t, premasked, s.mask.as_deref())?))
+            })
+            .collect()
+    }
+}
+
+/// The gradients accumulated so far for the leaves and the node outputs,
+/// and per entry whether it is already exactly zero at the frozen elements
+/// of its source's mask (kept apart from the tensors, so that moving a
+/// gradient moves two words).
+pub(crate) struct Accumulated {
+    pub(crate) leaf: Vec<Option<DynTensor>>,
+    pub(crate) node: Vec<Option<DynTensor>>,
+    pub(crate) leaf_premasked: Vec<bool>,
+    pub(crate) node_premasked: Vec<bool>,
+}
+
+impl Accumulated {
+    pub(crate) fn new(leaves: usize, nodes: usize) -> Self {
+        Accumulated {
+            leaf: vec![None; leaves],
+            node: vec![None; nodes],
+            leaf_premasked: vec![false; leaves],
+            node_premasked: vec![false; nodes],
+        }
+    }
+
+    /// Adds `g` to the gradient of `slot` (a tracked input).
+    #[inline]
+    pub(crate) fn add(&mut self, slot: Option<Slot>, g: DynTensor, premasked: bool) -> Result<()> {
+        let (entry, flag) = match slot {
+            Some(Slot::Leaf(l)) => (
+                &mut self.leaf[l as usize],
+                &mut self.leaf_premasked[l as usize],
+            ),
+            Some(Slot::Node(i)) => (
+                &mut self.node[i as usize],
+                &mut self.node_premasked[i as usize],
+            ),
+            None => {
+                return Err(Error::InvalidArgument {
+                    call: "gradient",
+                    msg: "a gradient reached an input the tape does not track".into(),
+                });
+            }
+        };
+        match entry {
+            None => {
+                *entry = Some(g);
+                *flag = premasked;
+            }
+            Some(acc) => {
+                *acc = match (&*acc, &g) {
+                    (DynTensor::F32(a), DynTensor::F32(b)) => DynTensor::F32(a.add(b)?),
+                    (DynTensor::F64(a), DynTensor::F64(b)) => DynTensor::F64(a.add(b)?),
+                    _ => {
+                        return Err(Error::InvalidArgument {
+                            call: "gradient",
+                            msg: "gradients of different dtypes reached one tensor".into(),
+                        });
+                    }
+                };
+                *flag &= premasked;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Zeros a gradient at the frozen elements of its mask: differentiably if
+/// another tape records this computation, in place otherwise.
+pub(crate) fn apply_mask<T: Element>(
+    g: Tensor<T>,
+    premasked: bool,
+    mask: Option<&ResolvedMask>,
+) -> Result<Tensor<T>> {
+    let Some(mask) = mask else { return Ok(g) };
+    if premasked || mask.frozen_runs().is_empty() {
+        return Ok(g);
+    }
+    if rime_tensor::record::is_recording() {
+        return Ok(Tensor::select(
+            &mask.to_tensor(),
+            &g,
+            &Tensor::scalar(T::zero()),
+        )?);
+    }
+    let mut g = g;
+    mask.zero_frozen(g.make_mut());
+    Ok(g)
+}
+
+pub(crate) fn fill_unconnected<T: Element>(
+    grads: Vec<Option<Tensor<T>>>,
+    sources: &[SourceRef<T>],
+    unconnected: UnconnectedGradients,
+) -> Result<Vec<Option<Tensor<T>>>> {
+    grads
+        .into_iter()
+        .zip(sources)
+        .map(|(g, s)| match (g, unconnected) {
+            (None, UnconnectedGradients::Zero) => Ok(Some(Tensor::zeros(s.shape.clone())?)),
+            (g, _) => Ok(g),
+        })
+        .collect()
+}
