@@ -95,9 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn run(batch: usize, width: usize, steps: usize) -> Result<f64, Box<dyn std::error::Error>> {
     let mut rng = seeded_rng(0);
     let x = Tensor::<f32>::rand_normal([batch, 784], 0.0, 1.0, &mut rng)?;
-    let labels: Vec<f32> = (0..batch)
-        .map(|_| rng.random_range(0..10u32) as f32)
-        .collect();
+    let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..10i64)).collect();
     let y = Tensor::vector(labels);
 
     let glorot = |seed| Initializer::GlorotUniform { seed: Some(seed) };
@@ -120,7 +118,7 @@ fn run(batch: usize, width: usize, steps: usize) -> Result<f64, Box<dyn std::err
 
     let mut step = || -> Result<f32, Box<dyn std::error::Error>> {
         let tape = GradientTape::new();
-        let loss = loss_fn.call(&y, &model.call(&x, true)?)?;
+        let loss = loss_fn.call_int(&y, &model.call(&x, true)?)?;
         let grads = tape.gradient(&loss, &vars)?;
         opt.apply_gradients(&grads, &vars)?;
         Ok(loss.to_scalar()?)

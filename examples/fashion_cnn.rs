@@ -34,10 +34,11 @@ const CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
-/// One split: images `[n, 28, 28]` scaled to `[0, 1]`, and labels.
+/// One split: images `[n, 28, 28]` scaled to `[0, 1]`, and integer labels
+/// `[n]` as the file holds them.
 struct Split {
     images: Vec<f32>,
-    labels: Vec<usize>,
+    labels: Tensor<i64>,
 }
 
 impl Split {
@@ -45,34 +46,38 @@ impl Split {
         self.labels.len()
     }
 
-    fn truncate(&mut self, n: usize) {
+    fn truncate(&mut self, n: usize) -> rime::Result<()> {
         let n = n.min(self.len());
-        self.labels.truncate(n);
+        self.labels = self.labels.narrow(0, 0, n)?;
         self.images.truncate(n * 784);
+        Ok(())
     }
 
     /// The examples at `idx` as a `[b, 28, 28, 1]` batch and their labels.
-    fn batch(&self, idx: &[usize]) -> Result<(Tensor<f32>, Vec<usize>), rime::tensor::Error> {
+    fn batch(&self, idx: &[usize]) -> Result<(Tensor<f32>, Tensor<i64>), rime::tensor::Error> {
         let mut x = Vec::with_capacity(idx.len() * 784);
         for &i in idx {
             x.extend_from_slice(&self.images[i * 784..(i + 1) * 784]);
         }
-        let labels = idx.iter().map(|&i| self.labels[i]).collect();
+        let labels = self.labels.index_select(0, idx)?;
         Ok((Tensor::from_vec(x, [idx.len(), 28, 28, 1])?, labels))
     }
 }
 
-/// Reads an IDX file of bytes (optionally gzipped) with rime's reader: its
-/// dimensions and bytes.
-fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), String> {
-    let array = rime::layers::data::read_idx(path).map_err(|e| e.to_string())?;
-    match array.data {
-        rime::layers::data::IdxData::U8(bytes) => Ok((array.dims, bytes)),
-        _ => Err(format!(
-            "{}: not an IDX file of unsigned bytes",
-            path.display()
-        )),
-    }
+/// How many predicted classes (the arg-max of `logits`) equal the labels.
+fn hits(logits: &Tensor<f32>, labels: &Tensor<i64>) -> rime::Result<usize> {
+    let pred = logits.argmax(-1, false)?;
+    Ok(pred
+        .as_slice()
+        .iter()
+        .zip(labels.as_slice())
+        .filter(|(p, l)| p == l)
+        .count())
+}
+
+/// Reads an IDX file (optionally gzipped) with rime's reader.
+fn read_idx(path: &Path) -> Result<rime::layers::data::IdxArray, String> {
+    rime::layers::data::read_idx(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
@@ -96,17 +101,19 @@ fn load_split(dir: &Path, prefix: &str) -> Result<Split, String> {
             dir.display()
         ));
     };
-    let (idims, ibytes) = read_idx(&images)?;
-    let (ldims, lbytes) = read_idx(&labels)?;
-    if idims.len() != 3 || idims[1..] != [28, 28] || ldims != [idims[0]] {
+    let (images, labels) = (read_idx(&images)?, read_idx(&labels)?);
+    let (idims, ldims) = (&images.dims, &labels.dims);
+    if idims.len() != 3 || idims[1..] != [28, 28] || *ldims != [idims[0]] {
         return Err(format!("unexpected shapes {idims:?} / {ldims:?}"));
     }
-    if let Some(l) = lbytes.iter().find(|&&l| l >= 10) {
-        return Err(format!("label {l} out of range"));
-    }
+    // labels stay integers; the loss rejects any outside 0..10
+    let labels = labels.to_int_tensor().map_err(|e| e.to_string())?;
+    let rime::layers::data::IdxData::U8(bytes) = images.data else {
+        return Err("the images are not unsigned bytes".into());
+    };
     Ok(Split {
-        images: ibytes.iter().map(|&b| b as f32 / 255.0).collect(),
-        labels: lbytes.iter().map(|&l| l as usize).collect(),
+        images: bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+        labels,
     })
 }
 
@@ -125,8 +132,7 @@ fn accuracy(model: &dyn Layer<f32>, data: &Split) -> Result<f64, Box<dyn std::er
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(500) {
         let (x, labels) = data.batch(chunk)?;
-        let pred = model.call(&x, false)?.argmax_indices(-1)?;
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+        correct += hits(&model.call(&x, false)?, &labels)?;
     }
     Ok(correct as f64 / data.len().max(1) as f64)
 }
@@ -151,8 +157,7 @@ fn train_epoch(
         let grads = tape.gradient(&loss, &vars)?;
         opt.apply_gradients(&grads, &vars)?;
         loss_sum += loss.to_scalar()? as f64 * chunk.len() as f64;
-        let pred = logits.argmax_indices(-1)?;
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+        correct += hits(&logits, &labels)?;
         seen += chunk.len();
     }
     Ok((loss_sum / seen as f64, correct as f64 / seen as f64))
@@ -189,8 +194,8 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     };
     if quick {
-        train.truncate(3000);
-        test.truncate(1000);
+        train.truncate(3000)?;
+        test.truncate(1000)?;
     }
     println!(
         "Fashion-MNIST from {}: {} training and {} test images ({})",
@@ -256,7 +261,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         images: train.images.clone(),
         labels: train.labels.clone(),
     };
-    fine.truncate(if quick { 1000 } else { 20000 });
+    fine.truncate(if quick { 1000 } else { 20000 })?;
     let t = Instant::now();
     let (loss, _) = train_epoch(&model, &mut opt, &fine, batch, &mut seed)?;
     let tuned_acc = accuracy(&model, &test)?;

@@ -26,7 +26,7 @@ fn main() -> rime::Result<ExitCode> {
         concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz"),
         false,
     )?;
-    let data = Dataset::from_tensors(table.columns::<f32>(0..64)?, table.column::<f32>(64)?)?
+    let data = Dataset::from_tensors(table.columns::<f32>(0..64)?, table.int_column(64)?)?
         .permuted(0)
         .map(|mut b| {
             b.inputs[0] = b.inputs[0].mul_scalar(1.0 / 16.0);

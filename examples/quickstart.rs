@@ -19,13 +19,14 @@ const CLASSES: usize = 10;
 
 /// The UCI digits as scikit-learn ships them: 64 pixels (0..16) and a label
 /// per line. Returns (train, test): a fixed random fifth of the rows is the
-/// test set; pixels are scaled to [0, 1] by a dataset `map`.
+/// test set; pixels are scaled to [0, 1] by a dataset `map`; the labels stay
+/// integers (`i64`).
 fn load_digits() -> rime::Result<(Dataset<f32>, Dataset<f32>)> {
     let table = read_csv(
         concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz"),
         false,
     )?;
-    let (x, y) = (table.columns::<f32>(0..64)?, table.column::<f32>(64)?);
+    let (x, y) = (table.columns::<f32>(0..64)?, table.int_column(64)?);
     let data = Dataset::from_tensors(x, y)?
         .permuted(0)
         .map(|mut b| {
@@ -40,7 +41,7 @@ fn load_digits() -> rime::Result<(Dataset<f32>, Dataset<f32>)> {
 fn accuracy(model: &dyn Layer<f32>, data: &Dataset<f32>) -> rime::Result<f64> {
     let all = data.to_batch()?;
     let mut acc = SparseCategoricalAccuracy::new();
-    acc.update_state(&all.targets[0], &model.call(&all.inputs[0], false)?)?;
+    acc.update_state_target(&all.targets[0], &model.call(&all.inputs[0], false)?)?;
     Ok(acc.result())
 }
 
@@ -63,13 +64,13 @@ fn train_epoch(
 
         let tape = GradientTape::new();
         let logits = model.call(x, true)?;
-        let loss = loss_fn.call(y, &logits)?;
+        let loss = loss_fn.call_target(y, &logits)?; // integer labels
         let vars = model.trainable_weights();
         let grads = tape.gradient(&loss, &vars)?;
         opt.apply_gradients(&grads, &vars)?;
 
         mean_loss.update_state(&loss)?;
-        acc.update_state(y, &logits)?;
+        acc.update_state_target(y, &logits)?;
         steps += 1;
     }
     let ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;

@@ -57,7 +57,7 @@ fn main() -> rime::Result<ExitCode> {
     )?;
     let data = Dataset::from_tensors(
         table.columns::<f32>(0..64)?.mul_scalar(1.0 / 16.0),
-        table.column::<f32>(64)?,
+        table.int_column(64)?,
     )?
     .batch(64)?
     .shuffle(42);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rime::prelude::*;
 
 const VOCAB: usize = 12;
+const V: i64 = VOCAB as i64;
 
 fn main() -> rime::Result<ExitCode> {
     let embedding = Arc::new(Embedding::<f32>::new(VOCAB, 16));
@@ -21,8 +22,11 @@ fn main() -> rime::Result<ExitCode> {
         .add(Dense::new(16).activation(Activation::Tanh))
         .add(EmbeddingTranspose::new(embedding.clone()));
     // next token of the cycle 0, 1, ..., VOCAB-1, 0, ...
-    let tokens = Tensor::vector((0..VOCAB).map(|t| t as f32).collect());
-    let targets = Tensor::vector((0..VOCAB).map(|t| ((t + 1) % VOCAB) as f32).collect());
+    // token ids and next-token labels are integers; a model's inputs are of
+    // its float type, so the ids enter it converted (exactly)
+    let ids = Tensor::vector((0..V).collect());
+    let tokens = ids.to_dtype::<f32>()?;
+    let targets = Tensor::vector((0..V).map(|t| (t + 1) % V).collect());
     model.call(&tokens, false)?;
 
     let matrix = embedding.embeddings().expect("built").clone();
@@ -44,16 +48,12 @@ fn main() -> rime::Result<ExitCode> {
 
     // both uses contribute: a batch of even tokens still gives odd tokens' rows
     // a gradient, through the output projection
-    let evens = Tensor::vector((0..VOCAB).step_by(2).map(|t| t as f32).collect());
-    let even_targets = Tensor::vector(
-        (0..VOCAB)
-            .step_by(2)
-            .map(|t| ((t + 1) % VOCAB) as f32)
-            .collect(),
-    );
+    let even_ids = Tensor::vector((0..V).step_by(2).collect());
+    let evens = even_ids.to_dtype::<f32>()?;
+    let even_targets = targets.index_select(0, &even_ids)?;
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
     let tape = GradientTape::new();
-    let loss = loss_fn.call(&even_targets, &model.call(&evens, true)?)?;
+    let loss = loss_fn.call_int(&even_targets, &model.call(&evens, true)?)?;
     let g = tape.gradient_of(&loss, &matrix)?;
     let row_norm = |r: usize| {
         g.to_vec()[r * 16..(r + 1) * 16]
@@ -72,7 +72,7 @@ fn main() -> rime::Result<ExitCode> {
     let mut last = 0.0;
     for epoch in 0..200 {
         let tape = GradientTape::new();
-        let loss = loss_fn.call(&targets, &model.call(&tokens, true)?)?;
+        let loss = loss_fn.call_int(&targets, &model.call(&tokens, true)?)?;
         let vars = model.trainable_weights();
         let grads = tape.gradient(&loss, &vars)?;
         opt.apply_gradients(&grads, &vars)?;
@@ -82,7 +82,7 @@ fn main() -> rime::Result<ExitCode> {
         }
     }
     let mut acc = SparseCategoricalAccuracy::new();
-    acc.update_state(&targets, &model.call(&tokens, false)?)?;
+    acc.update_state_int(&targets, &model.call(&tokens, false)?)?;
     println!(
         "final loss {last:.4}, next-token accuracy {:.0}%",
         100.0 * acc.result()

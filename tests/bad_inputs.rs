@@ -375,7 +375,11 @@ fn size_cases<'a>(
             "gather index shape wraps",
             "gather",
             Kind::Overflow,
-            Box::new(move || small.gather(0, &[0, 1], [HUGE, 2])),
+            // no elements anywhere, but [0, 2^40] ids on a [0, 2^30] table
+            // would give a [0, 2^40, 2^30] result: its strides overflow
+            Box::new(|| {
+                Tensor::<f32>::zeros([0, 1 << 30])?.gather(0, &Tensor::<i64>::zeros([0, 1 << 40])?)
+            }),
         ),
     ]
 }
@@ -456,7 +460,7 @@ fn argument_cases<'a>(a: &'a Tensor<f32>, b: &'a Tensor<f32>) -> Vec<TensorCase<
             "argmax axis",
             "argmax",
             Kind::Other,
-            Box::new(move || a.argmax(3, false)),
+            Box::new(move || a.argmax(3, false)?.to_dtype::<f32>()),
         ),
         (
             "logsumexp axis",
@@ -592,10 +596,16 @@ fn argument_cases<'a>(a: &'a Tensor<f32>, b: &'a Tensor<f32>) -> Vec<TensorCase<
             Box::new(move || a.index_select(0, &[0, 2])),
         ),
         (
-            "gather count",
+            "gather negative id",
             "gather",
             Kind::Other,
-            Box::new(move || a.gather(0, &[0, 1], [3])),
+            Box::new(move || a.gather(0, &Tensor::vector(vec![0i64, -1]))),
+        ),
+        (
+            "to_dtype out of range",
+            "to_dtype",
+            Kind::Other,
+            Box::new(move || a.add_scalar(3e9).to_dtype::<i32>()?.to_dtype::<f32>()),
         ),
         (
             "scatter_add shape",

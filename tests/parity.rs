@@ -286,11 +286,13 @@ fn eval_op(name: &str, args: &Value, inp: &BTreeMap<String, Tensor<f64>>) -> OpR
                 .collect();
             x().pad(&widths)?
         }
-        "gather_axis0" => x().gather(
-            axis(),
-            &usizes(&args["indices"]),
-            usizes(&args["index_shape"]),
-        )?,
+        "gather_axis0" => {
+            let ids: Vec<i64> = usizes(&args["indices"]).iter().map(|&i| i as i64).collect();
+            x().gather(
+                axis(),
+                &Tensor::from_vec(ids, usizes(&args["index_shape"]))?,
+            )?
+        }
         "index_select_axis1" => x().index_select(axis(), &usizes(&args["indices"]))?,
         "select" => Tensor::select(&t64(&args["cond"]), a(), b())?,
         other => panic!("no rime op for fixture case `{other}`"),
@@ -604,6 +606,33 @@ fn losses_and_their_gradients_match_keras() {
                 report.t64(&format!("{name} d/dy_pred"), &g, &case["grad"], F64_TOL);
             }
             Err(e) => report.fail(name, format!("gradient failed: {e}")),
+        }
+        // the sparse loss with integer labels: the same Keras value and
+        // gradient (Keras' own labels here are the float form)
+        let class = case["class"].as_str().expect("class");
+        if class == "SparseCategoricalCrossentropy" && case.get("sample_weight").is_none() {
+            let labels = y_true.to_dtype::<i64>().expect("whole-number labels");
+            let tape = GradientTape::new();
+            tape.watch(&y_pred);
+            match loss.call_int(&labels, &y_pred) {
+                Ok(v) => {
+                    report.t64(
+                        &format!("{name} (i64 labels) value"),
+                        &v,
+                        &case["value"],
+                        F64_TOL,
+                    );
+                    let g = tape.gradient(&v.sum_all(), &[&y_pred]).expect("gradient");
+                    let g = grad_or_zeros(g.into_iter().next().flatten(), &y_pred);
+                    report.t64(
+                        &format!("{name} (i64 labels) d/dy_pred"),
+                        &g,
+                        &case["grad"],
+                        F64_TOL,
+                    );
+                }
+                Err(e) => report.fail(name, format!("rime loss with i64 labels failed: {e}")),
+            }
         }
     }
     report.finish("losses");

@@ -34,6 +34,7 @@ pub mod optimizers;
 pub mod regularizers;
 pub mod saving;
 mod staging;
+mod target;
 mod train;
 
 pub use error::{Error, Result};
@@ -54,4 +55,5 @@ pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
 pub use staging::{assign_state, current_state};
+pub use target::Target;
 pub use train::TrainStep;

@@ -37,7 +37,7 @@ use rime_tensor::{Element, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{Error, Result};
+use crate::{Error, Result, Target};
 
 /// Keras' `backend.epsilon()`, the clipping margin for probabilities.
 const EPSILON: f64 = 1e-7;
@@ -71,6 +71,42 @@ pub trait Loss<T: Element = f32>: Send + Sync {
     fn call(&self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
         let values = self.per_sample(y_true, y_pred)?;
         reduce(values, self.reduction())
+    }
+
+    /// [`per_sample`](Loss::per_sample) with integer targets (class
+    /// indices). The sparse losses read them as they are; every other loss
+    /// converts them to `T` first, as Keras casts `y_true` to `y_pred`'s
+    /// dtype.
+    fn per_sample_int(&self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
+        self.per_sample(&y_true.to_dtype::<T>()?, y_pred)
+    }
+
+    /// The loss with integer targets (class indices): what a custom loop
+    /// calls with labels read from files.
+    ///
+    /// ```
+    /// use rime_layers::losses::{Loss, SparseCategoricalCrossentropy};
+    /// use rime_tensor::Tensor;
+    /// let labels = Tensor::vector(vec![1i64, 0]);
+    /// let logits = Tensor::from_vec(vec![0.0f32, 0.0, 3.0, 1.0], [2, 2])?;
+    /// let loss = SparseCategoricalCrossentropy::new().with_from_logits(true);
+    /// let l = loss.call_int(&labels, &logits)?;
+    /// // the same value as with float labels
+    /// assert_eq!(l, loss.call(&Tensor::vector(vec![1.0, 0.0]), &logits)?);
+    /// assert!(loss.call_int(&Tensor::vector(vec![2i64, 0]), &logits).is_err());
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn call_int(&self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
+        reduce(self.per_sample_int(y_true, y_pred)?, self.reduction())
+    }
+
+    /// The loss for a [`Target`] (float values or integer class indices),
+    /// as a dataset's batches hold them.
+    fn call_target(&self, y_true: &Target<T>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
+        match y_true {
+            Target::Float(y) => self.call(y, y_pred),
+            Target::Int(y) => self.call_int(y, y_pred),
+        }
     }
 
     /// The loss with one weight per sample (shape `y_pred.shape[..-1]`, or
@@ -511,6 +547,10 @@ impl<T: Element> Loss<T> for CategoricalCrossentropy {
 /// let logits = Tensor::from_vec(vec![0.0, 0.0, 0.0, 0.0], [2, 2])?;
 /// let l = SparseCategoricalCrossentropy::new().with_from_logits(true).call(&labels, &logits)?;
 /// assert!((l.to_scalar()? - 2f64.ln()).abs() < 1e-12);
+/// // integer labels, as datasets read them from files
+/// let ids = Tensor::vector(vec![1i64, 0]);
+/// let li = SparseCategoricalCrossentropy::new().with_from_logits(true).call_int(&ids, &logits)?;
+/// assert_eq!(li, l);
 /// let bad = Tensor::vector(vec![2.0f64, 0.0]); // class 2 of 2
 /// assert!(SparseCategoricalCrossentropy::new().call(&bad, &logits).is_err());
 /// # Ok::<(), rime_layers::Error>(())
@@ -535,12 +575,28 @@ impl SparseCategoricalCrossentropy {
 }
 reduction_builder!(SparseCategoricalCrossentropy);
 
-/// Class indices from a tensor of labels, one per sample of `y_pred`.
-pub(crate) fn class_labels<T: Element>(
-    what: &str,
-    y_true: &Tensor<T>,
-    y_pred: &Tensor<T>,
-) -> Result<Vec<usize>> {
+impl SparseCategoricalCrossentropy {
+    /// Per-sample losses for checked class indices.
+    fn per_sample_of_labels<T: Element>(
+        &self,
+        labels: &[usize],
+        y_pred: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        let logits = if self.from_logits {
+            y_pred.clone()
+        } else {
+            y_pred
+                .clamp(T::of(EPSILON), T::one() - T::of(EPSILON))?
+                .ln()
+        };
+        Ok(logits.sparse_softmax_cross_entropy(labels)?)
+    }
+}
+
+/// Checks that `y_true` holds one class index per sample of `y_pred`
+/// (shape `y_pred.shape[..-1]`, or that plus a trailing 1); returns the
+/// number of classes.
+fn check_label_shape<T: Element>(what: &str, y_true: &Shape, y_pred: &Tensor<T>) -> Result<usize> {
     if y_pred.rank() == 0 {
         return Err(Error::InvalidArgument {
             what: what.to_string(),
@@ -551,7 +607,7 @@ pub(crate) fn class_labels<T: Element>(
         });
     }
     let samples = &y_pred.dims()[..y_pred.rank() - 1];
-    let t = y_true.dims();
+    let t: &[usize] = y_true;
     let fits = t == samples
         || (t.len() == samples.len() + 1 && t.last() == Some(&1) && &t[..samples.len()] == samples);
     if !fits {
@@ -559,13 +615,48 @@ pub(crate) fn class_labels<T: Element>(
             what: what.to_string(),
             msg: format!(
                 "y_true has shape {}, y_pred has shape {}: expected one class index per sample (shape {})",
-                y_true.shape(),
+                y_true,
                 y_pred.shape(),
                 Shape::from(samples)
             ),
         });
     }
-    let classes = y_pred.dims()[y_pred.rank() - 1];
+    Ok(y_pred.dims()[y_pred.rank() - 1])
+}
+
+/// Class indices from a tensor of integer labels, one per sample of
+/// `y_pred`.
+pub(crate) fn int_class_labels<T: Element>(
+    what: &str,
+    y_true: &Tensor<i64>,
+    y_pred: &Tensor<T>,
+) -> Result<Vec<usize>> {
+    let classes = check_label_shape(what, y_true.shape(), y_pred)?;
+    y_true
+        .as_slice()
+        .iter()
+        .map(|&v| match usize::try_from(v) {
+            Ok(i) if i < classes => Ok(i),
+            _ => Err(Error::InvalidArgument {
+                what: what.to_string(),
+                msg: format!(
+                    "label {v} is not a class index in 0..{classes} (y_true shape {}, y_pred shape {})",
+                    y_true.shape(),
+                    y_pred.shape()
+                ),
+            }),
+        })
+        .collect()
+}
+
+/// Class indices from a tensor of float labels (whole numbers), one per
+/// sample of `y_pred`.
+pub(crate) fn class_labels<T: Element>(
+    what: &str,
+    y_true: &Tensor<T>,
+    y_pred: &Tensor<T>,
+) -> Result<Vec<usize>> {
+    let classes = check_label_shape(what, y_true.shape(), y_pred)?;
     y_true
         .as_slice()
         .iter()
@@ -592,14 +683,11 @@ impl<T: Element> Loss<T> for SparseCategoricalCrossentropy {
     }
     fn per_sample(&self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
         let labels = class_labels("loss sparse_categorical_crossentropy", y_true, y_pred)?;
-        let logits = if self.from_logits {
-            y_pred.clone()
-        } else {
-            y_pred
-                .clamp(T::of(EPSILON), T::one() - T::of(EPSILON))?
-                .ln()
-        };
-        Ok(logits.sparse_softmax_cross_entropy(&labels)?)
+        self.per_sample_of_labels(&labels, y_pred)
+    }
+    fn per_sample_int(&self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<Tensor<T>> {
+        let labels = int_class_labels("loss sparse_categorical_crossentropy", y_true, y_pred)?;
+        self.per_sample_of_labels(&labels, y_pred)
     }
     fn get_config(&self) -> Value {
         json!({

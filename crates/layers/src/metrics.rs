@@ -21,8 +21,8 @@
 
 use rime_tensor::{Element, Tensor};
 
-use crate::losses::class_labels;
-use crate::{Error, Result};
+use crate::losses::{class_labels, int_class_labels};
+use crate::{Error, Result, Target};
 
 /// A running metric.
 pub trait Metric: Send {
@@ -40,6 +40,22 @@ pub trait Metric: Send {
 pub trait UpdateState<T: Element = f32>: Metric {
     /// Adds a batch.
     fn update_state(&mut self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<()>;
+
+    /// Adds a batch with integer targets (class indices). The sparse
+    /// metrics read them as they are; the others convert them to `T`
+    /// first.
+    fn update_state_int(&mut self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<()> {
+        self.update_state(&y_true.to_dtype::<T>()?, y_pred)
+    }
+
+    /// Adds a batch with a [`Target`] (float values or integer class
+    /// indices), as a dataset's batches hold them.
+    fn update_state_target(&mut self, y_true: &Target<T>, y_pred: &Tensor<T>) -> Result<()> {
+        match y_true {
+            Target::Float(y) => self.update_state(y, y_pred),
+            Target::Int(y) => self.update_state_int(y, y_pred),
+        }
+    }
 }
 
 /// A weighted running mean: `Σ wᵢxᵢ / Σ wᵢ`.
@@ -308,17 +324,40 @@ impl<T: Element> UpdateState<T> for CategoricalAccuracy {
 
 comparison_metric!(
     /// How often the arg-max of `y_pred` (over the last axis) is the class
-    /// index in `y_true`.
+    /// index in `y_true` (float labels, or integer ones through
+    /// [`UpdateState::update_state_int`]).
+    ///
+    /// ```
+    /// use rime_layers::metrics::{Metric, SparseCategoricalAccuracy, UpdateState};
+    /// use rime_tensor::Tensor;
+    /// let mut a = SparseCategoricalAccuracy::new();
+    /// let p = Tensor::from_vec(vec![0.2f32, 0.8, 0.3, 0.7], [2, 2])?;
+    /// a.update_state_int(&Tensor::vector(vec![1i64, 0]), &p)?;
+    /// assert_eq!(a.result(), 0.5);
+    /// assert!(a.update_state_int(&Tensor::vector(vec![-1i64, 0]), &p).is_err());
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
     SparseCategoricalAccuracy,
     "sparse_categorical_accuracy"
 );
 
-impl<T: Element> UpdateState<T> for SparseCategoricalAccuracy {
-    fn update_state(&mut self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<()> {
-        let labels = class_labels("metric sparse_categorical_accuracy", y_true, y_pred)?;
+impl SparseCategoricalAccuracy {
+    fn add_hits<T: Element>(&mut self, labels: &[usize], y_pred: &Tensor<T>) -> Result<()> {
         let guess = y_pred.argmax_indices(-1)?;
         let hits = labels.iter().zip(&guess).filter(|(a, b)| a == b).count();
         self.state.add(hits as f64, labels.len() as f64);
         Ok(())
+    }
+}
+
+impl<T: Element> UpdateState<T> for SparseCategoricalAccuracy {
+    fn update_state(&mut self, y_true: &Tensor<T>, y_pred: &Tensor<T>) -> Result<()> {
+        let labels = class_labels("metric sparse_categorical_accuracy", y_true, y_pred)?;
+        self.add_hits(&labels, y_pred)
+    }
+
+    fn update_state_int(&mut self, y_true: &Tensor<i64>, y_pred: &Tensor<T>) -> Result<()> {
+        let labels = int_class_labels("metric sparse_categorical_accuracy", y_true, y_pred)?;
+        self.add_hits(&labels, y_pred)
     }
 }

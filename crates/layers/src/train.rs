@@ -14,9 +14,10 @@ use rime_tape::{GradientTape, ResolvedMask, SourceRef, Variable};
 use rime_tensor::{Element, Tensor};
 
 use crate::collective::{Collective, StepExchange};
+use crate::data::Batch;
 use crate::losses::Loss;
 use crate::optimizers::Optimizer;
-use crate::{CallContext, Error, Layer, Result};
+use crate::{CallContext, Error, Layer, Result, Target};
 
 /// A training step bound to a model, an optimizer and a loss.
 ///
@@ -155,16 +156,50 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// snapshot variables (zero at their snapshot masks' frozen elements),
     /// one optimizer update. Returns the loss before the update.
     pub fn run(&mut self, x: &Tensor<T>, y: &Tensor<T>) -> Result<T> {
-        self.run_many(std::slice::from_ref(x), std::slice::from_ref(y))
+        self.run_with_outputs(std::slice::from_ref(x), &[Target::Float(y.clone())])
+            .map(|(loss, _)| loss)
+    }
+
+    /// [`run`](TrainStep::run) with integer targets: class indices for the
+    /// sparse losses, which read them as they are (other losses convert
+    /// them to `T`).
+    ///
+    /// ```
+    /// use rime_layers::losses::SparseCategoricalCrossentropy;
+    /// use rime_layers::optimizers::Sgd;
+    /// use rime_layers::{Dense, Sequential, TrainStep};
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new().add(Dense::new(3)).with_input_shape([2])?;
+    /// let loss = SparseCategoricalCrossentropy::new().with_from_logits(true);
+    /// let mut step = TrainStep::new(&model, Sgd::new(), loss);
+    /// let x = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], [2, 2])?;
+    /// let first = step.run_int(&x, &Tensor::vector(vec![2i64, 0]))?;
+    /// assert!(step.run_int(&x, &Tensor::vector(vec![2i64, 0]))? < first);
+    /// // a label outside 0..3 is an error, and the step changes nothing
+    /// assert!(step.run_int(&x, &Tensor::vector(vec![3i64, 0])).is_err());
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn run_int(&mut self, x: &Tensor<T>, y: &Tensor<i64>) -> Result<T> {
+        self.run_with_outputs(std::slice::from_ref(x), &[Target::Int(y.clone())])
+            .map(|(loss, _)| loss)
+    }
+
+    /// One step on a dataset's batch (float or integer targets).
+    pub fn run_batch(&mut self, batch: &Batch<T>) -> Result<T> {
+        self.run_with_outputs(&batch.inputs, &batch.targets)
+            .map(|(loss, _)| loss)
     }
 
     /// The same for models with several inputs and outputs: the loss is
     /// applied to each output with its target and the results added.
     pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
-        self.run_with_outputs(inputs, targets).map(|(loss, _)| loss)
+        let targets: Vec<Target<T>> = targets.iter().cloned().map(Target::Float).collect();
+        self.run_with_outputs(inputs, &targets)
+            .map(|(loss, _)| loss)
     }
 
-    /// [`run_many`](TrainStep::run_many), also returning the model's
+    /// [`run_many`](TrainStep::run_many) with [`Target`]s (float values or
+    /// integer class indices), also returning the model's
     /// outputs of the training-mode forward pass (before the update), from
     /// which `fit` updates its metrics as Keras does.
     ///
@@ -179,7 +214,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     pub fn run_with_outputs(
         &mut self,
         inputs: &[Tensor<T>],
-        targets: &[Tensor<T>],
+        targets: &[Target<T>],
     ) -> Result<(T, Vec<Tensor<T>>)> {
         let checked = self.check_targets(targets);
         let (mut result, mut staged) = match checked {
@@ -246,7 +281,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// What can be checked of the targets before the forward pass; their
     /// count and shapes are checked against the outputs before anything
     /// is applied.
-    fn check_targets(&self, targets: &[Tensor<T>]) -> Result<()> {
+    fn check_targets(&self, targets: &[Target<T>]) -> Result<()> {
         if targets.is_empty() {
             return Err(Error::InvalidArgument {
                 what: format!("train step of `{}`", self.model.name()),
@@ -262,7 +297,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     fn forward_backward(
         &self,
         inputs: &[Tensor<T>],
-        targets: &[Tensor<T>],
+        targets: &[Target<T>],
     ) -> Result<(T, Vec<Tensor<T>>, Option<Vec<Option<Tensor<T>>>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
@@ -279,7 +314,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         }
         let mut loss = Tensor::scalar(T::zero());
         for (y, p) in targets.iter().zip(&outputs) {
-            loss = loss.add(&self.loss.call(y, p)?)?;
+            loss = loss.add(&self.loss.call_target(y, p)?)?;
         }
         for penalty in self.model.losses()? {
             loss = loss.add(&penalty)?;

@@ -19,7 +19,7 @@ fn ids(batches: impl Iterator<Item = rime_layers::Result<Batch>>) -> Vec<Vec<usi
             let b = b.unwrap();
             // x rows are [2i, 2i+1]: check features and targets stay paired
             let x = b.inputs[0].to_vec();
-            let y = b.targets[0].to_vec();
+            let y = b.targets[0].to_float().unwrap().to_vec();
             for (k, yi) in y.iter().enumerate() {
                 assert_eq!(x[2 * k], 2.0 * yi);
             }
@@ -130,7 +130,8 @@ fn several_inputs_and_mismatched_counts() {
     assert_eq!(batch.inputs.len(), 2);
     assert_eq!(batch.inputs[1].dims(), &[3]);
     assert_eq!(batch.len(), 3);
-    let err = Dataset::from_many(vec![a.clone()], vec![Tensor::zeros([5]).unwrap()]).unwrap_err();
+    let err =
+        Dataset::from_many(vec![a.clone()], vec![Tensor::<f32>::zeros([5]).unwrap()]).unwrap_err();
     assert!(err.to_string().contains("5 samples"), "{err}");
     assert!(Dataset::<f32>::from_many(vec![], vec![y]).is_err());
     assert!(Dataset::from_features(Tensor::<f32>::scalar(1.0)).is_err());
@@ -148,6 +149,13 @@ fn csv_reader_reads_numbers_and_names_bad_fields() {
         vec![1.0, 2.0, 3.5, -4.0]
     );
     assert!(t.columns::<f32>(2..4).is_err());
+    // labels as integers, exactly; a fractional or missing column is an error
+    let y = t.int_column(2).unwrap();
+    assert_eq!((y.dims(), y.to_vec()), (&[2][..], vec![0i64, 1]));
+    assert_eq!(t.int_column(1).unwrap().to_vec(), vec![2, -4]);
+    let err = t.int_column(0).unwrap_err();
+    assert!(err.to_string().contains("row 2, column 1"), "{err}");
+    assert!(t.int_column(3).is_err());
     std::fs::write(&path, "1,2\n3,x\n").unwrap();
     let err = read_csv(&path, false).unwrap_err();
     assert!(matches!(err, Error::Data { .. }));
@@ -169,6 +177,25 @@ fn csv_reader_reads_the_gzipped_digits() {
             .iter()
             .all(|&l| (0.0..10.0).contains(&l) && l.fract() == 0.0)
     );
+    // the same labels as integers; per class counts as the file has them
+    let ints = t.int_column(64).unwrap();
+    assert_eq!(ints.to_dtype::<f32>().unwrap().to_vec(), labels);
+    let mut counts = [0usize; 10];
+    ints.as_slice()
+        .iter()
+        .for_each(|&l| counts[l as usize] += 1);
+    assert_eq!(counts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
+    // held as integers by a dataset and served so
+    let data = Dataset::from_tensors(t.columns::<f32>(0..64).unwrap(), ints.clone())
+        .unwrap()
+        .batch(1000)
+        .unwrap();
+    let batches: Vec<Batch> = data.iter().collect::<Result<_, _>>().unwrap();
+    let served: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.targets[0].as_int().expect("integer targets").to_vec())
+        .collect();
+    assert_eq!(served, ints.to_vec());
 }
 
 fn idx_bytes(kind: u8, dims: &[u32], payload: &[u8]) -> Vec<u8> {
@@ -198,9 +225,26 @@ fn idx_reader_reads_plain_and_gzip_and_rejects_bad_headers() {
     std::fs::write(&gz, enc.finish().unwrap()).unwrap();
     assert_eq!(read_idx(&gz).unwrap(), a);
 
+    // bytes as integers, exactly
+    let ints = a.to_int_tensor().unwrap();
+    assert_eq!(ints.dims(), &[2, 2, 2]);
+    assert_eq!(ints.to_vec(), vec![0i64, 255, 1, 2, 3, 4, 5, 6]);
+
     let i32s = idx_bytes(0x0C, &[2], &[0, 0, 1, 0, 0xff, 0xff, 0xff, 0xfe]);
     std::fs::write(&path, i32s).unwrap();
-    assert_eq!(read_idx(&path).unwrap().data, IdxData::I32(vec![256, -2]));
+    let b = read_idx(&path).unwrap();
+    assert_eq!(b.data, IdxData::I32(vec![256, -2]));
+    assert_eq!(b.to_int_tensor().unwrap().to_vec(), vec![256i64, -2]);
+    let i8s = idx_bytes(0x09, &[2], &[0x80, 0x7f]);
+    std::fs::write(&path, i8s).unwrap();
+    assert_eq!(
+        read_idx(&path).unwrap().to_int_tensor().unwrap().to_vec(),
+        vec![-128i64, 127]
+    );
+    let f32s = idx_bytes(0x0D, &[1], &1.5f32.to_be_bytes());
+    std::fs::write(&path, f32s).unwrap();
+    let err = read_idx(&path).unwrap().to_int_tensor().unwrap_err();
+    assert!(matches!(err, Error::Data { .. }), "{err}");
 
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (vec![1, 0, 8, 1, 0, 0, 0, 1, 0], "magic"),
@@ -237,6 +281,14 @@ fn idx_reader_reads_fashion_mnist_when_installed() {
         panic!("labels are bytes")
     };
     assert!(v.iter().all(|&c| c < 10));
+    let ints = l.to_int_tensor().unwrap();
+    assert_eq!(ints.dims(), &[10000]);
+    assert!(
+        ints.as_slice()
+            .iter()
+            .zip(v)
+            .all(|(&i, &b)| i == i64::from(b))
+    );
     let x = read_idx(dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
     assert_eq!(x.dims, [10000, 28, 28]);
 }

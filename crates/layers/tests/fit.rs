@@ -54,9 +54,32 @@ fn close(a: f64, b: f64, what: &str) {
     );
 }
 
+/// Keras' labels as rime's datasets read them from files: `i64`.
+fn int_labels(v: &Value) -> Tensor<i64> {
+    tensor(v).to_dtype::<i64>().unwrap()
+}
+
 #[test]
 fn fit_history_matches_keras() {
+    fit_history_matches_keras_with(false);
+}
+
+/// The same Keras histories, weights and evaluation with the labels held
+/// as integers (Keras' `fit` takes either).
+#[test]
+fn fit_with_integer_labels_matches_keras() {
+    fit_history_matches_keras_with(true);
+}
+
+fn fit_history_matches_keras_with(integer: bool) {
     let fx = fixtures();
+    let dataset = |x: &Value, y: &Value| {
+        if integer {
+            Dataset::from_tensors(tensor(x), int_labels(y))
+        } else {
+            Dataset::from_tensors(tensor(x), tensor(y))
+        }
+    };
     for case in fx["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let model = mlp();
@@ -67,7 +90,7 @@ fn fit_history_matches_keras() {
             .map(tensor)
             .collect();
         model.set_weights(&init).unwrap();
-        let data = Dataset::from_tensors(tensor(&case["x"]), tensor(&case["y"]))
+        let data = dataset(&case["x"], &case["y"])
             .unwrap()
             .batch(case["batch_size"].as_u64().unwrap() as usize)
             .unwrap();
@@ -77,7 +100,7 @@ fn fit_history_matches_keras() {
             options = options.validation_split(f);
             None
         } else {
-            let v = Dataset::from_tensors(tensor(&case["x_val"]), tensor(&case["y_val"]))
+            let v = dataset(&case["x_val"], &case["y_val"])
                 .unwrap()
                 .batch(4)
                 .unwrap();

@@ -11,8 +11,8 @@ use rime_layers::initializers::Initializer;
 use rime_layers::optimizers::{Optimizer, Sgd};
 use rime_layers::regularizers::Regularizer;
 use rime_layers::{
-    ActivationLayer, Add, CallContext, Concatenate, Dense, Dropout, Error, Flatten, Lambda, Layer,
-    LayerBase, LayerRef, Multiply, Reshape, Sequential,
+    ActivationLayer, Add, CallContext, Concatenate, Dense, Dropout, Embedding, Error, Flatten,
+    Lambda, Layer, LayerBase, LayerRef, Multiply, Reshape, Sequential,
 };
 use rime_tape::GradientTape;
 use rime_tensor::{Shape, Tensor};
@@ -353,4 +353,48 @@ fn add_loss_is_collected_per_call() {
         .map(|t| t.to_scalar().unwrap())
         .collect();
     assert_eq!(got, vec![0.25]);
+}
+
+/// `Embedding::lookup` with integer ids: the rows `call` gives for the same
+/// ids as floats, the same table gradient (repeated ids accumulate), and
+/// out-of-range ids are errors naming the layer and leaving it unchanged.
+#[test]
+fn embedding_looks_up_integer_ids() {
+    let emb = Embedding::<f64>::new(5, 3);
+    let ids = Tensor::from_vec(vec![4i64, 0, 4, 2, 1, 4], [2, 3]).unwrap();
+    let rows = emb.lookup(&ids).unwrap();
+    assert_eq!(rows.dims(), &[2, 3, 3]);
+    let float_ids = ids.to_dtype::<f64>().unwrap();
+    assert_eq!(rows, emb.call(&float_ids, false).unwrap());
+    let table = emb.embeddings().unwrap().clone();
+    let tv = table.value().to_vec();
+    assert_eq!(rows.to_vec()[..3], tv[12..15]);
+    // i32 ids alike
+    let small: Tensor<i32> = Tensor::from_vec(vec![4, 0, 4, 2, 1, 4], [2, 3]).unwrap();
+    assert_eq!(emb.lookup(&small).unwrap(), rows);
+
+    let grad = |f: &dyn Fn() -> Tensor<f64>| {
+        let tape = GradientTape::new();
+        let y = f().sum_all();
+        tape.gradient_of(&y, &table).unwrap()
+    };
+    let g = grad(&|| emb.lookup(&ids).unwrap());
+    assert_eq!(g, grad(&|| emb.call(&float_ids, false).unwrap()));
+    // id 4 appears three times, 3 never
+    let gv = g.to_vec();
+    assert_eq!(gv[12..15], [3.0, 3.0, 3.0]);
+    assert_eq!(gv[9..12], [0.0, 0.0, 0.0]);
+
+    for bad in [vec![0i64, 5], vec![-1, 0]] {
+        let e = emb.lookup(&Tensor::vector(bad)).unwrap_err().to_string();
+        assert!(
+            e.to_lowercase().contains("embedding") && e.contains("[2]"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        table.value().to_vec(),
+        tv,
+        "a failed lookup changes nothing"
+    );
 }

@@ -361,3 +361,116 @@ fn metrics_accumulate_over_batches() {
     mean.reset_state();
     assert_eq!(mean.result(), 0.0);
 }
+
+/// Integer labels (`i64`, as datasets read them from files): the sparse
+/// loss and metric give exactly what the float-label form gives, and the
+/// same gradient; bad labels are errors naming the loss, the label and the
+/// shapes; other losses convert integer targets to floats (Keras' cast).
+#[test]
+fn integer_labels_match_float_labels() {
+    let logits = t(
+        &[
+            0.3, -1.2, 2.0, 0.0, 0.5, 0.5, -3.0, 1.0, 0.1, 4.0, -0.5, 0.2,
+        ],
+        &[4, 3],
+    );
+    let floats = t(&[2.0, 0.0, 1.0, 0.0], &[4]);
+    let ints = Tensor::vector(vec![2i64, 0, 1, 0]);
+    for from_logits in [true, false] {
+        let pred = if from_logits {
+            logits.clone()
+        } else {
+            logits.softmax(-1).unwrap()
+        };
+        for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let loss = SparseCategoricalCrossentropy::new()
+                .with_from_logits(from_logits)
+                .with_reduction(r);
+            let a = Loss::call(&loss, &floats, &pred).unwrap();
+            let b = loss.call_int(&ints, &pred).unwrap();
+            assert_eq!(a, b, "from_logits {from_logits}, {r:?}");
+            // [batch, 1] labels too
+            let col = ints.reshape([4, 1]).unwrap();
+            assert_eq!(loss.call_int(&col, &pred).unwrap(), a);
+        }
+    }
+    // by hand: mean of logsumexp(row) - row[label]
+    let lse = |r: &[f64]| r.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let rows = logits.to_vec();
+    let want = [2usize, 0, 1, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| lse(&rows[i * 3..i * 3 + 3]) - rows[i * 3 + l])
+        .sum::<f64>()
+        / 4.0;
+    let scce = SparseCategoricalCrossentropy::new().with_from_logits(true);
+    close(
+        scce.call_int(&ints, &logits).unwrap().to_scalar().unwrap(),
+        want,
+        "sparse cross entropy from i64 labels",
+    );
+    // the gradient w.r.t. the logits is the float-label one
+    let grad = |f: &dyn Fn(&Tensor<f64>) -> Tensor<f64>| {
+        let tape = rime_tape::GradientTape::new();
+        tape.watch(&logits);
+        let l = f(&logits);
+        tape.gradient_of(&l, &logits).unwrap()
+    };
+    assert_eq!(
+        grad(&|x| Loss::call(&scce, &floats, x).unwrap()),
+        grad(&|x| scce.call_int(&ints, x).unwrap())
+    );
+    // bad labels: negative, too large, wrong count
+    for (labels, needle) in [
+        (vec![2i64, -1, 1, 0], "label -1"),
+        (vec![2, 0, 3, 0], "label 3"),
+    ] {
+        let e = scce
+            .call_int(&Tensor::vector(labels), &logits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sparse_categorical_crossentropy")
+                && e.contains(needle)
+                && e.contains("[4, 3]"),
+            "{e}"
+        );
+    }
+    let e = scce
+        .call_int(&Tensor::vector(vec![0i64, 1]), &logits)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2]") && e.contains("[4, 3]"), "{e}");
+    // a regression loss converts integer targets
+    let y = t(&[1.0, 2.0], &[2, 1]);
+    let mse = MeanSquaredError::new();
+    assert_eq!(
+        mse.call_int(&Tensor::from_vec(vec![3i64, -1], [2, 1]).unwrap(), &y)
+            .unwrap()
+            .to_scalar()
+            .unwrap(),
+        (4.0 + 9.0) / 2.0
+    );
+    // the metric
+    let mut a = SparseCategoricalAccuracy::new();
+    let mut b = SparseCategoricalAccuracy::new();
+    a.update_state(&floats, &logits).unwrap();
+    b.update_state_int(&ints, &logits).unwrap();
+    assert_eq!(a.result(), b.result());
+    close(
+        b.result(),
+        0.75,
+        "rows 0, 2 and 3 pick their labels' classes",
+    );
+    assert!(
+        b.update_state_int(&Tensor::vector(vec![5i64, 0, 0, 0]), &logits)
+            .is_err()
+    );
+    close(b.result(), 0.75, "a failed update changes nothing");
+    // targets from a dataset: either kind through `call_target`
+    let target: rime_layers::Target<f64> = ints.clone().into();
+    assert_eq!(
+        scce.call_target(&target, &logits).unwrap(),
+        scce.call_int(&ints, &logits).unwrap()
+    );
+}

@@ -108,7 +108,7 @@ fn train(step: &mut TrainStep<'_, f32>, data: &Dataset<f32>, counters: &mut Coun
             .skip(counters.step_in_epoch as usize);
         for batch in batches {
             let b = batch.unwrap();
-            step.run_many(&b.inputs, &b.targets).unwrap();
+            step.run_batch(&b).unwrap();
             counters.step_in_epoch += 1;
             counters.global_step += 1;
             left -= 1;

@@ -370,11 +370,10 @@ proptest! {
     ) {
         let i = idx.clone();
         check("index_select", move |v| Ok(v[0].index_select(axis as isize, &i)?.sin()), std::slice::from_ref(&x))?;
-        // gather with a 2-D index array of the same entries, repeated
-        let mut g = idx.clone();
-        g.extend_from_slice(&idx);
-        let n = idx.len();
-        check("gather", move |v| Ok(v[0].gather(axis as isize, &g, [2, n])?.sin()), &[x])?;
+        // gather with a 2-D integer index tensor of the same entries, repeated
+        let g: Vec<i32> = idx.iter().chain(&idx).map(|&i| i as i32).collect();
+        let g = Tensor::from_vec(g, [2, idx.len()]).unwrap();
+        check("gather", move |v| Ok(v[0].gather(axis as isize, &g)?.sin()), &[x])?;
     }
 
     #[test]

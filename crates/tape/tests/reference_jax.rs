@@ -336,11 +336,11 @@ fn vjp_fn(name: &str) -> Vjp {
         "gelu_erf_softplus" => |v| Ok(v[0].gelu().add(&v[0].erf().mul(&v[0].softplus())?)?),
         "gather" => |v| {
             let m = &fixtures()["vjp_meta"];
-            Ok(v[0].gather(
-                1,
-                &usizes(&m["gather_indices"]),
-                usizes(&m["gather_index_shape"]),
-            )?)
+            let ids: Vec<i64> = usizes(&m["gather_indices"])
+                .iter()
+                .map(|&i| i as i64)
+                .collect();
+            Ok(v[0].gather(1, &Tensor::from_vec(ids, usizes(&m["gather_index_shape"]))?)?)
         },
         "concat_pad_slice" => |v| {
             let c = Tensor::concat(&[&v[0], &v[1]], 1)?;

@@ -945,3 +945,64 @@ fn hessian_as_the_jacobian_of_a_gradient() -> R {
     assert_close(&h.to_vec(), &want, 1e-15, 0.0, "hessian");
     Ok(())
 }
+
+/// Integer tensors are never differentiable: ops on them are not recorded,
+/// a value that passes through an integer type is cut from its source
+/// (`gradient` gives `None`, zeros when asked, and `gradient_of` a typed
+/// `Unconnected` error, never a panic), while integer ids still route the
+/// gradient of the float values they select. (Watching an integer tensor
+/// or asking for a gradient with respect to one does not compile: see
+/// rime-layers' `Target`.)
+#[test]
+fn integer_tensors_are_never_differentiable() {
+    let x = t(&[1.5, -2.5, 3.0], &[3]);
+    let tape = GradientTape::persistent();
+    tape.watch(&x);
+    let before = tape.len();
+    let ids = Tensor::from_vec(vec![2i64, 0, 2, 1], [2, 2]).unwrap();
+    let moved = ids.t().unwrap().reshape([4]).unwrap();
+    let _ = Tensor::concat(&[&moved, &moved], 0)
+        .unwrap()
+        .gather(0, &ids)
+        .unwrap();
+    assert_eq!(tape.len(), before, "integer ops record nothing");
+
+    // through an integer type and back: a constant
+    let rounded = x.to_dtype::<i64>().unwrap().to_dtype::<f64>().unwrap();
+    assert_eq!(rounded.to_vec(), vec![1.0, -2.0, 3.0]);
+    let y = rounded.mul(&x).unwrap().sum_all();
+    assert_eq!(
+        grad1(&tape, &y, &x),
+        vec![1.0, -2.0, 3.0],
+        "only the float factor"
+    );
+    // a target reached from `x` only through the integers is not recorded
+    assert!(matches!(
+        tape.gradient(&rounded.sum_all(), &[&x]),
+        Err(Error::TargetNotRecorded { .. })
+    ));
+    // recorded through another source, it has no gradient for `x`
+    let w = t(&[2.0], &[1]);
+    tape.watch(&w);
+    let cut = rounded.mul(&w).unwrap().sum_all();
+    assert!(tape.gradient(&cut, &[&x]).unwrap()[0].is_none());
+    let zeros = tape
+        .gradient_of_with(&cut, &x, UnconnectedGradients::Zero)
+        .unwrap();
+    assert_eq!(zeros.to_vec(), vec![0.0; 3]);
+    assert!(matches!(
+        tape.gradient_of(&cut, &x),
+        Err(Error::Unconnected { .. })
+    ));
+
+    // integer ids select rows: the gradient reaches the selected values
+    let picked = x.gather(0, &ids).unwrap().square().sum_all();
+    assert_eq!(
+        grad1(&tape, &picked, &x),
+        vec![2.0 * 1.5, 2.0 * -2.5, 4.0 * 3.0]
+    );
+    // and ids converted to floats are an ordinary (unwatched) constant
+    let scale = ids.to_dtype::<f64>().unwrap().sum_all();
+    let z = x.sum_all().mul(&scale).unwrap();
+    assert_eq!(grad1(&tape, &z, &x), vec![5.0; 3]);
+}

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{Element, Tensor};
+use crate::{Element, IntElement, Scalar, Tensor};
 
 /// NumPy's `threshold`: above this many elements the output is summarized.
 const THRESHOLD: usize = 1000;
@@ -148,9 +148,16 @@ impl Layout {
 
     /// Writes the nested lists. `indent` is the column of this level's `[`;
     /// `col` tracks the current column for wrapping long rows.
-    fn write<T: Element>(&self, out: &mut String, data: &[T], dims: &[usize], indent: usize) {
+    fn write<T: Copy>(
+        &self,
+        out: &mut String,
+        data: &[T],
+        dims: &[usize],
+        indent: usize,
+        cell: &dyn Fn(T) -> String,
+    ) {
         let Some((&n, rest)) = dims.split_first() else {
-            out.push_str(&self.cell(data[0]));
+            out.push_str(&cell(data[0]));
             return;
         };
         let inner: usize = rest.iter().product();
@@ -161,7 +168,7 @@ impl Layout {
             let mut col = indent + 1;
             for (k, i) in shown.iter().enumerate() {
                 let cell = match i {
-                    Some(i) => self.cell(data[*i]),
+                    Some(i) => cell(data[*i]),
                     None => "...".to_string(),
                 };
                 if k > 0 {
@@ -190,7 +197,13 @@ impl Layout {
                     out.push_str(&" ".repeat(indent + 1));
                 }
                 match i {
-                    Some(i) => self.write(out, &data[i * inner..(i + 1) * inner], rest, indent + 1),
+                    Some(i) => self.write(
+                        out,
+                        &data[i * inner..(i + 1) * inner],
+                        rest,
+                        indent + 1,
+                        cell,
+                    ),
                     None => out.push_str("..."),
                 }
             }
@@ -212,16 +225,58 @@ impl Layout {
 /// assert_eq!(big.to_string(), "tensor([  1.   ,   1.125,   1.25 , ..., 250.625, 250.75 , 250.875], shape=[2000], dtype=f64)");
 /// # Ok::<(), rime_tensor::Error>(())
 /// ```
-impl<T: Element> fmt::Display for Tensor<T> {
+///
+/// Integer tensors print their values right-aligned:
+///
+/// ```
+/// use rime_tensor::Tensor;
+/// let ids = Tensor::from_vec(vec![3i64, -1, 10, 7], [2, 2])?;
+/// assert_eq!(ids.to_string(), "tensor([[ 3, -1],\n        [10,  7]], shape=[2, 2], dtype=i64)");
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+impl<T: Scalar> fmt::Display for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dims = self.dims();
-        let suffix = format!(", shape={}, dtype={})", self.shape(), T::DTYPE);
-        if self.is_empty() {
+        T::fmt_tensor(self, f)
+    }
+}
+
+/// `Display` of an integer tensor: every shown value right-aligned to the
+/// widest.
+pub(crate) fn fmt_int<T: IntElement>(t: &Tensor<T>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let suffix = format!(", shape={}, dtype={})", t.shape(), T::DTYPE);
+    if t.is_empty() {
+        return write!(f, "{PREFIX}[]{suffix}");
+    }
+    let summarize = t.len() > THRESHOLD;
+    let mut width = 0;
+    for_each_shown(t.as_slice(), t.dims(), summarize, &mut |v| {
+        width = width.max(v.to_string().len())
+    });
+    let layout = Layout {
+        style: Style::Shortest,
+        int_width: width,
+        frac_width: 0,
+        summarize,
+    };
+    let mut out = String::from(PREFIX);
+    let cell = |v: T| format!("{v:>width$}");
+    layout.write(&mut out, t.as_slice(), t.dims(), PREFIX.len(), &cell);
+    out.push_str(&suffix);
+    f.write_str(&out)
+}
+
+/// `Display` of a float tensor (NumPy's float layout).
+pub(crate) fn fmt_float<T: Element>(t: &Tensor<T>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    {
+        let this = t;
+        let dims = this.dims();
+        let suffix = format!(", shape={}, dtype={})", this.shape(), T::DTYPE);
+        if this.is_empty() {
             return write!(f, "{PREFIX}[]{suffix}");
         }
-        let summarize = self.len() > THRESHOLD;
+        let summarize = this.len() > THRESHOLD;
         let mut shown = Vec::new();
-        for_each_shown(self.as_slice(), dims, summarize, &mut |v| shown.push(v));
+        for_each_shown(this.as_slice(), dims, summarize, &mut |v| shown.push(v));
         let style = style_for(&shown, f.precision());
         let (mut int_width, mut frac_width, mut special_width) = (0, 0, 0);
         for v in &shown {
@@ -242,14 +297,16 @@ impl<T: Element> fmt::Display for Tensor<T> {
             summarize,
         };
         let mut out = String::from(PREFIX);
-        layout.write(&mut out, self.as_slice(), dims, PREFIX.len());
+        layout.write(&mut out, this.as_slice(), dims, PREFIX.len(), &|v| {
+            layout.cell(v)
+        });
         out.push_str(&suffix);
         f.write_str(&out)
     }
 }
 
 /// The same as `Display`.
-impl<T: Element> fmt::Debug for Tensor<T> {
+impl<T: Scalar> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }

@@ -1,11 +1,21 @@
-//! The element types a [`Tensor`] can hold: `f32` (the default) and `f64`.
+//! The element types a [`Tensor`] can hold: the floats `f32` (the default)
+//! and `f64`, which every op takes, and the integers `i32` and `i64` (ids,
+//! labels, `argmax` results), which the layout and indexing ops take.
+//!
+//! [`Scalar`] is what storage needs (a plain `Pod` value with a dtype tag);
+//! [`Element`] adds float math; [`IntElement`] marks the integer types that
+//! index ops accept as index tensors.
 
-use std::fmt::{Debug, Display};
+use std::fmt::{self, Debug, Display};
+use std::hash::Hash;
 use std::iter::Sum;
 
-use num_traits::{Float, FromPrimitive, NumAssign, ToPrimitive};
+use num_traits::{
+    Float, FromPrimitive, NumAssign, NumCast, One, PrimInt, Signed, ToPrimitive, Zero,
+};
 
 use crate::Tensor;
+use crate::record::DynRef;
 
 /// The runtime tag of an element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,6 +24,23 @@ pub enum DType {
     F32,
     /// 64-bit IEEE float.
     F64,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer (the type of `argmax` results and of the
+    /// labels rime-layers' datasets read from files).
+    I64,
+}
+
+impl DType {
+    /// Whether the type is a float (differentiable, takes every op).
+    ///
+    /// ```
+    /// use rime_tensor::DType;
+    /// assert!(DType::F32.is_float() && !DType::I64.is_float());
+    /// ```
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
 }
 
 impl Display for DType {
@@ -21,6 +48,8 @@ impl Display for DType {
         f.write_str(match self {
             DType::F32 => "f32",
             DType::F64 => "f64",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
         })
     }
 }
@@ -29,7 +58,106 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
+    impl Sealed for i32 {}
+    impl Sealed for i64 {}
 }
+
+/// Any element type a [`Tensor`] can store: `f32`, `f64`, `i32`, `i64`.
+///
+/// Construction, layout and indexing ops (`from_vec`, `reshape`,
+/// `permute`, `concat`, `slice`, `index_select`, `gather`, `Display`, ...)
+/// take any `Scalar`; arithmetic needs the float trait [`Element`].
+/// [`Tensor::to_dtype`] converts between any two.
+///
+/// ```
+/// use rime_tensor::{DType, Scalar, Tensor};
+/// assert_eq!(<i64 as Scalar>::DTYPE, DType::I64);
+/// let ids = Tensor::from_vec(vec![3i64, 1, 4, 1, 5, 9], [2, 3])?;
+/// assert_eq!(ids.t()?.to_vec(), vec![3, 1, 1, 5, 4, 9]);
+/// assert_eq!(ids.dtype(), DType::I64);
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+pub trait Scalar:
+    Copy
+    + PartialEq
+    + PartialOrd
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + Zero
+    + One
+    + NumCast
+    + ToPrimitive
+    + bytemuck::Pod
+    + 'static
+    + sealed::Sealed
+{
+    /// The runtime tag of this type.
+    const DTYPE: DType;
+
+    /// What a gradient tape sees of a tensor of this type: floats only
+    /// (integer tensors are never differentiable, so never recorded).
+    #[doc(hidden)]
+    fn recorded(t: &Tensor<Self>) -> Option<DynRef<'_>>;
+
+    /// `Display` for a tensor of this type (floats in NumPy's float
+    /// layout, integers right-aligned).
+    #[doc(hidden)]
+    fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+/// An integer element type: `i32` or `i64`. Tensors of these are accepted
+/// as index tensors by [`Tensor::index_select`], [`Tensor::gather`] and
+/// [`Tensor::one_hot`]; they take the layout ops but no arithmetic and are
+/// never differentiable (a gradient tape cannot watch them).
+///
+/// ```
+/// use rime_tensor::Tensor;
+/// let table = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 1.5], [2, 2])?;
+/// let ids = Tensor::from_vec(vec![1i32, 0, 1], [3])?;
+/// assert_eq!(table.gather(0, &ids)?.to_vec(), vec![1.0, 1.5, 0.0, 0.5, 1.0, 1.5]);
+/// # Ok::<(), rime_tensor::Error>(())
+/// ```
+pub trait IntElement: Scalar + Eq + Ord + Hash + PrimInt + Signed {}
+
+impl IntElement for i32 {}
+impl IntElement for i64 {}
+
+macro_rules! int_scalar {
+    ($t:ty, $tag:ident) => {
+        impl Scalar for $t {
+            const DTYPE: DType = DType::$tag;
+            #[inline]
+            fn recorded(_: &Tensor<Self>) -> Option<DynRef<'_>> {
+                None
+            }
+            fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                crate::display::fmt_int(t, f)
+            }
+        }
+    };
+}
+int_scalar!(i32, I32);
+int_scalar!(i64, I64);
+
+macro_rules! float_scalar {
+    ($t:ty, $tag:ident) => {
+        impl Scalar for $t {
+            const DTYPE: DType = DType::$tag;
+            #[inline]
+            fn recorded(t: &Tensor<Self>) -> Option<DynRef<'_>> {
+                Some(DynRef::$tag(t))
+            }
+            fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                crate::display::fmt_float(t, f)
+            }
+        }
+    };
+}
+float_scalar!(f32, F32);
+float_scalar!(f64, F64);
 
 /// A floating-point element type: implemented for `f32` and `f64` only.
 ///
@@ -39,28 +167,11 @@ mod sealed {
 /// either type.
 ///
 /// ```
-/// use rime_tensor::{DType, Element};
-/// assert_eq!(<f64 as Element>::DTYPE, DType::F64);
+/// use rime_tensor::{DType, Element, Scalar};
+/// assert_eq!(<f64 as Scalar>::DTYPE, DType::F64);
 /// assert_eq!(f32::of(0.5), 0.5f32);
 /// ```
-pub trait Element:
-    Float
-    + FromPrimitive
-    + ToPrimitive
-    + NumAssign
-    + Sum
-    + Default
-    + Debug
-    + Display
-    + Send
-    + Sync
-    + bytemuck::Pod
-    + 'static
-    + sealed::Sealed
-{
-    /// The runtime tag of this type.
-    const DTYPE: DType;
-
+pub trait Element: Scalar + Float + FromPrimitive + NumAssign + Sum {
     /// Converts an `f64` constant (exactly for `f64`, rounded for `f32`).
     fn of(v: f64) -> Self;
 
@@ -110,7 +221,6 @@ pub trait Element:
 }
 
 impl Element for f32 {
-    const DTYPE: DType = DType::F32;
     #[inline]
     fn of(v: f64) -> Self {
         v as f32
@@ -170,7 +280,6 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
-    const DTYPE: DType = DType::F64;
     #[inline]
     fn of(v: f64) -> Self {
         v

@@ -71,13 +71,14 @@ pub enum Error {
         /// The tensor's rank.
         rank: usize,
     },
-    /// An index outside `0..size` along an axis.
+    /// An index outside `0..size` along an axis (negative entries of an
+    /// integer index tensor included).
     #[error("{op}: index {index} is out of bounds for axis {axis} of size {size}")]
     IndexOutOfBounds {
         /// The op.
         op: &'static str,
-        /// The offending index.
-        index: usize,
+        /// The offending index (`i64::MAX` stands for larger ones).
+        index: i64,
         /// The axis indexed.
         axis: usize,
         /// The size of that axis.

@@ -1,6 +1,6 @@
 //! # rime-tensor
 //!
-//! A fast n-d array for `f32` and `f64`: NumPy broadcasting, reductions over
+//! A fast n-d array for `f32` and `f64` (and `i32`/`i64` for ids and labels): NumPy broadcasting, reductions over
 //! any axes, the softmax family, gather/scatter, and matrix products on
 //! matrixmultiply's SIMD kernels split across rayon's pool.
 //!
@@ -48,12 +48,12 @@ pub mod record;
 mod shape;
 mod tensor;
 
-pub use element::{DType, DynTensor, Element};
+pub use element::{DType, DynTensor, Element, IntElement, Scalar};
 pub use error::{Error, Result};
 pub use kernels::simd::vectorized;
 pub use ops::arith::BinaryOp;
 pub use ops::conv::{Conv1dOptions, Conv2dGeometry, Conv2dOptions, ConvOp, Padding};
-pub use ops::index::IndexOp;
+pub use ops::index::{IndexOp, Indices};
 pub use ops::layout::LayoutOp;
 pub use ops::nn::NnOp;
 pub use ops::pool::{Pool2dGeometry, Pool2dOptions, PoolOp};

@@ -21,7 +21,7 @@ use crate::ops::nn::NnOp;
 use crate::ops::pool::PoolOp;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
-use crate::{DType, DynTensor, Element, Tensor};
+use crate::{DType, DynTensor, Scalar, Tensor};
 
 /// A recorded op: which computation produced a tensor, with the attributes
 /// its gradient rule needs. The families match the files in `ops/` (and the
@@ -129,15 +129,20 @@ pub fn is_recording() -> bool {
 }
 
 /// Reports a same-dtype op if recording is on. `op` is built only then.
+/// Ops on integer tensors are never reported: they are not differentiable.
 #[inline]
-pub(crate) fn record<T: Element>(
+pub(crate) fn record<T: Scalar>(
     op: impl FnOnce() -> Op,
     inputs: &[&Tensor<T>],
     output: &Tensor<T>,
 ) {
     if is_recording() {
-        let refs: SmallVec<[DynRef<'_>; 4]> = inputs.iter().map(|t| T::as_dyn_ref(t)).collect();
-        record_dyn(op(), &refs, T::as_dyn_ref(output));
+        let Some(out) = T::recorded(output) else {
+            return;
+        };
+        let refs: SmallVec<[DynRef<'_>; 4]> =
+            inputs.iter().filter_map(|t| T::recorded(t)).collect();
+        record_dyn(op(), &refs, out);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Element, Error, Result, Shape, kernels};
+use crate::{Element, Error, Result, Scalar, Shape, kernels};
 
 /// The identity of a tensor value: two handles with the same id are clones
 /// of one value. A gradient tape tracks tensors by id.
@@ -35,7 +35,9 @@ impl TensorId {
     }
 }
 
-/// An n-d array of `f32` (the default) or `f64`, row-major and contiguous.
+/// An n-d array of `f32` (the default), `f64`, `i32` or `i64`, row-major
+/// and contiguous. Integer tensors (ids, labels) take the construction,
+/// layout and indexing ops; arithmetic is for floats ([`Element`]).
 ///
 /// A `Tensor` is an immutable value: ops return new tensors, and `clone` is
 /// cheap (the buffer is shared). Ops whose validity depends on shapes or
@@ -48,19 +50,19 @@ impl TensorId {
 /// assert_eq!(y.to_vec(), vec![8.0, 11.0, 16.0, 23.0]);
 /// # Ok::<(), rime_tensor::Error>(())
 /// ```
-pub struct Tensor<T: Element = f32> {
+pub struct Tensor<T: Scalar = f32> {
     inner: Arc<Inner<T>>,
 }
 
 /// One pointer per handle: cloning a tensor is one reference-count
 /// increment, and the tape's records of tensors stay small.
-struct Inner<T: Element> {
+struct Inner<T: Scalar> {
     id: TensorId,
     shape: Shape,
     data: Data<T>,
 }
 
-enum Data<T: Element> {
+enum Data<T: Scalar> {
     /// The tensor's own buffer.
     Owned(Vec<T>),
     /// Another tensor's buffer (reshape, detach). That tensor always owns
@@ -68,7 +70,7 @@ enum Data<T: Element> {
     View(Tensor<T>),
 }
 
-impl<T: Element> Clone for Tensor<T> {
+impl<T: Scalar> Clone for Tensor<T> {
     #[inline]
     fn clone(&self) -> Self {
         Tensor {
@@ -77,7 +79,7 @@ impl<T: Element> Clone for Tensor<T> {
     }
 }
 
-impl<T: Element> Tensor<T> {
+impl<T: Scalar> Tensor<T> {
     /// Builds a tensor from a buffer whose length the caller guarantees.
     #[inline]
     pub(crate) fn from_parts(data: Vec<T>, shape: Shape) -> Self {
@@ -244,72 +246,6 @@ impl<T: Element> Tensor<T> {
         Ok(Self::from_parts(v, shape))
     }
 
-    /// `start, start + step, ...` up to but excluding `end`.
-    ///
-    /// ```
-    /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::arange(0.0f32, 1.0, 0.25)?.to_vec(), vec![0.0, 0.25, 0.5, 0.75]);
-    /// assert!(Tensor::arange(0.0f32, 1.0, 0.0).is_err());
-    /// assert!(Tensor::arange(0.0f64, 1e300, 1e-300).is_err());
-    /// # Ok::<(), rime_tensor::Error>(())
-    /// ```
-    pub fn arange(start: T, end: T, step: T) -> Result<Self> {
-        if step == T::zero() || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error::InvalidArgument {
-                op: "arange",
-                msg: format!(
-                    "needs finite start, end and a non-zero step, got {start}, {end}, {step}"
-                ),
-            });
-        }
-        let count = ((end - start) / step).ceil();
-        let n = if count <= T::zero() {
-            0
-        } else {
-            match count.to_usize() {
-                Some(n) if n < isize::MAX as usize / std::mem::size_of::<T>() => n,
-                _ => {
-                    return Err(Error::InvalidArgument {
-                        op: "arange",
-                        msg: format!("{start}..{end} by {step} has too many elements ({count})"),
-                    });
-                }
-            }
-        };
-        let mut v = kernels::try_buffer("arange", n)?;
-        v.extend((0..n).map(|i| start + step * T::of(i as f64)));
-        Ok(Self::vector(v))
-    }
-
-    /// `n` evenly spaced values from `start` to `end` inclusive (the
-    /// buffer reserved fallibly, as in [`Tensor::full`]).
-    ///
-    /// ```
-    /// use rime_tensor::Tensor;
-    /// assert_eq!(Tensor::linspace(0.0f64, 1.0, 3)?.to_vec(), vec![0.0, 0.5, 1.0]);
-    /// assert!(Tensor::<f32>::linspace(0.0, 1.0, usize::MAX).is_err());
-    /// # Ok::<(), rime_tensor::Error>(())
-    /// ```
-    pub fn linspace(start: T, end: T, n: usize) -> Result<Self> {
-        let len = Shape::from([n]).checked_len::<T>("linspace")?;
-        let mut v = kernels::try_buffer("linspace", len)?;
-        match n {
-            0 => {}
-            1 => v.push(start),
-            _ => {
-                let step = (end - start) / T::of((n - 1) as f64);
-                v.extend((0..n).map(|i| {
-                    if i == n - 1 {
-                        end
-                    } else {
-                        start + step * T::of(i as f64)
-                    }
-                }));
-            }
-        }
-        Ok(Self::vector(v))
-    }
-
     /// Identity of this value (see [`TensorId`]).
     #[inline]
     pub fn id(&self) -> TensorId {
@@ -464,7 +400,7 @@ impl<T: Element> Tensor<T> {
             if i >= d {
                 return Err(Error::IndexOutOfBounds {
                     op: "get",
-                    index: i,
+                    index: i64::try_from(i).unwrap_or(i64::MAX),
                     axis,
                     size: d,
                 });
@@ -472,6 +408,74 @@ impl<T: Element> Tensor<T> {
             off = off * d + i;
         }
         Ok(self.as_slice()[off])
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// `start, start + step, ...` up to but excluding `end`.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::arange(0.0f32, 1.0, 0.25)?.to_vec(), vec![0.0, 0.25, 0.5, 0.75]);
+    /// assert!(Tensor::arange(0.0f32, 1.0, 0.0).is_err());
+    /// assert!(Tensor::arange(0.0f64, 1e300, 1e-300).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn arange(start: T, end: T, step: T) -> Result<Self> {
+        if step == T::zero() || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!(
+                    "needs finite start, end and a non-zero step, got {start}, {end}, {step}"
+                ),
+            });
+        }
+        let count = ((end - start) / step).ceil();
+        let n = if count <= T::zero() {
+            0
+        } else {
+            match count.to_usize() {
+                Some(n) if n < isize::MAX as usize / std::mem::size_of::<T>() => n,
+                _ => {
+                    return Err(Error::InvalidArgument {
+                        op: "arange",
+                        msg: format!("{start}..{end} by {step} has too many elements ({count})"),
+                    });
+                }
+            }
+        };
+        let mut v = kernels::try_buffer("arange", n)?;
+        v.extend((0..n).map(|i| start + step * T::of(i as f64)));
+        Ok(Self::vector(v))
+    }
+
+    /// `n` evenly spaced values from `start` to `end` inclusive (the
+    /// buffer reserved fallibly, as in [`Tensor::full`]).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// assert_eq!(Tensor::linspace(0.0f64, 1.0, 3)?.to_vec(), vec![0.0, 0.5, 1.0]);
+    /// assert!(Tensor::<f32>::linspace(0.0, 1.0, usize::MAX).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn linspace(start: T, end: T, n: usize) -> Result<Self> {
+        let len = Shape::from([n]).checked_len::<T>("linspace")?;
+        let mut v = kernels::try_buffer("linspace", len)?;
+        match n {
+            0 => {}
+            1 => v.push(start),
+            _ => {
+                let step = (end - start) / T::of((n - 1) as f64);
+                v.extend((0..n).map(|i| {
+                    if i == n - 1 {
+                        end
+                    } else {
+                        start + step * T::of(i as f64)
+                    }
+                }));
+            }
+        }
+        Ok(Self::vector(v))
     }
 
     /// Whether every element is finite.
@@ -529,7 +533,7 @@ where
 }
 
 /// Tensors compare by shape and values (not identity).
-impl<T: Element> PartialEq for Tensor<T> {
+impl<T: Scalar> PartialEq for Tensor<T> {
     fn eq(&self, other: &Self) -> bool {
         self.shape() == other.shape() && self.as_slice() == other.as_slice()
     }

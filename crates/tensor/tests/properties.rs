@@ -8,7 +8,7 @@ mod common;
 
 use common::{naive_broadcast, naive_matmul, naive_reduce};
 use proptest::prelude::*;
-use rime_tensor::{Element, Shape, Tensor, seeded_rng};
+use rime_tensor::{Element, Scalar, Shape, Tensor, seeded_rng};
 
 fn rand<T: Element>(shape: &[usize], seed: u64) -> Tensor<T> {
     Tensor::rand_uniform(shape, -2.0, 2.0, &mut seeded_rng(seed)).unwrap()
@@ -20,7 +20,7 @@ type RedCase = (
     fn(&[f64]) -> f64,
 );
 
-fn f64s<T: Element>(x: &Tensor<T>) -> Vec<f64> {
+fn f64s<T: Scalar>(x: &Tensor<T>) -> Vec<f64> {
     x.as_slice().iter().map(|v| v.to_f64().unwrap()).collect()
 }
 
@@ -344,5 +344,116 @@ proptest! {
         let c = y.narrow(0, 0, rows).unwrap().reshape([rows, 1]).unwrap();
         let got = m.sub(&c).unwrap();
         prop_assert!(got.as_slice().iter().enumerate().all(|(i, &v)| v == xs[i] - ys[i / 1000]));
+    }
+}
+
+/// A random shape, an axis of it, and random ids for that axis (some out of
+/// range or negative when `bad`), as `i64`.
+fn gather_case() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, Vec<i64>)> {
+    (
+        prop::collection::vec(1usize..5, 1..4),
+        0usize..3,
+        prop::collection::vec(1usize..4, 0..3),
+    )
+        .prop_flat_map(|(shape, ax, index_shape)| {
+            let axis = ax % shape.len();
+            let n: usize = index_shape.iter().product();
+            let d = shape[axis] as i64;
+            (
+                Just(shape),
+                Just(axis),
+                Just(index_shape),
+                prop::collection::vec(0..d, n),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// `gather` with an integer index tensor of any shape against index
+    /// arithmetic; `index_select` with a 1-d one and `one_hot` against the
+    /// `usize` forms; `i32` and `i64` ids alike; any bad id is a typed
+    /// error naming it.
+    #[test]
+    fn index_ops_take_integer_tensors((shape, axis, index_shape, ids) in gather_case(), seed in 0u64..1000, bad in -3i64..3) {
+        let x = rand::<f64>(&shape, seed);
+        let idx = Tensor::from_vec(ids.clone(), index_shape.clone()).unwrap();
+        let got = x.gather(axis as isize, &idx).unwrap();
+        let mut want_shape = shape[..axis].to_vec();
+        want_shape.extend_from_slice(&index_shape);
+        want_shape.extend_from_slice(&shape[axis + 1..]);
+        prop_assert_eq!(got.dims(), &want_shape[..]);
+        let xv = f64s(&x);
+        let (outer, n, inner) = (shape[..axis].iter().product::<usize>(), shape[axis], shape[axis + 1..].iter().product::<usize>());
+        let mut want = Vec::new();
+        for o in 0..outer {
+            for &i in &ids {
+                let s = (o * n + i as usize) * inner;
+                want.extend_from_slice(&xv[s..s + inner]);
+            }
+        }
+        prop_assert_eq!(f64s(&got), want);
+        let small: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let idx32 = Tensor::from_vec(small, index_shape.clone()).unwrap();
+        prop_assert_eq!(&x.gather(axis as isize, &idx32).unwrap(), &got);
+
+        let flat = idx.reshape([ids.len()]).unwrap();
+        let usizes: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        prop_assert_eq!(x.index_select(axis as isize, &flat).unwrap(), x.index_select(axis as isize, &usizes).unwrap());
+        let hot = Tensor::<f32>::one_hot(&idx, n).unwrap();
+        let mut hot_shape = index_shape.clone();
+        hot_shape.push(n);
+        prop_assert_eq!(hot.dims(), &hot_shape[..]);
+        prop_assert_eq!(hot.reshape([ids.len(), n]).unwrap(), Tensor::<f32>::one_hot(&usizes, n).unwrap());
+
+        // one bad id anywhere: negative or past the axis
+        if !ids.is_empty() {
+            let mut wrong = ids.clone();
+            let at = seed as usize % ids.len();
+            wrong[at] = if bad < 0 { bad } else { n as i64 + bad };
+            let wrong = Tensor::from_vec(wrong, index_shape.clone()).unwrap();
+            match x.gather(axis as isize, &wrong) {
+                Err(rime_tensor::Error::IndexOutOfBounds { op: "gather", index, axis: a, size }) => {
+                    prop_assert!(index < 0 || index >= n as i64);
+                    prop_assert_eq!((a, size), (axis, n));
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+
+    /// Integer tensors take the layout ops (values move, never change) and
+    /// round-trip through floats exactly.
+    #[test]
+    fn integer_layout_round_trips(shape in prop::collection::vec(1usize..5, 1..5), cut in 0usize..100) {
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_vec((0..n as i64).map(|v| v * 7 - 40).collect(), shape.clone()).unwrap();
+        let r = shape.len();
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.rotate_left(cut % r);
+        let mut inv = vec![0; r];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        let y = x.permute(&perm).unwrap();
+        prop_assert_eq!(&y.permute(&inv).unwrap(), &x);
+        // the same permutation as the float tensor's
+        let xf = x.to_dtype::<f64>().unwrap();
+        prop_assert_eq!(&xf.permute(&perm).unwrap().to_dtype::<i64>().unwrap(), &y);
+        prop_assert_eq!(&xf.to_dtype::<i64>().unwrap(), &x);
+        prop_assert_eq!(&x.to_dtype::<i32>().unwrap().to_dtype::<i64>().unwrap(), &x);
+        let axis = cut % r;
+        let first = cut % (shape[axis] + 1);
+        let parts = x.split(&[first, shape[axis] - first], axis as isize).unwrap();
+        prop_assert_eq!(&Tensor::concat(&[&parts[0], &parts[1]], axis as isize).unwrap(), &x);
+        let widths: Vec<(usize, usize)> = (0..r).map(|i| ((cut + i) % 3, (cut * 7 + i) % 2)).collect();
+        let ranges: Vec<_> = widths.iter().zip(&shape).map(|(&(b, _), &d)| b..b + d).collect();
+        let padded = x.pad(&widths).unwrap();
+        prop_assert_eq!(padded.as_slice().iter().filter(|&&v| v != 0).count(), x.as_slice().iter().filter(|&&v| v != 0).count());
+        prop_assert_eq!(&padded.slice(&ranges).unwrap(), &x);
+        let b = x.reshape([n]).unwrap().unsqueeze(0).unwrap().broadcast_to([2, n]).unwrap();
+        prop_assert_eq!(&b.narrow(0, 1, 1).unwrap().reshape(shape.clone()).unwrap(), &x);
+        prop_assert!(x.reshape([n + 1]).is_err());
     }
 }

@@ -33,9 +33,10 @@ pub struct CsvTable {
 /// let table = read_csv(&path, true)?;
 /// assert_eq!(table.headers, ["a", "b", "label"]);
 /// let x = table.columns::<f32>(0..2)?;   // features [2, 2]
-/// let y = table.column::<f32>(2)?;       // class indices [2]
+/// let y = table.int_column(2)?;          // class indices [2], i64
 /// assert_eq!(x.to_vec(), vec![0.5, 1.0, 1.5, 2.0]);
-/// assert_eq!(y.to_vec(), vec![2.0, 0.0]);
+/// assert_eq!(y.to_vec(), vec![2, 0]);
+/// assert!(table.int_column(0).is_err()); // 0.5 is not an integer
 /// # std::fs::remove_file(&path).ok();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -107,11 +108,41 @@ impl CsvTable {
         Ok(Tensor::from_vec(out, [self.rows, width])?)
     }
 
-    /// Column `j` as a `[rows]` tensor (e.g. class indices: the conversion
-    /// point from the file's integers to the float labels the sparse losses
-    /// and metrics read).
+    /// Column `j` as a `[rows]` float tensor.
     pub fn column<T: Element>(&self, j: usize) -> Result<Tensor<T>> {
         let c = self.columns::<T>(j..j + 1)?;
         Ok(c.reshape([self.rows])?)
+    }
+
+    /// Column `j` as a `[rows]` integer tensor: class indices or ids, as
+    /// the sparse losses and metrics and [`Embedding::lookup`] read them.
+    /// Every value must be a whole number (exactly representable: at most
+    /// 2^53 in magnitude); the error names the row and column.
+    ///
+    /// [`Embedding::lookup`]: crate::Embedding::lookup
+    pub fn int_column(&self, j: usize) -> Result<Tensor<i64>> {
+        if j >= self.cols {
+            return Err(data_err(
+                "CSV table",
+                format!("column {j} out of range for {} columns", self.cols),
+            ));
+        }
+        const EXACT: f64 = (1u64 << 53) as f64;
+        let mut out = Vec::with_capacity(self.rows);
+        for r in 0..self.rows {
+            let v = self.values[r * self.cols + j];
+            if !(v.fract() == 0.0 && v.abs() <= EXACT) {
+                return Err(data_err(
+                    "CSV table",
+                    format!(
+                        "row {}, column {}: {v} is not an integer label",
+                        r + 1,
+                        j + 1
+                    ),
+                ));
+            }
+            out.push(v as i64);
+        }
+        Ok(Tensor::vector(out))
     }
 }

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rime_tensor::{Element, Tensor};
 
 use super::data_err;
-use crate::Result;
+use crate::{Result, Target};
 
 /// One batch: the feature tensors (the model's inputs) and the targets,
 /// each with the batch's samples along axis 0.
@@ -16,8 +16,9 @@ use crate::Result;
 pub struct Batch<T: Element = f32> {
     /// One tensor per model input.
     pub inputs: Vec<Tensor<T>>,
-    /// One tensor per model output (empty for unlabelled data).
-    pub targets: Vec<Tensor<T>>,
+    /// One target per model output (empty for unlabelled data): float
+    /// values or integer class indices ([`Target`]).
+    pub targets: Vec<Target<T>>,
 }
 
 impl<T: Element> Batch<T> {
@@ -25,8 +26,9 @@ impl<T: Element> Batch<T> {
     pub fn len(&self) -> usize {
         self.inputs
             .first()
-            .or(self.targets.first())
-            .and_then(|t| t.dims().first().copied())
+            .map(|t| t.dims())
+            .or(self.targets.first().map(|t| t.dims()))
+            .and_then(|d| d.first().copied())
             .unwrap_or(0)
     }
 
@@ -49,7 +51,7 @@ type MapFn<T> = Arc<dyn Fn(Batch<T>) -> Result<Batch<T>> + Send + Sync>;
 #[derive(Clone)]
 pub struct Dataset<T: Element = f32> {
     inputs: Vec<Tensor<T>>,
-    targets: Vec<Tensor<T>>,
+    targets: Vec<Target<T>>,
     indices: Arc<[usize]>,
     batch_size: usize,
     drop_remainder: bool,
@@ -88,37 +90,57 @@ impl<T: Element> std::fmt::Debug for Dataset<T> {
 }
 
 impl<T: Element> Dataset<T> {
-    /// One feature tensor and one target tensor with the same number of
-    /// samples (first axis). Batch size 32, no shuffling.
-    pub fn from_tensors(x: Tensor<T>, y: Tensor<T>) -> Result<Self> {
-        Self::from_many(vec![x], vec![y])
+    /// One feature tensor and one target with the same number of samples
+    /// (first axis). The target is a float tensor or an integer tensor of
+    /// class indices (`i64` or `i32`, kept as integers: see [`Target`]).
+    /// Batch size 32, no shuffling.
+    ///
+    /// ```
+    /// use rime_layers::data::Dataset;
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::<f32>::zeros([3, 2])?;
+    /// let labels = Tensor::vector(vec![2i64, 0, 1]);
+    /// let data = Dataset::from_tensors(x, labels)?.batch(2)?;
+    /// let first = data.iter().next().unwrap()?;
+    /// assert_eq!(first.targets[0].as_int().unwrap().to_vec(), vec![2, 0]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn from_tensors(x: Tensor<T>, y: impl Into<Target<T>>) -> Result<Self> {
+        Self::from_many(vec![x], vec![y.into()])
     }
 
     /// Features only (for `predict`).
     pub fn from_features(x: Tensor<T>) -> Result<Self> {
-        Self::from_many(vec![x], Vec::new())
+        Self::from_many(vec![x], Vec::<Target<T>>::new())
     }
 
     /// Several feature tensors (a multi-input model) and several targets
-    /// (a multi-output model); all with the same number of samples.
-    pub fn from_many(inputs: Vec<Tensor<T>>, targets: Vec<Tensor<T>>) -> Result<Self> {
+    /// (a multi-output model; float or integer tensors, or [`Target`]s);
+    /// all with the same number of samples.
+    pub fn from_many(
+        inputs: Vec<Tensor<T>>,
+        targets: impl IntoIterator<Item = impl Into<Target<T>>>,
+    ) -> Result<Self> {
+        let targets: Vec<Target<T>> = targets.into_iter().map(Into::into).collect();
         let Some(first) = inputs.first() else {
             return Err(data_err("dataset", "needs at least one feature tensor"));
         };
-        let n = sample_count(first)?;
-        for (kind, list) in [("feature", &inputs), ("target", &targets)] {
-            for (i, t) in list.iter().enumerate() {
-                if sample_count(t)? != n {
-                    return Err(data_err(
-                        "dataset",
-                        format!(
-                            "{kind} tensor {i} of shape {} has {} samples, feature tensor 0 of shape {} has {n}",
-                            t.shape(),
-                            t.dims()[0],
-                            first.shape()
-                        ),
-                    ));
-                }
+        let n = sample_count(first.shape())?;
+        let shapes = inputs
+            .iter()
+            .map(|t| ("feature", t.shape()))
+            .enumerate()
+            .chain(targets.iter().map(|t| ("target", t.shape())).enumerate());
+        for (i, (kind, shape)) in shapes {
+            if sample_count(shape)? != n {
+                return Err(data_err(
+                    "dataset",
+                    format!(
+                        "{kind} tensor {i} of shape {shape} has {} samples, feature tensor 0 of shape {} has {n}",
+                        shape[0],
+                        first.shape()
+                    ),
+                ));
             }
         }
         Ok(Dataset {
@@ -336,8 +358,8 @@ impl<T: Element> Dataset<T> {
     }
 }
 
-fn sample_count<T: Element>(t: &Tensor<T>) -> Result<usize> {
-    t.dims().first().copied().ok_or_else(|| {
+fn sample_count(shape: &rime_tensor::Shape) -> Result<usize> {
+    shape.first().copied().ok_or_else(|| {
         data_err(
             "dataset",
             "a scalar has no samples: tensors need a first (sample) axis",
@@ -365,12 +387,15 @@ impl<T: Element> Producer<T> {
     }
 
     fn gather(&mut self, idx: &[usize]) -> Result<Batch<T>> {
-        let pick = |ts: &[Tensor<T>]| -> Result<Vec<Tensor<T>>> {
-            ts.iter().map(|t| Ok(t.index_select(0, idx)?)).collect()
-        };
+        let inputs = self.data.inputs.iter();
+        let targets = self.data.targets.iter();
         let mut batch = Batch {
-            inputs: pick(&self.data.inputs)?,
-            targets: pick(&self.data.targets)?,
+            inputs: inputs
+                .map(|t| Ok(t.index_select(0, idx)?))
+                .collect::<Result<_>>()?,
+            targets: targets
+                .map(|t| t.index_select(idx))
+                .collect::<Result<_>>()?,
         };
         for f in &self.data.maps {
             batch = f(batch)?;

@@ -53,6 +53,7 @@ const MAX_BYTES: usize = 8 << 30;
 /// let labels = read_idx(&path)?;
 /// assert_eq!(labels.dims, [3]);
 /// assert_eq!(labels.data, IdxData::U8(vec![7, 2, 1]));
+/// assert_eq!(labels.to_int_tensor()?.to_vec(), vec![7i64, 2, 1]);
 /// assert_eq!(labels.to_tensor::<f32>(1.0)?.to_vec(), vec![7.0, 2.0, 1.0]);
 /// # std::fs::remove_file(&path).ok();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -168,10 +169,31 @@ impl IdxArray {
         self.len() == 0
     }
 
+    /// The values of an integer array (types 0x08 to 0x0C) as an `i64`
+    /// tensor of shape `dims`, exactly: labels as the sparse losses and
+    /// metrics read them. A float array is an error.
+    pub fn to_int_tensor(&self) -> Result<Tensor<i64>> {
+        let values: Vec<i64> = match &self.data {
+            IdxData::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            IdxData::I8(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            IdxData::I16(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            IdxData::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            IdxData::F32(_) | IdxData::F64(_) => {
+                return Err(data_err(
+                    "IDX array",
+                    format!(
+                        "holds floats (dims {:?}); integer labels need an integer array",
+                        self.dims
+                    ),
+                ));
+            }
+        };
+        Ok(Tensor::from_vec(values, self.dims.as_slice())?)
+    }
+
     /// The values as a float tensor of shape `dims`, each multiplied by
-    /// `scale` (`1.0 / 255.0` for pixels; `1.0` for labels, which become
-    /// class indices held in floats — the conversion point from the file's
-    /// integers to what the sparse losses and metrics read).
+    /// `scale` (`1.0 / 255.0` for pixels). Labels are read with
+    /// [`to_int_tensor`](IdxArray::to_int_tensor).
     pub fn to_tensor<T: Element>(&self, scale: f64) -> Result<Tensor<T>> {
         let conv = |v: f64| T::of(v * scale);
         let values: Vec<T> = match &self.data {

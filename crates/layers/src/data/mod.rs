@@ -23,10 +23,31 @@
 //! # Ok::<(), rime_layers::Error>(())
 //! ```
 //!
-//! Labels are read as they come in the files (bytes in IDX, numbers in
-//! CSV) and become `f32`/`f64` tensors holding class indices at one place:
-//! [`IdxArray::to_tensor`] and [`CsvTable::columns`]. The sparse losses and
-//! metrics read class indices from float tensors.
+//! Labels and ids stay integers as they come from the files:
+//! [`IdxArray::to_int_tensor`] and [`CsvTable::int_column`] give `i64`
+//! tensors, a dataset holds them as integer [`Target`]s, and the sparse
+//! losses and metrics read them as they are (`fit` and [`TrainStep`] pass
+//! them through). Float labels still work everywhere.
+//!
+//! ```
+//! use rime_layers::data::Dataset;
+//! use rime_layers::losses::SparseCategoricalCrossentropy;
+//! use rime_layers::optimizers::Sgd;
+//! use rime_layers::{Dense, Layer, Sequential, TrainStep};
+//! use rime_tensor::Tensor;
+//! let x = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2])?;
+//! let labels = Tensor::vector(vec![1i64, 0]);
+//! let model = Sequential::<f32>::new().add(Dense::new(2)).with_input_shape([2])?;
+//! let loss = SparseCategoricalCrossentropy::new().with_from_logits(true);
+//! let mut step = TrainStep::new(&model, Sgd::new(), loss);
+//! for batch in Dataset::from_tensors(x, labels)?.iter() {
+//!     step.run_batch(&batch?)?;
+//! }
+//! # Ok::<(), rime_layers::Error>(())
+//! ```
+//!
+//! [`Target`]: crate::Target
+//! [`TrainStep`]: crate::TrainStep
 
 mod csv;
 mod dataset;

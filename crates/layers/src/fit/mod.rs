@@ -46,7 +46,7 @@ use crate::losses::Loss;
 use crate::metrics::UpdateState;
 use crate::optimizers::Optimizer;
 use crate::saving::{Counters, load_checkpoint, save_checkpoint};
-use crate::{CallContext, Error, Layer, Result, TrainStep};
+use crate::{CallContext, Error, Layer, Result, Target, TrainStep};
 
 pub use callbacks::{
     Callback, CallbackContext, CsvLogger, EarlyStopping, LearningRateScheduler, Mode,
@@ -572,12 +572,12 @@ fn fit_err(msg: impl Into<String>) -> Error {
 
 fn update_metrics<T: Element>(
     metrics: &mut [Box<dyn UpdateState<T>>],
-    targets: &[Tensor<T>],
+    targets: &[Target<T>],
     outputs: &[Tensor<T>],
 ) -> Result<()> {
     for m in metrics.iter_mut() {
         for (y, p) in targets.iter().zip(outputs) {
-            m.update_state(y, p)?;
+            m.update_state_target(y, p)?;
         }
     }
     Ok(())
@@ -655,7 +655,11 @@ fn evaluate_sums<T: Element>(
         }
         let mut value = 0.0f64;
         for (y, p) in batch.targets.iter().zip(&outputs) {
-            value += loss.call(y, p)?.to_scalar()?.to_f64().unwrap_or(f64::NAN);
+            value += loss
+                .call_target(y, p)?
+                .to_scalar()?
+                .to_f64()
+                .unwrap_or(f64::NAN);
         }
         for penalty in model.losses()? {
             value += penalty.sum_all().to_scalar()?.to_f64().unwrap_or(f64::NAN);

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, IntElement, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{at_build, check_size, constraint, single_shape, validate_regularizers};
@@ -53,10 +53,15 @@ impl EmbeddingConfig {
     }
 }
 
-/// Looks up rows of a trainable `[input_dim, output_dim]` table: an input of
-/// indices (stored as floats) of any shape gives an output of that shape
-/// plus `[output_dim]`. Indices must be whole numbers in `0..input_dim`;
-/// anything else is an error naming the layer.
+/// Looks up rows of a trainable `[input_dim, output_dim]` table: ids of any
+/// shape give an output of that shape plus `[output_dim]`. Ids must lie in
+/// `0..input_dim`; anything else is an error naming the layer.
+///
+/// Integer ids (`i32`, `i64`) go through [`lookup`](Embedding::lookup),
+/// the natural call in a custom loop. Inside a model, whose inputs are all
+/// of the model's float type, [`call`](Layer::call) takes the ids as floats
+/// (whole numbers, exact up to 2^24 in `f32`): convert integer ids for a
+/// model with [`Tensor::to_dtype`].
 ///
 /// The table is [`embeddings`](Embedding::embeddings); an output layer can
 /// reuse it, transposed, with [`EmbeddingTranspose`](crate::EmbeddingTranspose)
@@ -72,6 +77,9 @@ impl EmbeddingConfig {
 /// let table = emb.embeddings().unwrap().value();
 /// assert_eq!(y.to_vec()[8..12], table.to_vec()[36..40]); // row 9
 /// assert!(emb.call(&Tensor::vector(vec![10.0]), false).is_err());
+/// // integer ids: the same rows
+/// let int_ids = Tensor::from_vec(vec![1i64, 2, 9, 0, 0, 3], [2, 3])?;
+/// assert_eq!(emb.lookup(&int_ids)?, y);
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Embedding<T: Element = f32> {
@@ -140,6 +148,42 @@ impl<T: Element> Embedding<T> {
         self.embeddings.get()
     }
 
+    /// Looks up integer ids (`i32` or `i64`) of any shape: the output has
+    /// their shape plus `[output_dim]`, and is differentiable in the table
+    /// (ids are not differentiable). Builds the table on first use. A
+    /// negative or too large id is an error naming the layer, the id and
+    /// the ids' shape.
+    ///
+    /// ```
+    /// use rime_layers::{Embedding, Error};
+    /// use rime_tensor::Tensor;
+    /// let emb = Embedding::<f32>::new(5, 2);
+    /// let ids = Tensor::from_vec(vec![4i32, 0, 4], [3])?;
+    /// let rows = emb.lookup(&ids)?;
+    /// assert_eq!(rows.shape(), &[3, 2]);
+    /// assert_eq!(rows.to_vec()[..2], rows.to_vec()[4..]);
+    /// let err = emb.lookup(&Tensor::vector(vec![0i64, -1])).unwrap_err();
+    /// assert!(err.to_string().contains("-1"), "{err}");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn lookup<I: IntElement>(&self, ids: &Tensor<I>) -> Result<Tensor<T>> {
+        self.ensure_built(&[ids.shape().clone()])?;
+        let table = self.embeddings.get().ok_or_else(|| self.base.not_built())?;
+        let n = self.config.input_dim;
+        if let Some((pos, bad)) = ids
+            .as_slice()
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.to_usize().is_none_or(|i| i >= n))
+        {
+            return Err(self.base.bad_input(
+                &[ids.shape().clone()],
+                format!("id {bad} at flat position {pos} is out of range for input_dim {n}"),
+            ));
+        }
+        Ok(table.value().gather(0, ids)?)
+    }
+
     /// The indices in `x`, each checked to be a whole number in `0..input_dim`.
     fn indices(&self, x: &Tensor<T>) -> Result<Vec<usize>> {
         let n = self.config.input_dim;
@@ -194,7 +238,9 @@ impl<T: Element> Layer<T> for Embedding<T> {
         let x = self.base.single(inputs)?;
         let table = self.embeddings.get().ok_or_else(|| self.base.not_built())?;
         let ids = self.indices(x)?;
-        Ok(vec![table.value().gather(0, &ids, x.shape().clone())?])
+        let mut dims = x.dims().to_vec();
+        dims.push(self.config.output_dim);
+        Ok(vec![table.value().index_select(0, &ids)?.reshape(dims)?])
     }
 
     fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {

@@ -66,6 +66,8 @@ pub fn save_weights<T: Element>(model: &dyn Layer<T>, path: impl AsRef<Path>) ->
     let dtype = match T::DTYPE {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
+        DType::I32 => Dtype::I32,
+        DType::I64 => Dtype::I64,
     };
     let entries: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .iter()

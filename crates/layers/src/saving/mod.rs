@@ -50,6 +50,8 @@ fn st_dtype<T: Element>() -> Dtype {
     match T::DTYPE {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
+        DType::I32 => Dtype::I32,
+        DType::I64 => Dtype::I64,
     }
 }
 
@@ -59,6 +61,8 @@ fn to_bytes<T: Element>(v: &[T]) -> Vec<u8> {
         match T::DTYPE {
             DType::F32 => out.extend_from_slice(&x.to_f32().unwrap_or(f32::NAN).to_le_bytes()),
             DType::F64 => out.extend_from_slice(&x.to_f64().unwrap_or(f64::NAN).to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&x.to_i32().unwrap_or(0).to_le_bytes()),
+            DType::I64 => out.extend_from_slice(&x.to_i64().unwrap_or(0).to_le_bytes()),
         }
     }
     out

@@ -12,13 +12,13 @@ pub(super) fn backward<T: Element>(op: &IndexOp, c: &Ctx<'_, T>) -> Result<Grads
         IndexOp::IndexSelect { axis, indices } => {
             let x = c.x[0];
             let g = c.grad_if(0, || {
-                Tensor::zeros_like(x).scatter_add(*axis as isize, indices, dy)
+                Tensor::zeros_like(x).scatter_add(*axis as isize, &indices[..], dy)
             })?;
             one(g)
         }
         IndexOp::ScatterAdd { axis, indices } => [
             c.grad_if(0, || Ok(dy.clone()))?,
-            c.grad_if(1, || dy.index_select(*axis as isize, indices))?,
+            c.grad_if(1, || dy.index_select(*axis as isize, &indices[..]))?,
         ]
         .into_iter()
         .collect(),

@@ -21,7 +21,7 @@ pub(super) fn backward<T: Element>(op: &NnOp, c: &Ctx<'_, T>) -> Result<Grads<T>
         // (softmax(x) - onehot(labels)) · dy per example
         NnOp::SparseSoftmaxCrossEntropy { labels } => {
             let classes = x.dims()[x.rank() - 1];
-            let onehot = Tensor::one_hot(labels, classes)?.reshape(x.shape().clone())?;
+            let onehot = Tensor::one_hot(&labels[..], classes)?.reshape(x.shape().clone())?;
             x.softmax(-1)?.sub(&onehot)?.mul(&dy.unsqueeze(-1)?)
         }
     })?;

@@ -377,6 +377,7 @@ pub(crate) fn wrap_variable<T: Element>(var: &Variable<T>) -> AnyVariable {
     match T::DTYPE {
         DType::F32 => AnyVariable::F32(cast_variable::<T, f32>(var)),
         DType::F64 => AnyVariable::F64(cast_variable::<T, f64>(var)),
+        DType::I32 | DType::I64 => unreachable!("Element is implemented for f32 and f64 only"),
     }
 }
 

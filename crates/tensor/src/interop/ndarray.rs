@@ -4,9 +4,9 @@
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
-use crate::{Element, Tensor};
+use crate::{Scalar, Tensor};
 
-impl<T: Element> Tensor<T> {
+impl<T: Scalar> Tensor<T> {
     /// A copy as an `ndarray::ArrayD` of the same shape (feature `ndarray`).
     ///
     /// ```
@@ -47,19 +47,19 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-impl<T: Element> From<&Tensor<T>> for ArrayD<T> {
+impl<T: Scalar> From<&Tensor<T>> for ArrayD<T> {
     fn from(t: &Tensor<T>) -> Self {
         t.to_ndarray()
     }
 }
 
-impl<T: Element> From<Tensor<T>> for ArrayD<T> {
+impl<T: Scalar> From<Tensor<T>> for ArrayD<T> {
     fn from(t: Tensor<T>) -> Self {
         t.to_ndarray()
     }
 }
 
-impl<T: Element, D: Dimension> From<ndarray::Array<T, D>> for Tensor<T> {
+impl<T: Scalar, D: Dimension> From<ndarray::Array<T, D>> for Tensor<T> {
     fn from(a: ndarray::Array<T, D>) -> Self {
         Tensor::from_ndarray(&a)
     }

@@ -5,7 +5,7 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Element, Tensor};
+use crate::{Scalar, Tensor};
 
 #[derive(Serialize)]
 struct TensorRef<'a, T> {
@@ -32,7 +32,7 @@ struct TensorData<T> {
 /// assert!(serde_json::from_str::<Tensor<f64>>(&json).is_err()); // dtype f32, not f64
 /// # Ok::<(), rime_tensor::Error>(())
 /// ```
-impl<T: Element + Serialize> Serialize for Tensor<T> {
+impl<T: Scalar + Serialize> Serialize for Tensor<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         TensorRef {
             shape: self.dims(),
@@ -43,7 +43,7 @@ impl<T: Element + Serialize> Serialize for Tensor<T> {
     }
 }
 
-impl<'de, T: Element + Deserialize<'de>> Deserialize<'de> for Tensor<T> {
+impl<'de, T: Scalar + Deserialize<'de>> Deserialize<'de> for Tensor<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = TensorData::<T>::deserialize(deserializer)?;
         let expected = T::DTYPE.to_string();

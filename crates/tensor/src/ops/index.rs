@@ -1,14 +1,102 @@
 //! Gathering and scattering along an axis: `index_select` (an embedding
 //! lookup), `gather` with an index array of any shape, `scatter_add` (their
-//! gradient), and `one_hot`. Gradient rules: rime-tape `rules/index.rs`.
+//! gradient), and `one_hot`. Indices are `usize` slices or integer tensors
+//! ([`Indices`]). Gradient rules: rime-tape `rules/index.rs`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::kernels::reduce::axis_view;
 use crate::record::{Op, record};
-use crate::{Element, Error, Result, Shape, Tensor, kernels};
+use crate::{Element, Error, IntElement, Result, Scalar, Shape, Tensor, kernels};
+
+/// Positions along an axis, as the index ops take them: a `usize` slice,
+/// array or `Vec` (shape `[len]`), or an integer tensor ([`IntElement`]:
+/// `i32`, `i64`) whose shape [`Tensor::gather`] and [`Tensor::one_hot`]
+/// keep. Negative or too large entries are [`Error::IndexOutOfBounds`].
+///
+/// ```
+/// use rime_tensor::{Error, Tensor};
+/// let table = Tensor::from_vec(vec![10.0f32, 20.0, 30.0], [3])?;
+/// // a slice and an integer tensor select alike
+/// let a = table.index_select(0, &[2, 0])?;
+/// let b = table.index_select(0, &Tensor::vector(vec![2i64, 0]))?;
+/// assert_eq!(a, b);
+/// let bad = table.index_select(0, &Tensor::vector(vec![1i32, -1])).unwrap_err();
+/// assert!(matches!(bad, Error::IndexOutOfBounds { index: -1, size: 3, .. }));
+/// # Ok::<(), Error>(())
+/// ```
+pub trait Indices {
+    /// The positions, each checked to lie in `0..size` (`op` and `axis`
+    /// name the op and axis in the error), and their shape.
+    fn resolve(
+        &self,
+        op: &'static str,
+        axis: usize,
+        size: usize,
+    ) -> Result<(Cow<'_, [usize]>, Shape)>;
+}
+
+impl Indices for [usize] {
+    fn resolve(
+        &self,
+        op: &'static str,
+        axis: usize,
+        size: usize,
+    ) -> Result<(Cow<'_, [usize]>, Shape)> {
+        check_indices(op, self, axis, size)?;
+        Ok((Cow::Borrowed(self), Shape::from([self.len()])))
+    }
+}
+
+impl<const N: usize> Indices for [usize; N] {
+    fn resolve(
+        &self,
+        op: &'static str,
+        axis: usize,
+        size: usize,
+    ) -> Result<(Cow<'_, [usize]>, Shape)> {
+        self[..].resolve(op, axis, size)
+    }
+}
+
+impl Indices for Vec<usize> {
+    fn resolve(
+        &self,
+        op: &'static str,
+        axis: usize,
+        size: usize,
+    ) -> Result<(Cow<'_, [usize]>, Shape)> {
+        self[..].resolve(op, axis, size)
+    }
+}
+
+impl<I: IntElement> Indices for Tensor<I> {
+    fn resolve(
+        &self,
+        op: &'static str,
+        axis: usize,
+        size: usize,
+    ) -> Result<(Cow<'_, [usize]>, Shape)> {
+        let mut out = kernels::try_buffer(op, self.len())?;
+        for &v in self.as_slice() {
+            match v.to_usize() {
+                Some(i) if i < size => out.push(i),
+                _ => {
+                    return Err(Error::IndexOutOfBounds {
+                        op,
+                        index: v.to_i64().unwrap_or(i64::MAX),
+                        axis,
+                        size,
+                    });
+                }
+            }
+        }
+        Ok((Cow::Owned(out), self.shape().clone()))
+    }
+}
 
 /// The recorded index ops.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -34,7 +122,7 @@ fn check_indices(op: &'static str, indices: &[usize], axis: usize, size: usize) 
     match indices.iter().find(|&&i| i >= size) {
         Some(&index) => Err(Error::IndexOutOfBounds {
             op,
-            index,
+            index: i64::try_from(index).unwrap_or(i64::MAX),
             axis,
             size,
         }),
@@ -42,22 +130,45 @@ fn check_indices(op: &'static str, indices: &[usize], axis: usize, size: usize) 
     }
 }
 
-impl<T: Element> Tensor<T> {
+impl<T: Scalar> Tensor<T> {
     /// Picks entries along `axis` by index (repeats allowed): the output has
-    /// `indices.len()` entries on that axis.
+    /// as many entries on that axis as there are indices. The indices are a
+    /// `usize` slice or a 0-d or 1-d integer tensor (PyTorch's
+    /// `index_select`); for index arrays of any shape use
+    /// [`Tensor::gather`]. Differentiable in `self` (float tensors).
     ///
     /// ```
     /// use rime_tensor::Tensor;
     /// let table = Tensor::from_vec(vec![0.0f32, 0.1, 1.0, 1.1, 2.0, 2.1], [3, 2])?;
     /// let rows = table.index_select(0, &[2, 0, 2])?;
     /// assert_eq!(rows.to_vec(), vec![2.0, 2.1, 0.0, 0.1, 2.0, 2.1]);
+    /// let ids = Tensor::vector(vec![2i64, 0, 2]);
+    /// assert_eq!(table.index_select(0, &ids)?, rows);
     /// assert!(table.index_select(0, &[3]).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn index_select(&self, axis: isize, indices: &[usize]) -> Result<Tensor<T>> {
-        let a = self.shape().axis("index_select", axis)?;
+    pub fn index_select(
+        &self,
+        axis: isize,
+        indices: &(impl Indices + ?Sized),
+    ) -> Result<Tensor<T>> {
+        const OP: &str = "index_select";
+        let a = self.shape().axis(OP, axis)?;
+        let (picked, index_shape) = indices.resolve(OP, a, self.dims()[a])?;
+        if index_shape.rank() > 1 {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().clone(),
+                rhs: index_shape,
+                msg: "indices must have rank 0 or 1 (gather takes any shape)".into(),
+            });
+        }
+        self.select_checked(a, &picked)
+    }
+
+    /// `index_select` with indices already checked against axis `a`.
+    fn select_checked(&self, a: usize, indices: &[usize]) -> Result<Tensor<T>> {
         let (outer, n, inner) = axis_view(self.shape(), a);
-        check_indices("index_select", indices, a, n)?;
         let mut dims = self.shape().0.clone();
         dims[a] = indices.len();
         let shape = Shape(dims);
@@ -84,42 +195,37 @@ impl<T: Element> Tensor<T> {
         Ok(out)
     }
 
-    /// TensorFlow's `gather`: indices of any shape replace `axis`, so the
-    /// output shape is `shape[..axis] + index_shape + shape[axis+1..]`.
-    /// With a `[batch, seq]` index array on a `[vocab, dim]` table this is an
-    /// embedding lookup giving `[batch, seq, dim]`.
+    /// TensorFlow's `gather`: an index tensor of any shape replaces `axis`,
+    /// so the output shape is `shape[..axis] + index_shape +
+    /// shape[axis+1..]`. With `[batch, seq]` integer ids on a `[vocab, dim]`
+    /// table this is an embedding lookup giving `[batch, seq, dim]`
+    /// (PyTorch's `embedding`; not PyTorch's elementwise `gather`). A
+    /// `usize` slice counts as a 1-d index tensor. Differentiable in `self`.
     ///
     /// ```
-    /// use rime_tensor::Tensor;
-    /// let table = Tensor::<f32>::ones([10, 4])?;
-    /// let emb = table.gather(0, &[1, 2, 3, 4, 5, 6], [2, 3])?;
+    /// use rime_tensor::{Error, Tensor};
+    /// let table = Tensor::from_vec((0..40).map(|v| v as f32).collect(), [10, 4])?;
+    /// let ids = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6], [2, 3])?;
+    /// let emb = table.gather(0, &ids)?;
     /// assert_eq!(emb.shape(), &[2, 3, 4]);
-    /// assert!(table.gather(0, &[1, 2], [3]).is_err());
-    /// # Ok::<(), rime_tensor::Error>(())
+    /// assert_eq!(emb.get(&[1, 2, 0])?, 24.0); // row 6
+    /// let bad = Tensor::from_vec(vec![1i64, 10], [2])?;
+    /// assert!(matches!(table.gather(0, &bad), Err(Error::IndexOutOfBounds { index: 10, .. })));
+    /// # Ok::<(), Error>(())
     /// ```
-    pub fn gather(
-        &self,
-        axis: isize,
-        indices: &[usize],
-        index_shape: impl Into<Shape>,
-    ) -> Result<Tensor<T>> {
-        let index_shape = index_shape.into();
-        if index_shape.checked_len::<u8>("gather")? != indices.len() {
-            return Err(Error::DataLength {
-                op: "gather",
-                shape: index_shape,
-                len: indices.len(),
-            });
-        }
+    pub fn gather(&self, axis: isize, indices: &(impl Indices + ?Sized)) -> Result<Tensor<T>> {
         let a = self.shape().axis("gather", axis)?;
-        check_indices("gather", indices, a, self.dims()[a])?;
-        let picked = self.index_select(a as isize, indices)?;
+        let (picked, index_shape) = indices.resolve("gather", a, self.dims()[a])?;
         let mut dims: SmallVec<[usize; 4]> = self.dims()[..a].into();
         dims.extend_from_slice(&index_shape);
         dims.extend_from_slice(&self.dims()[a + 1..]);
-        picked.reshape(Shape(dims))
+        let shape = Shape(dims);
+        shape.checked_len::<T>("gather")?;
+        self.select_checked(a, &picked)?.reshape(shape)
     }
+}
 
+impl<T: Element> Tensor<T> {
     /// Adds the entries of `src` into a copy of `self` at `indices` along
     /// `axis` (repeated indices accumulate). `src` has `self`'s shape except
     /// `indices.len()` entries on `axis`. This is the gradient of
@@ -135,10 +241,20 @@ impl<T: Element> Tensor<T> {
     pub fn scatter_add(
         &self,
         axis: isize,
-        indices: &[usize],
+        indices: &(impl Indices + ?Sized),
         src: &Tensor<T>,
     ) -> Result<Tensor<T>> {
         let a = self.shape().axis("scatter_add", axis)?;
+        let (indices, index_shape) = indices.resolve("scatter_add", a, self.dims()[a])?;
+        if index_shape.rank() > 1 {
+            return Err(Error::ShapeMismatch {
+                op: "scatter_add",
+                lhs: self.shape().clone(),
+                rhs: index_shape,
+                msg: "indices must have rank 0 or 1".into(),
+            });
+        }
+        let indices = &indices[..];
         let (outer, n, inner) = axis_view(self.shape(), a);
         let mut want = self.shape().0.clone();
         want[a] = indices.len();
@@ -154,7 +270,6 @@ impl<T: Element> Tensor<T> {
                 ),
             });
         }
-        check_indices("scatter_add", indices, a, n)?;
         let mut out = self.to_vec();
         let s = src.as_slice();
         let k = indices.len();
@@ -181,18 +296,31 @@ impl<T: Element> Tensor<T> {
         Ok(out)
     }
 
-    /// A `[indices.len(), depth]` matrix with a 1 at `(i, indices[i])`.
+    /// One-hot rows: for indices of shape `s` a tensor of shape
+    /// `s + [depth]` with a 1 at `[.., indices[..]]` (a `usize` slice has
+    /// shape `[len]`, giving a `[len, depth]` matrix). Indices outside
+    /// `0..depth` are [`Error::IndexOutOfBounds`].
     ///
     /// ```
     /// use rime_tensor::Tensor;
     /// let y = Tensor::<f32>::one_hot(&[2, 0], 3)?;
     /// assert_eq!(y.to_vec(), vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    /// let labels = Tensor::from_vec(vec![2i64, 0], [2, 1])?;
+    /// assert_eq!(Tensor::<f32>::one_hot(&labels, 3)?.shape(), &[2, 1, 3]);
     /// assert!(Tensor::<f32>::one_hot(&[3], 3).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn one_hot(indices: &[usize], depth: usize) -> Result<Tensor<T>> {
-        check_indices("one_hot", indices, 1, depth)?;
-        let shape = Shape::from([indices.len(), depth]);
+    pub fn one_hot(indices: &(impl Indices + ?Sized), depth: usize) -> Result<Tensor<T>> {
+        // errors name axis 1: the class axis of the common 1-d labels
+        let (indices, index_shape) = indices.resolve("one_hot", 1, depth)?;
+        Self::one_hot_checked(&indices, index_shape, depth)
+    }
+
+    /// `one_hot` of checked indices (one body per element type).
+    fn one_hot_checked(indices: &[usize], index_shape: Shape, depth: usize) -> Result<Tensor<T>> {
+        let mut dims = index_shape.0;
+        dims.push(depth);
+        let shape = Shape(dims);
         let len = shape.checked_len::<T>("one_hot")?;
         let mut v = kernels::try_filled("one_hot", len, T::zero())?;
         for (r, &i) in indices.iter().enumerate() {
@@ -264,8 +392,20 @@ mod tests {
             })
         ));
         assert!(matches!(
-            x.gather(0, &[0], [2]),
-            Err(Error::DataLength { op: "gather", .. })
+            x.gather(0, &Tensor::from_vec(vec![0i32, -2], [1, 2]).unwrap()),
+            Err(Error::IndexOutOfBounds {
+                op: "gather",
+                index: -2,
+                axis: 0,
+                size: 3
+            })
+        ));
+        assert!(matches!(
+            x.index_select(0, &Tensor::from_vec(vec![0i64, 1], [1, 2]).unwrap()),
+            Err(Error::ShapeMismatch {
+                op: "index_select",
+                ..
+            })
         ));
         assert!(matches!(
             x.scatter_add(0, &[0, 1], &Tensor::zeros([3, 2]).unwrap()),

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::kernels::{self, broadcast};
 use crate::record::{Op, record, record_dyn};
-use crate::{DType, Element, Error, Result, Shape, Tensor, broadcast_shapes};
+use crate::{DType, Element, Error, Result, Scalar, Shape, Tensor, broadcast_shapes};
 
 /// The recorded layout ops.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -41,7 +41,7 @@ pub enum LayoutOp {
 
 /// Copies the block `src_ranges` of `src` into the block `dst_ranges` of
 /// `dst` (blocks of equal extent), a contiguous run at a time.
-fn copy_block<T: Element>(
+fn copy_block<T: Copy>(
     src: &[T],
     src_shape: &Shape,
     src_ranges: &[Range<usize>],
@@ -98,7 +98,7 @@ fn full_ranges(shape: &Shape) -> SmallVec<[Range<usize>; 4]> {
     shape.iter().map(|&d| 0..d).collect()
 }
 
-impl<T: Element> Tensor<T> {
+impl<T: Scalar> Tensor<T> {
     /// The same elements under a new shape with the same element count.
     ///
     /// ```
@@ -581,6 +581,84 @@ impl<T: Element> Tensor<T> {
         Ok(out)
     }
 
+    /// The dtype tag of `T`.
+    ///
+    /// ```
+    /// use rime_tensor::{DType, Tensor};
+    /// assert_eq!(Tensor::vector(vec![1i32]).dtype(), DType::I32);
+    /// ```
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    /// Converts to element type `U`, checked where the conversion could
+    /// lose the value: float to integer truncates toward zero (as PyTorch's
+    /// `.long()` and NumPy's `astype`) and fails on NaN, infinities and
+    /// values outside `U`'s range, and `i64` to `i32` fails out of range,
+    /// all with [`Error::InvalidArgument`] naming the value and the shape.
+    /// Integer to float rounds to nearest; between floats this is
+    /// [`Tensor::cast`], recorded on a gradient tape. Conversions involving
+    /// an integer type are not differentiable.
+    ///
+    /// ```
+    /// use rime_tensor::{Error, Tensor};
+    /// let labels = Tensor::vector(vec![2.0f32, 0.0, 1.0]);
+    /// let ids = labels.to_dtype::<i64>()?;
+    /// assert_eq!(ids.to_vec(), vec![2, 0, 1]);
+    /// assert_eq!(ids.to_dtype::<f64>()?.to_vec(), vec![2.0, 0.0, 1.0]);
+    /// assert_eq!(Tensor::vector(vec![-1.7f64]).to_dtype::<i32>()?.to_vec(), vec![-1]);
+    /// let huge = Tensor::vector(vec![1e10f32]);
+    /// assert!(matches!(huge.to_dtype::<i32>(), Err(Error::InvalidArgument { op: "to_dtype", .. })));
+    /// assert!(Tensor::vector(vec![f32::NAN]).to_dtype::<i64>().is_err());
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn to_dtype<U: Scalar>(&self) -> Result<Tensor<U>> {
+        if let Some(same) = (self as &dyn std::any::Any).downcast_ref::<Tensor<U>>() {
+            return Ok(same.clone());
+        }
+        if let Some(cast) = float_cast::<T, U>(self) {
+            // f32 <-> f64: the recorded, differentiable cast
+            return Ok(cast);
+        }
+        let x = self.as_slice();
+        let mut out = kernels::try_buffer("to_dtype", x.len())?;
+        for &v in x {
+            // NumCast: float -> int truncates and is None out of range
+            // (NaN and infinities included); int -> float rounds
+            match U::from(v) {
+                Some(u) => out.push(u),
+                None => {
+                    return Err(Error::InvalidArgument {
+                        op: "to_dtype",
+                        msg: format!(
+                            "{v} (in a {} tensor of shape {}) is out of the range of {}",
+                            T::DTYPE,
+                            self.shape(),
+                            U::DTYPE
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Tensor::from_parts(out, self.shape().clone()))
+    }
+}
+
+/// [`Tensor::cast`] between `f32` and `f64` given as `Scalar`s; `None`
+/// when `T` or `U` is not a float.
+fn float_cast<T: Scalar, U: Scalar>(x: &Tensor<T>) -> Option<Tensor<U>> {
+    let any: &dyn std::any::Any = x;
+    let out: Box<dyn std::any::Any> = if let Some(x) = any.downcast_ref::<Tensor<f32>>() {
+        Box::new(x.cast::<f64>())
+    } else if let Some(x) = any.downcast_ref::<Tensor<f64>>() {
+        Box::new(x.cast::<f32>())
+    } else {
+        return None;
+    };
+    out.downcast::<Tensor<U>>().ok().map(|t| *t)
+}
+
+impl<T: Element> Tensor<T> {
     /// Converts to another element type (rounding to nearest for `f64` to
     /// `f32`). Differentiable: the gradient is cast back.
     ///
@@ -607,11 +685,6 @@ impl<T: Element> Tensor<T> {
             );
         }
         out
-    }
-
-    /// The dtype tag of `T`.
-    pub fn dtype(&self) -> DType {
-        T::DTYPE
     }
 }
 

@@ -9,7 +9,7 @@ use crate::kernels::{
     build_rows, init_map, init_zip, max_lanes, max_nan, sum_lanes, sum_map_lanes, vectorized,
 };
 use crate::record::{Op, record};
-use crate::{Element, Error, Result, Shape, Tensor};
+use crate::{Element, Error, Indices, Result, Shape, Tensor};
 
 /// The recorded ops of this family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -212,18 +212,27 @@ impl<T: Element> Tensor<T> {
     /// Per-example cross entropy of `labels` (class indices) under the
     /// softmax of these logits over the last axis, in one fused pass:
     /// `logsumexp(x) - x[label]`. The output drops the last axis
-    /// (TensorFlow's `sparse_softmax_cross_entropy_with_logits`).
+    /// (TensorFlow's `sparse_softmax_cross_entropy_with_logits`). The labels
+    /// are a `usize` slice or an integer tensor ([`Indices`]) with one entry
+    /// per example; negative or too large labels are
+    /// [`Error::IndexOutOfBounds`].
     ///
     /// ```
     /// use rime_tensor::Tensor;
     /// let logits = Tensor::from_vec(vec![0.0f64, 0.0, 10.0, 0.0], [2, 2])?;
     /// let loss = logits.sparse_softmax_cross_entropy(&[1, 0])?;
+    /// let labels = Tensor::vector(vec![1i64, 0]);
+    /// assert_eq!(logits.sparse_softmax_cross_entropy(&labels)?, loss);
+    /// assert!(logits.sparse_softmax_cross_entropy(&Tensor::vector(vec![-1i64, 0])).is_err());
     /// assert!((loss.to_vec()[0] - 2f64.ln()).abs() < 1e-12);
     /// assert!(loss.to_vec()[1] < 1e-4);
     /// assert!(logits.sparse_softmax_cross_entropy(&[2, 0]).is_err());
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn sparse_softmax_cross_entropy(&self, labels: &[usize]) -> Result<Tensor<T>> {
+    pub fn sparse_softmax_cross_entropy(
+        &self,
+        labels: &(impl Indices + ?Sized),
+    ) -> Result<Tensor<T>> {
         const OP: &str = "sparse_softmax_cross_entropy";
         if self.rank() == 0 {
             return Err(Error::Rank {
@@ -232,6 +241,15 @@ impl<T: Element> Tensor<T> {
                 shape: self.shape().clone(),
             });
         }
+        let c = self.dims()[self.rank() - 1];
+        let (labels, _) = labels.resolve(OP, self.rank() - 1, c)?;
+        self.sparse_ce_checked(&labels)
+    }
+
+    /// The fused loss for labels already checked against the class count
+    /// (one body per float type, whatever form the labels came in).
+    fn sparse_ce_checked(&self, labels: &[usize]) -> Result<Tensor<T>> {
+        const OP: &str = "sparse_softmax_cross_entropy";
         let c = self.dims()[self.rank() - 1];
         let rows = self.len().checked_div(c).unwrap_or(0);
         let out_shape = Shape::from(&self.dims()[..self.rank() - 1]);
@@ -243,14 +261,6 @@ impl<T: Element> Tensor<T> {
                     labels.len(),
                     self.shape()
                 ),
-            });
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l >= c) {
-            return Err(Error::IndexOutOfBounds {
-                op: OP,
-                index: bad,
-                axis: self.rank() - 1,
-                size: c,
             });
         }
         let x = self.as_slice();

@@ -271,7 +271,7 @@ impl<T: Element> Tensor<T> {
         axis: isize,
         keep_dims: bool,
         better: fn(T, T) -> bool,
-    ) -> Result<Tensor<T>> {
+    ) -> Result<Tensor<i64>> {
         let a = self.shape().axis(op, axis)?;
         let (outer, n, inner) = k::axis_view(self.shape(), a);
         if n == 0 {
@@ -296,7 +296,8 @@ impl<T: Element> Tensor<T> {
                         bv = v;
                     }
                 }
-                out.push(T::of(best as f64));
+                // an axis length fits in isize, so in i64
+                out.push(best as i64);
             }
         }
         Ok(Tensor::from_parts(
@@ -306,29 +307,34 @@ impl<T: Element> Tensor<T> {
     }
 
     /// Index of the largest value along `axis` (the first one at ties; NaN
-    /// counts as largest), as values of `T`. Not differentiable.
+    /// counts as largest), as an `i64` tensor (NumPy's, PyTorch's and
+    /// TensorFlow's index type). Not differentiable. For floats use
+    /// `.to_dtype::<f32>()`, for a `Vec<usize>` [`Tensor::argmax_indices`].
     ///
     /// ```
     /// use rime_tensor::Tensor;
     /// let x = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 2.0, 0.0, 9.0], [2, 3])?;
-    /// assert_eq!(x.argmax(-1, false)?.to_vec(), vec![1.0, 2.0]);
+    /// let best = x.argmax(-1, false)?;
+    /// assert_eq!(best.to_vec(), vec![1i64, 2]);
+    /// assert_eq!(x.argmax(-1, true)?.shape(), &[2, 1]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn argmax(&self, axis: isize, keep_dims: bool) -> Result<Tensor<T>> {
+    pub fn argmax(&self, axis: isize, keep_dims: bool) -> Result<Tensor<i64>> {
         self.arg_reduce("argmax", axis, keep_dims, |v, best| {
             v > best || (v.is_nan() && !best.is_nan())
         })
     }
 
-    /// Index of the smallest value along `axis` (the first one at ties).
+    /// Index of the smallest value along `axis` (the first one at ties), as
+    /// an `i64` tensor.
     ///
     /// ```
     /// use rime_tensor::Tensor;
     /// let x = Tensor::vector(vec![3.0f32, 1.0, 1.0]);
-    /// assert_eq!(x.argmin(0, false)?.to_vec(), vec![1.0]);
+    /// assert_eq!(x.argmin(0, false)?.to_vec(), vec![1i64]);
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
-    pub fn argmin(&self, axis: isize, keep_dims: bool) -> Result<Tensor<T>> {
+    pub fn argmin(&self, axis: isize, keep_dims: bool) -> Result<Tensor<i64>> {
         self.arg_reduce("argmin", axis, keep_dims, |v, best| {
             v < best || (v.is_nan() && !best.is_nan())
         })
@@ -347,7 +353,7 @@ impl<T: Element> Tensor<T> {
             .argmax(axis, false)?
             .as_slice()
             .iter()
-            .map(|v| v.to_usize().unwrap_or(0))
+            .map(|&v| v as usize)
             .collect())
     }
 
@@ -434,9 +440,9 @@ mod tests {
     #[test]
     fn argmax_first_tie_and_keep_dims() {
         let x = t(&[1., 3., 3., 0., -1., -1.], &[3, 2]);
-        assert_eq!(x.argmax(0, false).unwrap().to_vec(), vec![1., 0.]);
+        assert_eq!(x.argmax(0, false).unwrap().to_vec(), vec![1, 0]);
         assert_eq!(x.argmin(1, true).unwrap().shape(), &[3, 1]);
-        assert_eq!(x.argmin(1, true).unwrap().to_vec(), vec![0., 1., 0.]);
+        assert_eq!(x.argmin(1, true).unwrap().to_vec(), vec![0, 1, 0]);
     }
 
     #[test]

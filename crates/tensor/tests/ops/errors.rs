@@ -489,9 +489,37 @@ fn gather_and_scatter() {
         "index_select",
         &["2"],
     );
-    fails(x.gather(0, &[0], [2]), "DataLength", "gather", &["[2]"]);
-    fails(x.gather(0, &[3], [1]), "IndexOutOfBounds", "gather", &["3"]);
-    fails(x.gather(-3, &[0], [1]), "InvalidAxis", "gather", &["-3"]);
+    let ids = |v: Vec<i64>, shape: &[usize]| Tensor::from_vec(v, shape).unwrap();
+    fails(
+        x.gather(0, &ids(vec![0, -1], &[1, 2])),
+        "IndexOutOfBounds",
+        "gather",
+        &["-1", "axis 0", "size 3"],
+    );
+    fails(
+        x.gather(0, &ids(vec![3], &[1])),
+        "IndexOutOfBounds",
+        "gather",
+        &["3"],
+    );
+    fails(
+        x.gather(-3, &ids(vec![0], &[1])),
+        "InvalidAxis",
+        "gather",
+        &["-3"],
+    );
+    fails(
+        x.index_select(0, &ids(vec![0, 1], &[2, 1])),
+        "ShapeMismatch",
+        "index_select",
+        &["[3, 2]", "[2, 1]", "rank 0 or 1"],
+    );
+    fails(
+        x.add_scalar(1e10).to_dtype::<i32>(),
+        "InvalidArgument",
+        "to_dtype",
+        &["10000000000", "[3, 2]", "i32"],
+    );
     fails(
         x.scatter_add(0, &[0, 1], &Tensor::zeros([3, 2]).unwrap()),
         "ShapeMismatch",

@@ -306,12 +306,13 @@ fn gathers<T: Element>() {
     assert_close(&cols, &[5, 3], &want, 0.0);
     assert_eq!(table.index_select(0, &[]).unwrap().dims(), &[0, 3]);
     // gather: an embedding lookup with a [2, 2] index array
-    let emb = table.gather(0, &[1, 3, 3, 0], [2, 2]).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 3, 3, 0], [2, 2]).unwrap();
+    let emb = table.gather(0, &ids).unwrap();
     assert_eq!(emb.dims(), &[2, 2, 3]);
     assert_eq!(emb.get(&[1, 0, 2]).unwrap(), table.get(&[3, 2]).unwrap());
     assert_eq!(emb.get(&[1, 1, 1]).unwrap(), table.get(&[0, 1]).unwrap());
     // a rank-0 index array picks one entry and drops the axis
-    let one = table.gather(1, &[2], Shape::scalar()).unwrap();
+    let one = table.gather(1, &Tensor::scalar(2i32)).unwrap();
     assert_close(
         &one,
         &[5],

@@ -7,6 +7,7 @@ mod arith;
 #[path = "../common/mod.rs"]
 mod common;
 mod display;
+mod element;
 mod errors;
 mod layout;
 mod matmul;
@@ -16,7 +17,7 @@ mod tensor;
 mod unary;
 
 pub use common::{naive_broadcast, naive_matmul, naive_reduce, strides, unravel};
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, Scalar, Shape, Tensor};
 
 /// A tensor from f64 literals, in either element type.
 pub fn t<T: Element>(v: &[f64], shape: &[usize]) -> Tensor<T> {
@@ -37,14 +38,14 @@ pub fn iota<T: Element>(shape: &[usize], seed: u64) -> Tensor<T> {
 }
 
 /// The elements as f64.
-pub fn f64s<T: Element>(x: &Tensor<T>) -> Vec<f64> {
+pub fn f64s<T: Scalar>(x: &Tensor<T>) -> Vec<f64> {
     x.as_slice().iter().map(|v| v.to_f64().unwrap()).collect()
 }
 
 /// Asserts shape and values, with a tolerance relative to the magnitude
 /// (`tol` of about 1e-6 for f32, 1e-12 for f64 is what `tol::<T>()` gives).
 #[track_caller]
-pub fn assert_close<T: Element>(got: &Tensor<T>, shape: &[usize], want: &[f64], tol: f64) {
+pub fn assert_close<T: Scalar>(got: &Tensor<T>, shape: &[usize], want: &[f64], tol: f64) {
     assert_eq!(got.dims(), shape, "shape");
     assert_eq!(got.len(), want.len(), "length");
     for (i, (g, w)) in f64s(got).iter().zip(want).enumerate() {
