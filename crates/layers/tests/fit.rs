@@ -652,6 +652,6 @@ fn a_failure_on_another_process_fails_fit_and_the_step_changes_nothing() {
     let mut step =
         rime_layers::TrainStep::new(&model, Adam::new(), loss()).with_collective(&mut mirror);
     let batch = toy_data().iter().next().unwrap().unwrap();
-    assert!(step.run(&batch.inputs[0], &batch.targets[0]).is_err());
+    assert!(step.run_batch(&batch).is_err());
     assert_eq!(model.get_weights(), after_one);
 }

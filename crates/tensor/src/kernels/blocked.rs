@@ -154,6 +154,8 @@ pub(crate) unsafe fn gemm<T: Element>(
                 acc,
             )
         },
+        // integer element types have no products (arithmetic is float-only)
+        _ => return false,
     }
     true
 }
@@ -618,6 +620,8 @@ pub(crate) unsafe fn gemm_par<T: Element>(
                 ldc,
             )
         },
+        // integer element types have no products (arithmetic is float-only)
+        _ => false,
     }
 }
 
