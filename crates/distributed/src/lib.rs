@@ -21,7 +21,7 @@
 //! let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
 //! let step = TrainStep::new(&model, Sgd::new(), MeanSquaredError::new())
 //!     .with_collective(mpi.data_parallel());
-//! let data = Dataset::from_tensors(Tensor::ones([64, 2])?, Tensor::zeros([64, 1])?)?
+//! let data = Dataset::from_tensors(Tensor::<f32>::ones([64, 2])?, Tensor::<f32>::zeros([64, 1])?)?
 //!     .shard(mpi.rank(), mpi.size())? // this process's samples
 //!     .batch(32)?;
 //! Trainer::from_step(step).fit(&data, FitOptions::new().epochs(3))?;

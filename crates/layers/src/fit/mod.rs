@@ -598,7 +598,7 @@ fn run_inference<T: Element>(model: &dyn Layer<T>, batch: &Batch<T>) -> Result<V
 /// use rime_layers::{Dense, Layer, Sequential};
 /// use rime_tensor::Tensor;
 /// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
-/// let data = Dataset::from_tensors(Tensor::ones([5, 2])?, Tensor::zeros([5, 1])?)?.batch(2)?;
+/// let data = Dataset::from_tensors(Tensor::<f32>::ones([5, 2])?, Tensor::<f32>::zeros([5, 1])?)?.batch(2)?;
 /// let logs = evaluate(&model, &MeanSquaredError::new(), &data, vec![])?;
 /// let p = model.call(&Tensor::ones([1, 2])?, false)?.to_vec()[0] as f64;
 /// assert!((logs.get("loss").unwrap() - p * p).abs() < 1e-6);
