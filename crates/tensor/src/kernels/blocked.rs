@@ -24,6 +24,25 @@ use std::cell::RefCell;
 
 use crate::Element;
 
+/// Evaluates `$call` with the type `$U` standing for `$T` when `$T` is `f32`
+/// or `f64` (the types with microkernels); `false` for other element types
+/// (integers have no products).
+macro_rules! by_float_type {
+    ($T:ty, $U:ident => $call:expr) => {
+        match <$T as crate::Scalar>::DTYPE {
+            crate::DType::F32 => {
+                type $U = f32;
+                $call
+            }
+            crate::DType::F64 => {
+                type $U = f64;
+                $call
+            }
+            _ => false,
+        }
+    };
+}
+
 /// A microkernel and its block sizes, for one element type.
 trait Micro: Element {
     /// Rows of a C tile (and of an A micro-panel).
@@ -117,47 +136,13 @@ pub(crate) unsafe fn gemm<T: Element>(
     if !available() {
         return false;
     }
-    let any = |p: *const T| p.cast::<()>();
-    // SAFETY (both arms): T is the type named in the arm (checked through
-    // its dtype), so the casts are identities; the caller's contract passes
-    // through unchanged, and the CPU has AVX2+FMA (checked above).
-    match T::DTYPE {
-        crate::DType::F32 => unsafe {
-            blocked::<f32>(
-                m,
-                k,
-                n,
-                any(a).cast(),
-                rsa,
-                csa,
-                any(b).cast(),
-                rsb,
-                csb,
-                c.cast(),
-                ldc,
-                acc,
-            )
-        },
-        crate::DType::F64 => unsafe {
-            blocked::<f64>(
-                m,
-                k,
-                n,
-                any(a).cast(),
-                rsa,
-                csa,
-                any(b).cast(),
-                rsb,
-                csb,
-                c.cast(),
-                ldc,
-                acc,
-            )
-        },
-        // integer element types have no products (arithmetic is float-only)
-        _ => return false,
-    }
-    true
+    // SAFETY: `U` is `T` (selected through its dtype), so the casts are
+    // identities; the caller's contract passes through unchanged, and the
+    // CPU has AVX2+FMA (checked above).
+    by_float_type!(T, U => unsafe {
+        blocked::<U>(m, k, n, a.cast(), rsa, csa, b.cast(), rsb, csb, c.cast(), ldc, acc);
+        true
+    })
 }
 
 /// The blocked loops (BLIS order: columns of C by `NC`, depth by `KC`
@@ -587,42 +572,10 @@ pub(crate) unsafe fn gemm_par<T: Element>(
     if !available() || m == 0 || n == 0 || k == 0 {
         return false;
     }
-    let any = |p: *const T| p.cast::<()>();
-    // SAFETY (both arms): as in `gemm`.
-    match T::DTYPE {
-        crate::DType::F32 => unsafe {
-            blocked_par::<f32>(
-                m,
-                k,
-                n,
-                any(a).cast(),
-                rsa,
-                csa,
-                any(b).cast(),
-                rsb,
-                csb,
-                c.cast(),
-                ldc,
-            )
-        },
-        crate::DType::F64 => unsafe {
-            blocked_par::<f64>(
-                m,
-                k,
-                n,
-                any(a).cast(),
-                rsa,
-                csa,
-                any(b).cast(),
-                rsb,
-                csb,
-                c.cast(),
-                ldc,
-            )
-        },
-        // integer element types have no products (arithmetic is float-only)
-        _ => false,
-    }
+    // SAFETY: as in `gemm`.
+    by_float_type!(T, U => unsafe {
+        blocked_par::<U>(m, k, n, a.cast(), rsa, csa, b.cast(), rsb, csb, c.cast(), ldc)
+    })
 }
 
 /// A pointer shared by the tasks of one product (they read or write
