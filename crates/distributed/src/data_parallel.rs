@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::raw::AsRaw;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
 use rime_layers::collective::{Collective, ReduceOp, StepExchange};
@@ -14,7 +15,7 @@ use rime_tape::Variable;
 use rime_tensor::{Element, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Fingerprint, Plan, Source, bucket_len};
+use crate::plan::{Call, Fingerprint, Plan, Source, layout_fingerprint, packed_len};
 
 /// Horovod's default fusion threshold: 64 MiB.
 pub const DEFAULT_BUCKET_BYTES: usize = 64 << 20;
@@ -78,8 +79,8 @@ impl Mpi {
             bucket_bytes: DEFAULT_BUCKET_BYTES,
             verify_every: if cfg!(debug_assertions) { 1 } else { 0 },
             steps: 0,
-            send: Vec::new(),
-            recv: Vec::new(),
+            fusion: Vec::new(),
+            plan: None,
             _mpi: PhantomData,
         }
     }
@@ -114,9 +115,43 @@ pub struct DataParallel<'m, T: Element + Equivalence = f32> {
     bucket_bytes: usize,
     verify_every: u64,
     steps: u64,
-    send: Vec<T>,
-    recv: Vec<T>,
+    /// The fusion buffer: short runs are packed here and reduced in place.
+    fusion: Vec<T>,
+    /// The plan of a step with every gradient present, and its layout
+    /// fingerprint: rebuilt only when the layout changes.
+    plan: Option<(u64, Plan)>,
     _mpi: PhantomData<&'m Mpi>,
+}
+
+unsafe extern "C" {
+    /// `MPI_IN_PLACE` of the system's mpi.h (src/in_place.c).
+    safe fn rime_mpi_in_place() -> *mut std::ffi::c_void;
+}
+
+/// Sums `buf` over the processes of `comm`, in place: `MPI_Allreduce` with
+/// `MPI_IN_PLACE`, so there is no receive buffer to fill and MPI skips its
+/// copy of the send buffer. Every process calls it with the same length.
+fn all_reduce_sum_in_place<T: Equivalence>(comm: &SimpleCommunicator, buf: &mut [T]) {
+    let Ok(count) = i32::try_from(buf.len()) else {
+        unreachable!("calls carry at most a bucket, at most i32::MAX elements")
+    };
+    // SAFETY: `buf` is exclusively borrowed and valid for `count` elements
+    // of `T`, whose MPI datatype is `T::equivalent_datatype()` (what
+    // `Equivalence` promises); `rime_mpi_in_place` returns the
+    // `MPI_IN_PLACE` of the mpi.h of the library this links (build.rs
+    // compiles it against mpi-sys's MPI); the datatype, operation and
+    // communicator handles are alive for the call. MPI's default error
+    // handler aborts on error, so the return code carries nothing.
+    unsafe {
+        mpi::ffi::MPI_Allreduce(
+            rime_mpi_in_place(),
+            buf.as_mut_ptr().cast(),
+            count,
+            T::equivalent_datatype().as_raw(),
+            SystemOperation::sum().as_raw(),
+            comm.as_raw(),
+        );
+    }
 }
 
 /// The optimizer state's description, broadcast as JSON before its values.
@@ -162,18 +197,28 @@ impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
 
     /// Checks that every process is at the same point: none failed (`failed`)
     /// and all have the same `layout` fingerprint (and `checksum`, when
-    /// given). One small allreduce; an error on every process otherwise.
+    /// given). One small allreduce of a fixed size (so that processes at
+    /// different points still make matching calls); an error on every
+    /// process otherwise. Returns whether any process set `missing`.
     fn handshake(
         &mut self,
         what: &str,
         failed: bool,
         layout: u64,
         checksum: Option<u64>,
-    ) -> Result<()> {
+        missing: bool,
+    ) -> Result<bool> {
         let c = checksum.unwrap_or(0);
         // max of h and of !h gives max and min of h in one call
-        let local = [u64::from(failed), layout, !layout, c, !c];
-        let mut global = [0u64; 5];
+        let local = [
+            u64::from(failed),
+            layout,
+            !layout,
+            c,
+            !c,
+            u64::from(missing),
+        ];
+        let mut global = [0u64; 6];
         self.comm
             .all_reduce_into(&local[..], &mut global[..], SystemOperation::max());
         if global[0] != 0 {
@@ -205,7 +250,7 @@ impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
                 ),
             ));
         }
-        Ok(())
+        Ok(global[5] != 0)
     }
 
     /// Broadcasts `buf` from the root, in calls of at most a bucket.
@@ -233,7 +278,8 @@ impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
     /// differ from rank 0 (on every process).
     pub fn verify_replicas(&mut self, model: &dyn Layer<T>) -> Result<()> {
         let c = Self::checksum(&model.weights());
-        self.handshake("verify_replicas", false, 0, Some(c))
+        self.handshake("verify_replicas", false, 0, Some(c), false)
+            .map(drop)
     }
 
     /// For a custom loop without a [`TrainStep`](rime_layers::TrainStep):
@@ -310,18 +356,25 @@ impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
         Ok(())
     }
 
-    /// Sizes the fusion buffers for buckets of `n` elements.
-    fn reserve_buffers(&mut self, n: usize) -> Result<()> {
-        for buf in [&mut self.send, &mut self.recv] {
-            if buf.len() < n {
-                buf.try_reserve_exact(n - buf.len()).map_err(|e| {
+    /// The plan of a step whose gradients are all present (cached while
+    /// the layout stays the same), with a fusion buffer large enough for
+    /// it and so for any plan of the same step with fewer gradients.
+    fn prepare(&mut self, step: &StepExchange<'_, T>, layout: u64) -> Result<()> {
+        if !matches!(&self.plan, Some((cached, _)) if *cached == layout) {
+            let all = vec![true; step.variables.len()];
+            self.plan = Some((layout, Plan::new(step, &all, self.bucket_len())));
+        }
+        let n = self.plan.as_ref().map_or(0, |(_, p)| p.packed_len);
+        if self.fusion.len() < n {
+            self.fusion
+                .try_reserve_exact(n - self.fusion.len())
+                .map_err(|e| {
                     dist_err(
                         "data-parallel train step",
                         format!("fusion buffer of {n} elements: {e}"),
                     )
                 })?;
-                buf.resize(n, T::zero());
-            }
+            self.fusion.resize(n, T::zero());
         }
         Ok(())
     }
@@ -362,7 +415,7 @@ impl<T: Element + Equivalence> Collective<T> for DataParallel<'_, T> {
             Ok(None)
         };
         let failed = exported.is_err();
-        let handshake = self.handshake(what, failed, fp.value(), None);
+        let handshake = self.handshake(what, failed, fp.value(), None, false);
         let exported = exported?;
         handshake?;
 
@@ -463,9 +516,9 @@ impl<T: Element + Equivalence> Collective<T> for DataParallel<'_, T> {
                 model.set_weights(&tensors)
             })()
         };
-        let agreed = self.handshake(what, applied.is_err(), 0, None);
+        let agreed = self.handshake(what, applied.is_err(), 0, None, false);
         applied?;
-        agreed
+        agreed.map(drop)
     }
 
     fn exchange_step(&mut self, step: StepExchange<'_, T>) -> Result<()> {
@@ -475,114 +528,143 @@ impl<T: Element + Equivalence> Collective<T> for DataParallel<'_, T> {
         } else {
             Self::check_step(&step)
         };
-        let failed = step.failed || checked.is_err();
-        let plan = (!failed).then(|| Plan::new(&step, self.bucket_len()));
+        let layout = match &checked {
+            Ok(()) if !step.failed => layout_fingerprint(&step, self.bucket_len()),
+            _ => 0,
+        };
+        // everything that can fail locally fails before the handshake, so
+        // that the others learn of it instead of waiting in an allreduce
+        let prepared = match &checked {
+            Ok(()) if !step.failed => self.prepare(&step, layout),
+            _ => Ok(()),
+        };
+        let failed = step.failed || checked.is_err() || prepared.is_err();
+        let missing = !failed && step.gradients.iter().any(Option::is_none);
         self.steps += 1;
         let verify = self.verify_every > 0 && self.steps.is_multiple_of(self.verify_every);
         let checksum = (verify && !failed).then(|| Self::checksum(step.variables));
         let handshake = self.handshake(
             what,
             failed,
-            plan.as_ref().map_or(0, |p| p.fingerprint),
-            if verify {
-                Some(checksum.unwrap_or(0))
-            } else {
-                None
-            },
+            layout,
+            verify.then(|| checksum.unwrap_or(0)),
+            missing,
         );
         checked?;
-        handshake?;
-        let Some(plan) = plan else {
-            // unreachable after a successful handshake: `failed` was false
+        prepared?;
+        let any_missing = handshake?;
+        let Some((_, full_plan)) = &self.plan else {
+            // unreachable after a successful handshake: `prepare` ran
             return Err(dist_err(what, "no exchange plan"));
         };
+        // which gradients some process has (all of them, usually: then the
+        // handshake said so and nothing more is exchanged)
+        let mut present = Vec::new();
+        let missing_plan = if any_missing {
+            let local: Vec<u8> = step
+                .gradients
+                .iter()
+                .map(|g| u8::from(g.is_some()))
+                .collect();
+            let mut global = vec![0u8; local.len()];
+            self.comm
+                .all_reduce_into(&local[..], &mut global[..], SystemOperation::max());
+            present.extend(global.iter().map(|&p| p != 0));
+            Some(Plan::new(&step, &present, self.bucket_len()))
+        } else {
+            None
+        };
+        let plan = missing_plan.as_ref().unwrap_or(full_plan);
         let StepExchange {
             gradients,
             variables,
+            masks,
             state,
             ..
         } = step;
-        let inv = T::one() / T::from_usize(self.size).unwrap_or_else(T::one);
-        let mut out: Vec<Vec<T>> = variables.iter().map(|v| vec![T::zero(); v.len()]).collect();
-        let mut state_out: Vec<Vec<T>> = state.iter().map(|s| vec![T::zero(); s.len()]).collect();
-        let mut flags = vec![T::zero(); variables.len()];
-        let largest = plan
-            .buckets
+        // zeros for a gradient that another process has and this one not
+        let mut fills: Vec<Option<Vec<T>>> = variables
             .iter()
-            .map(|b| bucket_len(b))
-            .max()
-            .unwrap_or(0);
-        for bucket in &plan.buckets {
-            // one whole piece of a gradient this process has: straight from
-            // the gradient's storage into the result, no packing
-            if let [piece] = &bucket[..]
-                && let Source::Gradient(i) = piece.source
-                && let Some(g) = &gradients[i]
-            {
-                let r = piece.range.clone();
-                let dst = &mut out[i][r.clone()];
-                self.comm
-                    .all_reduce_into(&g.as_slice()[r], &mut *dst, SystemOperation::sum());
-                dst.iter_mut().for_each(|x| *x *= inv);
-                continue;
-            }
-            self.reserve_buffers(largest)?;
-            let n = bucket_len(bucket);
-            let mut at = 0usize;
-            for piece in bucket {
-                let r = piece.range.clone();
-                let dst = &mut self.send[at..at + r.len()];
-                match piece.source {
-                    Source::Gradient(i) => match &gradients[i] {
-                        Some(g) => dst
-                            .iter_mut()
-                            .zip(&g.as_slice()[r])
-                            .for_each(|(d, s)| *d = *s * inv),
-                        None => dst.fill(T::zero()),
-                    },
-                    Source::Flags => dst
-                        .iter_mut()
-                        .zip(&gradients[r])
-                        .for_each(|(d, g)| *d = if g.is_some() { T::one() } else { T::zero() }),
-                    Source::State(i) => dst
-                        .iter_mut()
-                        .zip(&state[i].as_slice()[r])
-                        .for_each(|(d, s)| *d = *s * inv),
+            .zip(gradients.iter())
+            .enumerate()
+            .map(|(i, (v, g))| {
+                (g.is_none() && present.get(i).copied().unwrap_or(false))
+                    .then(|| vec![T::zero(); v.len()])
+            })
+            .collect();
+        {
+            // the results are written into the tensors' own storage (copied
+            // first only where another handle shares it)
+            let mut grads: Vec<&mut [T]> = gradients
+                .iter_mut()
+                .zip(fills.iter_mut())
+                .map(|(g, fill)| match (g, fill) {
+                    (Some(g), _) => g.make_mut(),
+                    (None, Some(fill)) => &mut fill[..],
+                    (None, None) => &mut [],
+                })
+                .collect();
+            let mut states: Vec<&mut [T]> = state.iter_mut().map(Tensor::make_mut).collect();
+            // frozen elements are zero (they are not sent)
+            for (g, mask) in grads.iter_mut().zip(masks) {
+                if let Some(mask) = mask
+                    && !g.is_empty()
+                {
+                    let mut end = 0;
+                    for r in mask.runs() {
+                        g[end..r.start].fill(T::zero());
+                        end = r.end;
+                    }
+                    g[end..].fill(T::zero());
                 }
-                at += piece.range.len();
             }
-            self.comm
-                .all_reduce_into(&self.send[..n], &mut self.recv[..n], SystemOperation::sum());
-            let mut at = 0usize;
-            for piece in bucket {
-                let r = piece.range.clone();
-                let src = &self.recv[at..at + r.len()];
-                match piece.source {
-                    Source::Gradient(i) => out[i][r].copy_from_slice(src),
-                    Source::Flags => flags[r].copy_from_slice(src),
-                    Source::State(i) => state_out[i][r].copy_from_slice(src),
+            let inv = T::one() / T::from_usize(self.size).unwrap_or_else(T::one);
+            let bucket = self.bucket_len();
+            for call in &plan.calls {
+                match call {
+                    Call::Direct(piece) => {
+                        let buf = match piece.source {
+                            Source::Gradient(i) => &mut grads[i][piece.range.clone()],
+                            Source::State(i) => &mut states[i][piece.range.clone()],
+                        };
+                        // bucket-sized calls, each scaled while in cache
+                        for part in buf.chunks_mut(bucket) {
+                            all_reduce_sum_in_place(&self.comm, part);
+                            part.iter_mut().for_each(|x| *x *= inv);
+                        }
+                    }
+                    Call::Packed(pieces) => {
+                        let fused = &mut self.fusion[..packed_len(pieces)];
+                        let mut at = 0;
+                        for p in pieces {
+                            let src = match p.source {
+                                Source::Gradient(i) => &grads[i][p.range.clone()],
+                                Source::State(i) => &states[i][p.range.clone()],
+                            };
+                            fused[at..at + src.len()].copy_from_slice(src);
+                            at += src.len();
+                        }
+                        all_reduce_sum_in_place(&self.comm, fused);
+                        let mut at = 0;
+                        for p in pieces {
+                            let dst = match p.source {
+                                Source::Gradient(i) => &mut grads[i][p.range.clone()],
+                                Source::State(i) => &mut states[i][p.range.clone()],
+                            };
+                            let n = dst.len();
+                            dst.iter_mut()
+                                .zip(&fused[at..at + n])
+                                .for_each(|(d, s)| *d = *s * inv);
+                            at += n;
+                        }
+                    }
                 }
-                at += piece.range.len();
             }
         }
-        // build everything before replacing anything
-        let mut new_grads = Vec::with_capacity(variables.len());
-        for ((v, data), flag) in variables.iter().zip(out).zip(&flags) {
-            new_grads.push(if *flag > T::zero() {
-                Some(Tensor::from_vec(data, v.shape())?)
-            } else {
-                None
-            });
-        }
-        let mut new_state = Vec::with_capacity(state.len());
-        for (s, data) in state.iter().zip(state_out) {
-            new_state.push(Tensor::from_vec(data, s.shape().clone())?);
-        }
-        for (g, new) in gradients.iter_mut().zip(new_grads) {
-            *g = new;
-        }
-        for (s, new) in state.iter_mut().zip(new_state) {
-            *s = new;
+        for ((g, v), fill) in gradients.iter_mut().zip(variables).zip(fills.iter_mut()) {
+            if let Some(data) = fill.take() {
+                *g = Some(Tensor::from_vec(data, v.shape())?);
+            }
         }
         Ok(())
     }

@@ -19,7 +19,9 @@
 //!    one-process `fit` and ends with the same weights.
 //! 3. BatchNormalization's moving statistics are the mean of what each
 //!    process's shard would give.
-//! 4. Bad input: models that differ between processes, and a step that
+//! 4. `average_gradients` through each path of the exchange (in place,
+//!    packed, masked, a gradient some processes lack) gives the means.
+//! 5. Bad input: models that differ between processes, and a step that
 //!    fails on one process, fail with typed errors on all and change
 //!    nothing.
 
@@ -36,7 +38,7 @@ use rime_layers::losses::SparseCategoricalCrossentropy;
 use rime_layers::metrics::SparseCategoricalAccuracy;
 use rime_layers::optimizers::{Adam, Optimizer, Sgd};
 use rime_layers::{BatchNormalization, Dense, Error, Layer, Sequential, TrainStep};
-use rime_tape::TrainableMask;
+use rime_tape::{TrainableMask, Variable};
 use rime_tensor::{Tensor, seeded_rng};
 
 const PER_RANK_BATCH: usize = 32;
@@ -286,6 +288,77 @@ fn batch_norm_moving_mean(mpi: &Mpi) -> rime_layers::Result<Check> {
     Ok(Ok(()))
 }
 
+/// `average_gradients` through every path of the exchange, with 40 000-byte
+/// buckets: a long gradient reduced in place in several bucket-sized calls,
+/// short ones packed into a bucket, a long masked one (its frozen rows come
+/// back zero though this process's gradient is not zero there), one only
+/// rank 0 has (the others take part with zeros), one no process has (stays
+/// `None`), and one whose buffer another handle shares (that handle keeps
+/// its values). Twice: the second step reuses the first one's plan.
+fn average_gradients_paths(mpi: &Mpi) -> rime_layers::Result<Check> {
+    let (rank, p) = (mpi.rank(), mpi.size());
+    let shapes: [&[usize]; 5] = [&[40_000], &[3, 5], &[200, 200], &[7], &[11]];
+    let vars: Vec<Variable<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Ok(Variable::new(format!("g{i}"), Tensor::zeros(*s)?)))
+        .collect::<rime_layers::Result<_>>()?;
+    vars[2].set_mask(Some(TrainableMask::freeze_rows(0..10)))?;
+    // element j of gradient i on rank r: base(i, j) + r, so the mean is
+    // base(i, j) + (p - 1) / 2 (exact in f32 for these small integers)
+    let base = |i: usize, j: usize| (i * 7 + j % 13) as f32;
+    let local = |i: usize| -> rime_layers::Result<Tensor<f32>> {
+        let n = vars[i].len();
+        let data = (0..n).map(|j| base(i, j) + rank as f32).collect();
+        Ok(Tensor::from_vec(data, vars[i].shape())?)
+    };
+    let mut dp = mpi.data_parallel::<f32>().bucket_bytes(40_000)?;
+    for round in 0..2 {
+        let mut grads = vec![
+            Some(local(0)?),
+            Some(local(1)?),
+            Some(local(2)?),
+            (rank == 0).then(|| local(3)).transpose()?,
+            None,
+        ];
+        let shared = grads[1].clone();
+        dp.average_gradients(&mut grads, &vars)?;
+        let what = |i: usize| format!("average_gradients round {round}, gradient {i}");
+        let mean_offset = (p as f32 - 1.0) / 2.0;
+        for (i, g) in grads.iter().take(3).enumerate() {
+            let Some(g) = g else {
+                return Ok(Err(format!("{}: None", what(i))));
+            };
+            for (j, got) in g.as_slice().iter().enumerate() {
+                // rows 0..10 of gradient 2 (200 wide) are frozen
+                let expected = if i == 2 && j < 2_000 {
+                    0.0
+                } else {
+                    base(i, j) + mean_offset
+                };
+                if (got - expected).abs() > 1e-6 * expected.abs().max(1.0) {
+                    return Ok(Err(format!(
+                        "{}: element {j} is {got}, expected {expected}",
+                        what(i)
+                    )));
+                }
+            }
+        }
+        let only_root: Vec<f32> = (0..7).map(|j| base(3, j) / p as f32).collect();
+        let got = grads[3].as_ref().map(Tensor::to_vec);
+        if rel_diff(got.as_deref().unwrap_or(&[]), &only_root) > TOL || got.is_none() {
+            return Ok(Err(format!("{}: {got:?}, expected {only_root:?}", what(3))));
+        }
+        if grads[4].is_some() {
+            return Ok(Err(format!("{}: no process had it, got one", what(4))));
+        }
+        if shared != Some(local(1)?) {
+            return Ok(Err(format!("{}: a shared handle changed", what(1))));
+        }
+    }
+    Ok(Ok(()))
+}
+
 fn bad_input(mpi: &Mpi) -> rime_layers::Result<Check> {
     let (rank, p) = (mpi.rank(), mpi.size());
     if p < 2 {
@@ -371,6 +444,10 @@ fn main() -> ExitCode {
         (
             "BatchNormalization moving statistics",
             batch_norm_moving_mean(&mpi),
+        ),
+        (
+            "average_gradients: in place, packed, masked, missing",
+            average_gradients_paths(&mpi),
         ),
         ("bad input across processes", bad_input(&mpi)),
     ];
