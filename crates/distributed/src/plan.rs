@@ -254,6 +254,13 @@ mod tests {
         // a: rows 0 and 2, b, c, state
         assert_eq!(plan.total, 8 + 7 + 3 + 2);
         assert_eq!(plan.packed_len, 6);
+        let lens: Vec<usize> = (plan.calls.iter())
+            .filter_map(|c| match c {
+                Call::Packed(pieces) => Some(packed_len(pieces)),
+                Call::Direct(_) => None,
+            })
+            .collect();
+        assert_eq!(lens, vec![6, 6, 1]);
         // a gradient no process has is not sent
         let plan = with_step(&vars, &masks, state, |s| {
             Plan::new(s, &[true, false, false], 64)
