@@ -10,10 +10,14 @@
 //!
 //! Allreduce mode prints, per size, the algorithm bandwidth (bytes / time)
 //! of: `raw` — one `MPI_Allreduce` of the buffer into a preallocated one;
-//! `fused` — rime's path (`DataParallel::average_gradients` on one tensor:
-//! the handshake, the allreduce straight from the gradient's storage and the
-//! scaling into a new gradient tensor); `fused 256K` — the same bytes as
-//! 256 KiB tensors, packed into fusion buckets. Median of the timed runs.
+//! `fused` — rime's path (`DataParallel::average_gradients` on one gradient
+//! tensor of that size, owned by the caller alone as a backward pass's are:
+//! the handshake, the allreduce in place in the gradient's storage and the
+//! scaling to the mean); `fused 32K` — the same bytes as 32 KiB tensors,
+//! packed into fusion buckets. The three run interleaved, repetition by
+//! repetition, after two warm-up rounds (so that load on the machine hits
+//! them alike); each figure is the median of its repetitions. `--reps N`
+//! sets the repetitions per size, `--bucket-mb M` the fusion buffer.
 //!
 //! MLP mode prints global samples/s and, per step, the compute time
 //! (forward, backward, update) and the time in the gradient exchange.
@@ -31,59 +35,90 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_runs(reps: usize, mut f: impl FnMut() -> rime::Result<()>) -> rime::Result<f64> {
-    let mut times = Vec::with_capacity(reps);
+/// Runs each of `fs` `reps` times, interleaved, after two warm-up rounds;
+/// the median seconds of each.
+fn time_interleaved<const N: usize>(
+    reps: usize,
+    fs: &mut [&mut dyn FnMut() -> rime::Result<()>; N],
+) -> rime::Result<[f64; N]> {
+    let mut times = vec![Vec::with_capacity(reps); N];
     for rep in 0..reps + 2 {
-        let start = Instant::now();
-        f()?;
-        if rep >= 2 {
-            times.push(start.elapsed().as_secs_f64());
+        for (f, t) in fs.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            f()?;
+            if rep >= 2 {
+                t.push(start.elapsed().as_secs_f64());
+            }
         }
     }
-    Ok(median(times))
+    let mut out = [0.0; N];
+    for (o, t) in out.iter_mut().zip(times) {
+        *o = median(t);
+    }
+    Ok(out)
 }
 
-fn allreduce(mpi: &Mpi, sizes_mb: &[usize]) -> rime::Result<()> {
+fn allreduce(
+    mpi: &Mpi,
+    sizes_mb: &[usize],
+    reps: Option<usize>,
+    bucket_mb: usize,
+) -> rime::Result<()> {
     let world = mpi.world();
     // the checksum check is a debugging aid (on by default in debug builds)
-    let mut dp: DataParallel<'_, f32> = mpi.data_parallel::<f32>().verify_every(0);
+    let mut dp: DataParallel<'_, f32> = mpi
+        .data_parallel::<f32>()
+        .verify_every(0)
+        .bucket_bytes(bucket_mb << 20)?;
     if mpi.rank() == 0 {
         println!(
-            "{} processes; GB/s = bytes / time (median)\n{:>6} {:>10} {:>10} {:>6} {:>12} {:>6}",
+            "{} processes, {bucket_mb} MiB buckets; GB/s = bytes / time (median)\n\
+             {:>6} {:>10} {:>10} {:>6} {:>12} {:>6}",
             mpi.size(),
             "MB",
             "raw",
             "fused",
             "ratio",
-            "fused 256K",
+            "fused 32K",
             "ratio"
         );
     }
     for &mb in sizes_mb {
         let n = mb * (1 << 20) / 4;
-        let reps = (512 / mb).clamp(5, 50);
+        let reps = reps.unwrap_or((512 / mb).clamp(9, 51));
+        // the same values on every process: the mean of x and x is x, so the
+        // gradients keep their values from one repetition to the next
         let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 1e-3).collect();
         let mut recv = vec![0.0f32; n];
-        let raw = time_runs(reps, || {
-            world.all_reduce_into(&data[..], &mut recv[..], SystemOperation::sum());
-            Ok(())
-        })?;
         let var = Variable::new("w", Tensor::from_vec(data.clone(), [n])?);
-        let grad = Tensor::from_vec(data.clone(), [n])?;
-        let fused = time_runs(reps, || {
-            let mut grads = [Some(grad.clone())];
-            Ok(dp.average_gradients(&mut grads, std::slice::from_ref(&var))?)
-        })?;
-        let piece = (256 << 10) / 4;
+        let mut grad = [Some(Tensor::from_vec(data.clone(), [n])?)];
+        let piece = (32 << 10) / 4;
         let vars: Vec<Variable<f32>> = data
             .chunks(piece)
             .map(|c| Variable::new("p", Tensor::from_vec(c.to_vec(), [c.len()]).expect("sized")))
             .collect();
-        let pieces: Vec<Tensor<f32>> = vars.iter().map(|v| v.value_untracked()).collect();
-        let fused_small = time_runs(reps, || {
-            let mut grads: Vec<Option<Tensor<f32>>> = pieces.iter().cloned().map(Some).collect();
-            Ok(dp.average_gradients(&mut grads, &vars)?)
-        })?;
+        let mut grads: Vec<Option<Tensor<f32>>> = data
+            .chunks(piece)
+            .map(|c| Some(Tensor::from_vec(c.to_vec(), [c.len()]).expect("sized")))
+            .collect();
+        let [raw, fused, fused_small] = {
+            let dp = std::cell::RefCell::new(&mut dp);
+            time_interleaved(
+                reps,
+                &mut [
+                    &mut || {
+                        world.all_reduce_into(&data[..], &mut recv[..], SystemOperation::sum());
+                        Ok(())
+                    },
+                    &mut || {
+                        Ok(dp
+                            .borrow_mut()
+                            .average_gradients(&mut grad, std::slice::from_ref(&var))?)
+                    },
+                    &mut || Ok(dp.borrow_mut().average_gradients(&mut grads, &vars)?),
+                ],
+            )?
+        };
         if mpi.rank() == 0 {
             let bytes = (n * 4) as f64;
             let gbs = |t: f64| bytes / t / 1e9;
@@ -180,9 +215,16 @@ fn main() -> rime::Result<()> {
     };
     if args.iter().any(|a| a == "--mlp") {
         mlp(&mpi, value("--batch", 128), value("--steps", 200))
-    } else if args.iter().any(|a| a == "--quick") {
-        allreduce(&mpi, &[1])
     } else {
-        allreduce(&mpi, &[1, 2, 4, 8, 16, 32, 64])
+        let reps = args
+            .iter()
+            .position(|a| a == "--reps")
+            .map(|_| value("--reps", 9));
+        let bucket_mb = value("--bucket-mb", 64);
+        if args.iter().any(|a| a == "--quick") {
+            allreduce(&mpi, &[1], Some(3), bucket_mb)
+        } else {
+            allreduce(&mpi, &[1, 2, 4, 8, 16, 32, 64], reps, bucket_mb)
+        }
     }
 }

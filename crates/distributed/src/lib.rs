@@ -29,6 +29,27 @@
 //! # #[cfg(not(feature = "mpi"))] fn main() {}
 //! ```
 //!
+//! What training across processes means, with Keras+Horovod's semantics:
+//!
+//! - **Gradients** are averaged over the processes at every step (fused
+//!   allreduce, in place in the gradients' own storage; see
+//!   [`DataParallel`]), so every process applies the same update and the
+//!   weights stay identical. Frozen variables and masked (frozen) elements
+//!   are not sent and stay bit-identical everywhere.
+//! - **BatchNormalization** normalizes each batch with that process's own
+//!   batch statistics (no synchronized batch norm: with p processes ×
+//!   batch b, the statistics are over b samples, not p·b); its moving
+//!   mean and variance are averaged over the processes at every step, in
+//!   the same exchange as the gradients, so they too stay identical.
+//! - **`fit`** reports global loss and metrics (training and validation):
+//!   each process's sums weighted by its number of samples and reduced
+//!   over all, the figures one process would give on all the data. Only
+//!   rank 0 prints, writes checkpoints and model files; early stopping and
+//!   any callback's stop decide on every process together.
+//! - **`Trainer::evaluate`** is collective and global in the same way: give
+//!   each process its shard of the evaluation data. **`predict`** stays
+//!   local (each process's outputs for its own data, no communication).
+//!
 //! What is exchanged and when is rime-layers' [`collective`] extension
 //! point: [`DataParallel`] implements its [`Collective`] trait.
 //!

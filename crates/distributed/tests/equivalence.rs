@@ -203,10 +203,35 @@ fn fit_is_global(mpi: &Mpi) -> rime_layers::Result<Check> {
         .shard(rank, p)?
         .batch(PER_RANK_BATCH)?;
     let whole = Dataset::from_tensors(x, y)?.batch(PER_RANK_BATCH * p)?;
+    // validation data: 50 samples (shards of unequal size for p = 3, 4)
+    let (vx, vy) = data(1, 13)?;
+    let (vx, vy) = (vx.narrow(0, 0, 50)?, vy.narrow(0, 0, 50)?);
+    let val_shard = Dataset::from_tensors(vx.clone(), vy.clone())?
+        .shard(rank, p)?
+        .batch(8)?;
+    let val_whole = Dataset::from_tensors(vx, vy)?.batch(8)?;
     let opts = || FitOptions::new().epochs(2).verbose(Verbose::Silent);
-    let h_dist = dist.fit(&shard, opts())?;
-    let h_ref = reference.fit(&whole, opts())?;
+    let h_dist = dist.fit(&shard, opts().validation_data(val_shard.clone()))?;
+    let h_ref = reference.fit(&whole, opts().validation_data(val_whole.clone()))?;
+    // evaluate: global over the shards, as one process over all of it
+    let e_dist = dist.evaluate(&val_shard)?;
+    let e_ref = reference.evaluate(&val_whole)?;
     for key in ["loss", "sparse_categorical_accuracy"] {
+        let (Some(d), Some(r)) = (e_dist.get(key), e_ref.get(key)) else {
+            return Ok(Err(format!("evaluate: `{key}` missing")));
+        };
+        if (d - r).abs() > 1e-5 * r.abs().max(1.0) {
+            return Ok(Err(format!(
+                "evaluate: global `{key}` {d} differs from the one-process {r}"
+            )));
+        }
+    }
+    for key in [
+        "loss",
+        "sparse_categorical_accuracy",
+        "val_loss",
+        "val_sparse_categorical_accuracy",
+    ] {
         let (d, r) = (h_dist.get(key), h_ref.get(key));
         let (Some(d), Some(r)) = (d, r) else {
             return Ok(Err(format!("fit: `{key}` missing from a history")));
@@ -421,7 +446,25 @@ fn bad_input(mpi: &Mpi) -> rime_layers::Result<Check> {
     step.run(&x, &y)?;
     let mut dp: DataParallel<'_, f32> = mpi.data_parallel();
     dp.verify_replicas(&same)?;
-    // 3. a bucket size that cannot hold one element is refused
+    // 3. evaluate failing on rank 1 only (inputs of the wrong width): every
+    // rank fails (none waits forever), then they evaluate together again
+    let mut trainer = Trainer::from_step(step).metric(SparseCategoricalAccuracy::new());
+    let width = if rank == 1 { 9 } else { 8 };
+    let bad = Dataset::from_tensors(Tensor::<f32>::ones([4, width])?, y.clone())?.batch(2)?;
+    let got = trainer.evaluate(&bad);
+    let expected = match &got {
+        Err(Error::Distributed { .. }) => rank != 1,
+        Err(_) => rank == 1,
+        Ok(_) => false,
+    };
+    if !expected {
+        return Ok(Err(format!(
+            "evaluate failing on rank 1: rank {rank} got {got:?}"
+        )));
+    }
+    let good = Dataset::from_tensors(x.clone(), y.clone())?.batch(2)?;
+    trainer.evaluate(&good)?;
+    // 4. a bucket size that cannot hold one element is refused
     if mpi.data_parallel::<f32>().bucket_bytes(2).is_ok() {
         return Ok(Err("bucket_bytes(2) was accepted for f32".into()));
     }

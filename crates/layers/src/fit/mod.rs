@@ -413,10 +413,11 @@ impl<'m, T: Element> Trainer<'m, T> {
                 }
             }
             if let Some(v) = &val {
+                // on error, fresh metrics: every process reduces as many values
                 let (sums, metrics) =
                     match evaluate_sums(ctx.step.model(), ctx.step.loss(), v, fresh()) {
                         Ok((loss_sum, samples, metrics)) => (Ok((loss_sum, samples)), metrics),
-                        Err(e) => (Err(e), Vec::new()),
+                        Err(e) => (Err(e), fresh()),
                     };
                 let (loss_sum, samples) = sums.as_ref().map_or((0.0, 0), |s| *s);
                 let val_logs =
@@ -445,12 +446,38 @@ impl<'m, T: Element> Trainer<'m, T> {
 
     /// Loss and metrics over `data` in inference mode (Keras'
     /// `evaluate`); the loss is the mean over samples.
-    pub fn evaluate(&self, data: &Dataset<T>) -> Result<Logs> {
-        evaluate_with(self.model(), self.step.loss(), data, self.fresh_metrics())
+    ///
+    /// With a [collective](TrainStep::with_collective) it is a collective
+    /// operation (every process calls it) and every process gets the same
+    /// global figures: over all the processes' `data` together, each
+    /// process's sums weighted by its number of samples, as `fit` reports
+    /// its validation figures (Horovod's averaging of metrics over ranks,
+    /// exact also for shards of unequal size). Give each process its shard
+    /// (`data.shard(rank, size)`) to split the work; an error on one
+    /// process fails it on every process.
+    pub fn evaluate(&mut self, data: &Dataset<T>) -> Result<Logs> {
+        let (sums, metrics) = self.evaluate_local(data);
+        let (loss_sum, samples) = sums.as_ref().map_or((0.0, 0), |s| *s);
+        global_logs(&mut self.step, sums.map(drop), loss_sum, samples, &metrics)
+    }
+
+    /// This process's loss sum, sample count and metrics over `data`; on
+    /// error, fresh metrics (so that every process reduces as many values).
+    #[allow(clippy::type_complexity)]
+    fn evaluate_local(
+        &self,
+        data: &Dataset<T>,
+    ) -> (Result<(f64, usize)>, Vec<Box<dyn UpdateState<T>>>) {
+        match evaluate_sums(self.model(), self.step.loss(), data, self.fresh_metrics()) {
+            Ok((loss_sum, samples, metrics)) => (Ok((loss_sum, samples)), metrics),
+            Err(e) => (Err(e), self.fresh_metrics()),
+        }
     }
 
     /// The model's outputs over `data` in inference mode, batch by batch,
-    /// concatenated (Keras' `predict`).
+    /// concatenated (Keras' `predict`). With a collective, still this
+    /// process's own: no communication (as under Horovod); gather them with
+    /// the program's own MPI calls if one process needs them all.
     pub fn predict(&self, data: &Dataset<T>) -> Result<Vec<Tensor<T>>> {
         predict(self.model(), data)
     }
