@@ -9,15 +9,17 @@
 //! ```
 //!
 //! Allreduce mode prints, per size, the algorithm bandwidth (bytes / time)
-//! of: `raw` — one `MPI_Allreduce` of the buffer into a preallocated one;
+//! of: `raw` — one `MPI_Allreduce` of the buffer into a preallocated one
+//! (not in place);
 //! `fused` — rime's path (`DataParallel::average_gradients` on one gradient
 //! tensor of that size, owned by the caller alone as a backward pass's are:
 //! the handshake, the allreduce in place in the gradient's storage and the
 //! scaling to the mean); `fused 32K` — the same bytes as 32 KiB tensors,
-//! packed into fusion buckets. The three run interleaved, repetition by
+//! packed into fusion buckets. They run interleaved, repetition by
 //! repetition, after two warm-up rounds (so that load on the machine hits
 //! them alike); each figure is the median of its repetitions. `--reps N`
-//! sets the repetitions per size, `--bucket-mb M` the fusion buffer.
+//! sets the repetitions per size, `--bucket-kib K` the bucket (default
+//! 4 MiB); `raw bucketed` is the raw call cut into calls of a bucket.
 //!
 //! MLP mode prints global samples/s and, per step, the compute time
 //! (forward, backward, update) and the time in the gradient exchange.
@@ -62,21 +64,23 @@ fn allreduce(
     mpi: &Mpi,
     sizes_mb: &[usize],
     reps: Option<usize>,
-    bucket_mb: usize,
+    bucket_bytes: usize,
 ) -> rime::Result<()> {
     let world = mpi.world();
     // the checksum check is a debugging aid (on by default in debug builds)
     let mut dp: DataParallel<'_, f32> = mpi
         .data_parallel::<f32>()
         .verify_every(0)
-        .bucket_bytes(bucket_mb << 20)?;
+        .bucket_bytes(bucket_bytes)?;
+    let bucket_mib = bucket_bytes as f64 / f64::from(1 << 20);
     if mpi.rank() == 0 {
         println!(
-            "{} processes, {bucket_mb} MiB buckets; GB/s = bytes / time (median)\n\
-             {:>6} {:>10} {:>10} {:>6} {:>12} {:>6}",
+            "{} processes, {bucket_mib} MiB buckets; GB/s = bytes / time (median); \
+             ratio = GB/s / raw GB/s\n{:>6} {:>8} {:>12} {:>8} {:>6} {:>10} {:>6}",
             mpi.size(),
             "MB",
             "raw",
+            "raw bucketed",
             "fused",
             "ratio",
             "fused 32K",
@@ -90,6 +94,7 @@ fn allreduce(
         // gradients keep their values from one repetition to the next
         let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 1e-3).collect();
         let mut recv = vec![0.0f32; n];
+        let mut recv2 = vec![0.0f32; n];
         let var = Variable::new("w", Tensor::from_vec(data.clone(), [n])?);
         let mut grad = [Some(Tensor::from_vec(data.clone(), [n])?)];
         let piece = (32 << 10) / 4;
@@ -101,13 +106,21 @@ fn allreduce(
             .chunks(piece)
             .map(|c| Some(Tensor::from_vec(c.to_vec(), [c.len()]).expect("sized")))
             .collect();
-        let [raw, fused, fused_small] = {
+        let bucket = (bucket_bytes / 4).max(1);
+        let [raw, raw_bucketed, fused, fused_small] = {
             let dp = std::cell::RefCell::new(&mut dp);
             time_interleaved(
                 reps,
                 &mut [
                     &mut || {
                         world.all_reduce_into(&data[..], &mut recv[..], SystemOperation::sum());
+                        Ok(())
+                    },
+                    // the raw call in rime's call sizes, for comparison
+                    &mut || {
+                        for (d, r) in data.chunks(bucket).zip(recv2.chunks_mut(bucket)) {
+                            world.all_reduce_into(d, r, SystemOperation::sum());
+                        }
                         Ok(())
                     },
                     &mut || {
@@ -123,8 +136,9 @@ fn allreduce(
             let bytes = (n * 4) as f64;
             let gbs = |t: f64| bytes / t / 1e9;
             println!(
-                "{mb:>6} {:>10.2} {:>10.2} {:>6.2} {:>12.2} {:>6.2}",
+                "{mb:>6} {:>8.2} {:>12.2} {:>8.2} {:>6.2} {:>10.2} {:>6.2}",
                 gbs(raw),
+                gbs(raw_bucketed),
                 gbs(fused),
                 raw / fused,
                 gbs(fused_small),
@@ -220,11 +234,14 @@ fn main() -> rime::Result<()> {
             .iter()
             .position(|a| a == "--reps")
             .map(|_| value("--reps", 9));
-        let bucket_mb = value("--bucket-mb", 64);
+        let bucket = match value("--bucket-kib", 0) {
+            0 => rime::distributed::DEFAULT_BUCKET_BYTES,
+            kib => kib << 10,
+        };
         if args.iter().any(|a| a == "--quick") {
-            allreduce(&mpi, &[1], Some(3), bucket_mb)
+            allreduce(&mpi, &[1], Some(3), bucket)
         } else {
-            allreduce(&mpi, &[1, 2, 4, 8, 16, 32, 64], reps, bucket_mb)
+            allreduce(&mpi, &[1, 2, 4, 8, 16, 32, 64], reps, bucket)
         }
     }
 }

@@ -17,8 +17,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Call, Fingerprint, Plan, Source, layout_fingerprint, packed_len};
 
-/// Horovod's default fusion threshold: 64 MiB.
-pub const DEFAULT_BUCKET_BYTES: usize = 64 << 20;
+/// The default bucket: the most one allreduce call carries, 4 MiB.
+///
+/// Horovod's default fusion threshold is 64 MiB, PyTorch DDP's bucket
+/// 25 MiB; on CPUs smaller calls are faster: Open MPI's allreduce of large
+/// messages takes a temporary buffer of the message's size at every call
+/// (fresh pages, so page faults, above glibc's 32 MiB mmap threshold), and
+/// a call of a few MiB leaves its result in cache for the scaling to the
+/// mean. Over a network a 4 MiB call still dwarfs its latency (3.4 ms at
+/// 10 Gb/s against some 20 µs).
+pub const DEFAULT_BUCKET_BYTES: usize = 4 << 20;
 
 fn dist_err(what: &str, msg: impl Into<String>) -> Error {
     Error::Distributed {
@@ -91,12 +99,20 @@ impl Mpi {
 /// (and so for `fit`), also usable directly in a custom loop
 /// ([`average_gradients`](DataParallel::average_gradients)).
 ///
-/// - Every step's gradients are averaged with `MPI_Allreduce`, fused into
-///   buckets of at most [`bucket_bytes`](DataParallel::bucket_bytes)
-///   (64 MiB by default) rather than one call per tensor. Only the
-///   trainable elements of a masked variable are sent, and frozen
-///   variables are not in the step at all: they stay bit-identical on
-///   every process.
+/// - Every step's gradients are averaged with `MPI_Allreduce`, in calls of
+///   at most [`bucket_bytes`](DataParallel::bucket_bytes) ([4 MiB by
+///   default](DEFAULT_BUCKET_BYTES)). A run of 64 KiB or more of a
+///   gradient is reduced in place in the gradient's own storage
+///   (`MPI_IN_PLACE`; copied first only if another handle shares the
+///   buffer); shorter ones are packed into a fusion bucket rather than
+///   sent one call each (Horovod's tensor fusion). Only the trainable
+///   elements of a masked variable are sent, and frozen variables are not
+///   in the step at all: they stay bit-identical on every process.
+/// - Each step starts with one small fixed-size allreduce (48 bytes) that
+///   checks that every process is at the same step with the same layout
+///   and none failed; the layout's plan is cached between steps. A flag in
+///   it says whether any process lacks a gradient; only then is a
+///   presence flag per gradient exchanged.
 /// - BatchNormalization's moving statistics (the state a forward pass
 ///   stages) are averaged the same way in the same buckets; the batch
 ///   statistics that normalize during training are each process's own
@@ -164,8 +180,8 @@ struct StateHeader {
 }
 
 impl<'m, T: Element + Equivalence> DataParallel<'m, T> {
-    /// Sets the fusion buffer size in bytes (Horovod's
-    /// `HOROVOD_FUSION_THRESHOLD`): the most one allreduce call carries.
+    /// Sets the bucket size in bytes (Horovod's `HOROVOD_FUSION_THRESHOLD`):
+    /// the most one allreduce call carries, and the fusion buffer's size.
     /// It must hold at least one element, at most `i32::MAX` elements (an
     /// MPI count), and be the same on every process (a step checks).
     pub fn bucket_bytes(mut self, bytes: usize) -> Result<Self> {
