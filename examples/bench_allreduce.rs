@@ -87,6 +87,17 @@ fn allreduce(
             "ratio"
         );
     }
+    // a step that exchanges nothing: the handshake alone
+    let [handshake] = time_interleaved(
+        reps.unwrap_or(201),
+        &mut [&mut || Ok(dp.average_gradients(&mut [], &[])?)],
+    )?;
+    if mpi.rank() == 0 {
+        println!(
+            "the per-step handshake alone (an empty step): {:.1} µs (median)",
+            handshake * 1e6
+        );
+    }
     for &mb in sizes_mb {
         let n = mb * (1 << 20) / 4;
         let reps = reps.unwrap_or((512 / mb).clamp(9, 51));
