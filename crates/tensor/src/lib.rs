@@ -42,6 +42,7 @@ mod element;
 mod error;
 mod interop;
 mod kernels;
+pub mod memory;
 pub mod ops;
 mod random;
 pub mod record;
