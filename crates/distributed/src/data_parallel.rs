@@ -17,16 +17,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Call, Fingerprint, Plan, Source, layout_fingerprint, packed_len};
 
-/// The default bucket: the most one allreduce call carries, 4 MiB.
+/// The default bucket: the most one allreduce call carries, 16 MiB.
 ///
 /// Horovod's default fusion threshold is 64 MiB, PyTorch DDP's bucket
-/// 25 MiB; on CPUs smaller calls are faster: Open MPI's allreduce of large
-/// messages takes a temporary buffer of the message's size at every call
-/// (fresh pages, so page faults, above glibc's 32 MiB mmap threshold), and
-/// a call of a few MiB leaves its result in cache for the scaling to the
-/// mean. Over a network a 4 MiB call still dwarfs its latency (3.4 ms at
-/// 10 Gb/s against some 20 µs).
-pub const DEFAULT_BUCKET_BYTES: usize = 4 << 20;
+/// 25 MiB. On CPUs, calls above 32 MiB are slower: Open MPI's allreduce of
+/// large messages takes a temporary buffer of the message's size at every
+/// call, fresh pages (page faults) above glibc's 32 MiB mmap threshold,
+/// reused heap below it; and a 16 MiB call leaves its result in cache for
+/// the scaling to the mean. Much smaller calls cost more when processes
+/// share cores (each call is a rendezvous). Over a network a 16 MiB call
+/// dwarfs its latency (13 ms at 10 Gb/s against some 20 µs).
+pub const DEFAULT_BUCKET_BYTES: usize = 16 << 20;
 
 fn dist_err(what: &str, msg: impl Into<String>) -> Error {
     Error::Distributed {
@@ -100,7 +101,7 @@ impl Mpi {
 /// ([`average_gradients`](DataParallel::average_gradients)).
 ///
 /// - Every step's gradients are averaged with `MPI_Allreduce`, in calls of
-///   at most [`bucket_bytes`](DataParallel::bucket_bytes) ([4 MiB by
+///   at most [`bucket_bytes`](DataParallel::bucket_bytes) ([16 MiB by
 ///   default](DEFAULT_BUCKET_BYTES)). A run of 64 KiB or more of a
 ///   gradient is reduced in place in the gradient's own storage
 ///   (`MPI_IN_PLACE`; copied first only if another handle shares the
