@@ -39,6 +39,31 @@ impl BinaryOp {
     }
 }
 
+/// The elementwise comparisons (`eq`, `lt`, ...): not differentiable, so
+/// not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    fn name(self) -> &'static str {
+        match self {
+            Comparison::Eq => "eq",
+            Comparison::Ne => "ne",
+            Comparison::Lt => "lt",
+            Comparison::Le => "le",
+            Comparison::Gt => "gt",
+            Comparison::Ge => "ge",
+        }
+    }
+}
+
 #[inline(always)]
 fn maximum<T: Element>(a: T, b: T) -> T {
     if a >= b || a.is_nan() { a } else { b }
@@ -56,6 +81,10 @@ fn flag<T: Element>(b: bool) -> T {
 
 impl<T: Element> Tensor<T> {
     fn binary(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().binary(self, rhs, op)
+    }
+
+    pub(crate) fn binary_native(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let name = op.name();
@@ -296,26 +325,134 @@ impl<T: Element> Tensor<T> {
         self.binary_scalar(s, BinaryOp::Minimum)
     }
 
-    fn compare(
-        &self,
-        rhs: &Tensor<T>,
-        op: &'static str,
-        f: impl Fn(T, T) -> bool + Sync + Send,
-    ) -> Result<Tensor<T>> {
-        let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
-        let data = broadcast::binary(
-            op,
-            self.as_slice(),
-            self.shape(),
-            rhs.as_slice(),
-            rhs.shape(),
-            &shape,
-            ARITH,
-            #[inline(always)]
-            |a, b| flag(f(a, b)),
-        )?;
+    /// `1` where `cmp` holds elementwise, else `0`, broadcasting.
+    fn compare(&self, rhs: &Tensor<T>, cmp: Comparison) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().compare(self, rhs, cmp)
+    }
+
+    pub(crate) fn compare_native(&self, rhs: &Tensor<T>, cmp: Comparison) -> Result<Tensor<T>> {
+        let shape = broadcast_shapes(cmp.name(), self.shape(), rhs.shape())?;
+        let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
+        let name = cmp.name();
+        // one kernel per comparison, each with its own inlined closure
+        let data = match cmp {
+            Comparison::Eq => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x == y),
+            ),
+            Comparison::Ne => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x != y),
+            ),
+            Comparison::Lt => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x < y),
+            ),
+            Comparison::Le => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x <= y),
+            ),
+            Comparison::Gt => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x > y),
+            ),
+            Comparison::Ge => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x >= y),
+            ),
+        }?;
         // comparisons are not differentiable and are not recorded
         Ok(Tensor::from_parts(data, shape))
+    }
+
+    /// `1` where `self cmp s` holds, else `0`.
+    fn compare_scalar(&self, s: T, cmp: Comparison) -> Tensor<T> {
+        crate::instances::table::<T>().compare_scalar(self, s, cmp)
+    }
+
+    pub(crate) fn compare_scalar_native(&self, s: T, cmp: Comparison) -> Tensor<T> {
+        let x = self.as_slice();
+        let data = match cmp {
+            Comparison::Eq => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v == s),
+            ),
+            Comparison::Ne => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v != s),
+            ),
+            Comparison::Lt => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v < s),
+            ),
+            Comparison::Le => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v <= s),
+            ),
+            Comparison::Gt => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v > s),
+            ),
+            Comparison::Ge => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v >= s),
+            ),
+        };
+        Tensor::from_parts(data, self.shape().clone())
     }
 
     /// `1` where `self == rhs`, else `0` (broadcasting; not differentiable).
@@ -327,42 +464,22 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn eq(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "eq",
-            #[inline(always)]
-            |a, b| a == b,
-        )
+        self.compare(rhs, Comparison::Eq)
     }
 
     /// `1` where `self != rhs`, else `0`.
     pub fn ne(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "ne",
-            #[inline(always)]
-            |a, b| a != b,
-        )
+        self.compare(rhs, Comparison::Ne)
     }
 
     /// `1` where `self < rhs`, else `0`.
     pub fn lt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "lt",
-            #[inline(always)]
-            |a, b| a < b,
-        )
+        self.compare(rhs, Comparison::Lt)
     }
 
     /// `1` where `self <= rhs`, else `0`.
     pub fn le(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "le",
-            #[inline(always)]
-            |a, b| a <= b,
-        )
+        self.compare(rhs, Comparison::Le)
     }
 
     /// `1` where `self > rhs`, else `0`.
@@ -374,22 +491,12 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn gt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "gt",
-            #[inline(always)]
-            |a, b| a > b,
-        )
+        self.compare(rhs, Comparison::Gt)
     }
 
     /// `1` where `self >= rhs`, else `0`.
     pub fn ge(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "ge",
-            #[inline(always)]
-            |a, b| a >= b,
-        )
+        self.compare(rhs, Comparison::Ge)
     }
 
     /// `1` where `self > s`, else `0`.
@@ -399,15 +506,7 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(Tensor::vector(vec![-1.0f32, 3.0]).gt_scalar(0.0).to_vec(), vec![0.0, 1.0]);
     /// ```
     pub fn gt_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v > s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Gt)
     }
 
     /// `1` where `self == s`, else `0`.
@@ -417,67 +516,27 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(Tensor::vector(vec![1.0f32, 2.0]).eq_scalar(2.0).to_vec(), vec![0.0, 1.0]);
     /// ```
     pub fn eq_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v == s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Eq)
     }
 
     /// `1` where `self != s`, else `0` (NaN is unequal to everything).
     pub fn ne_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v != s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Ne)
     }
 
     /// `1` where `self >= s`, else `0`.
     pub fn ge_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v >= s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Ge)
     }
 
     /// `1` where `self < s`, else `0`.
     pub fn lt_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v < s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Lt)
     }
 
     /// `1` where `self <= s`, else `0`.
     pub fn le_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v <= s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Le)
     }
 
     /// `on_true` where `cond` is non-zero, else `on_false`; all three
@@ -493,6 +552,14 @@ impl<T: Element> Tensor<T> {
     /// ```
     #[doc(alias = "where")]
     pub fn select(
+        cond: &Tensor<T>,
+        on_true: &Tensor<T>,
+        on_false: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().select(cond, on_true, on_false)
+    }
+
+    pub(crate) fn select_native(
         cond: &Tensor<T>,
         on_true: &Tensor<T>,
         on_false: &Tensor<T>,
