@@ -6,6 +6,7 @@
 //! [`Element`] adds float math; [`IntElement`] marks the integer types that
 //! index ops accept as index tensors.
 
+use crate::memory::BufferPool;
 use std::fmt::{self, Debug, Display};
 use std::hash::Hash;
 use std::iter::Sum;
@@ -106,6 +107,10 @@ pub trait Scalar:
     /// layout, integers right-aligned).
     #[doc(hidden)]
     fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+
+    /// This type's cache of freed large buffers ([`crate::memory`]).
+    #[doc(hidden)]
+    fn buffer_pool() -> &'static BufferPool<Self>;
 }
 
 /// An integer element type: `i32` or `i64`. Tensors of these are accepted
@@ -136,6 +141,10 @@ macro_rules! int_scalar {
             fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 crate::display::fmt_int(t, f)
             }
+            fn buffer_pool() -> &'static BufferPool<Self> {
+                static POOL: BufferPool<$t> = BufferPool::new();
+                &POOL
+            }
         }
     };
 }
@@ -152,6 +161,10 @@ macro_rules! float_scalar {
             }
             fn fmt_tensor(t: &Tensor<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 crate::display::fmt_float(t, f)
+            }
+            fn buffer_pool() -> &'static BufferPool<Self> {
+                static POOL: BufferPool<$t> = BufferPool::new();
+                &POOL
             }
         }
     };

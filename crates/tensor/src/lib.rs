@@ -43,6 +43,7 @@ mod error;
 pub mod instances;
 mod interop;
 mod kernels;
+pub mod memory;
 pub mod ops;
 mod random;
 pub mod record;

@@ -37,7 +37,7 @@ fn normal(op: &'static str, mean: f64, std: f64) -> Result<Normal<f64>> {
 
 /// A fallibly reserved, empty buffer for the validated element count of
 /// `shape`, and that count.
-fn buffer<T>(op: &'static str, shape: &Shape) -> Result<(Vec<T>, usize)> {
+fn buffer<T: crate::Scalar>(op: &'static str, shape: &Shape) -> Result<(Vec<T>, usize)> {
     let n = shape.checked_len::<T>(op)?;
     Ok((crate::kernels::try_buffer(op, n)?, n))
 }

@@ -62,6 +62,15 @@ struct Inner<T: Scalar> {
     data: Data<T>,
 }
 
+// Buffers go back to the cache of large buffers (see `memory`).
+impl<T: Scalar> Drop for Inner<T> {
+    fn drop(&mut self) {
+        if let Data::Owned(v) = &mut self.data {
+            crate::memory::recycle(std::mem::take(v));
+        }
+    }
+}
+
 enum Data<T: Scalar> {
     /// The tensor's own buffer.
     Owned(Vec<T>),
@@ -220,12 +229,18 @@ impl<T: Scalar> Tensor<T> {
     /// Zeros with the shape of `other` (its buffer exists, so this size
     /// does too).
     pub fn zeros_like(other: &Tensor<T>) -> Self {
-        Self::from_parts(vec![T::zero(); other.len()], other.shape().clone())
+        Self::from_parts(
+            crate::memory::filled(other.len(), T::zero()),
+            other.shape().clone(),
+        )
     }
 
     /// Ones with the shape of `other`.
     pub fn ones_like(other: &Tensor<T>) -> Self {
-        Self::from_parts(vec![T::one(); other.len()], other.shape().clone())
+        Self::from_parts(
+            crate::memory::filled(other.len(), T::one()),
+            other.shape().clone(),
+        )
     }
 
     /// The `n×n` identity matrix (see [`Tensor::full`] for the errors).
@@ -345,14 +360,10 @@ impl<T: Scalar> Tensor<T> {
     /// Takes the buffer out (without copying when this is the only handle).
     pub fn into_vec(self) -> Vec<T> {
         match Arc::try_unwrap(self.inner) {
-            Ok(Inner {
-                data: Data::Owned(v),
-                ..
-            }) => v,
-            Ok(Inner {
-                data: Data::View(owner),
-                ..
-            }) => owner.to_vec(),
+            Ok(mut inner) => match &mut inner.data {
+                Data::Owned(v) => std::mem::take(v),
+                Data::View(owner) => owner.to_vec(),
+            },
             Err(shared) => Tensor { inner: shared }.to_vec(),
         }
     }

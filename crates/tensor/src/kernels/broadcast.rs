@@ -233,7 +233,7 @@ where
 }
 
 /// Materializes `x` broadcast to `out_shape`.
-pub(crate) fn expand<T: Copy + Send + Sync>(
+pub(crate) fn expand<T: crate::Scalar>(
     op: &'static str,
     x: &[T],
     x_shape: &Shape,

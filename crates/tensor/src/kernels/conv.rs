@@ -23,8 +23,8 @@ use std::ops::Range;
 
 use super::gemm::{self, MatRef, PAR_FLOPS};
 use super::{par_chunks, threads, vectorized};
-use crate::Element;
 use crate::ops::conv::Conv2dGeometry;
+use crate::{Element, memory};
 
 /// Elements of one im2col block (≈128 KiB of f32: stays in L2 next to the
 /// packed kernel).
@@ -142,7 +142,7 @@ pub(crate) fn conv2d_forward<T: Element>(x: &[T], w: &[T], g: &Conv2dGeometry) -
     let (cg, og) = (g.input[3] / groups, cout / groups);
     let width = g.kernel[0] * g.kernel[1] * cg;
     let len = p_total * cout;
-    let mut out: Vec<T> = Vec::with_capacity(len);
+    let mut out: Vec<T> = memory::take(len);
     let dst = &mut out.spare_capacity_mut()[..len];
     if len > 0 {
         if width == 0 {
@@ -154,7 +154,7 @@ pub(crate) fn conv2d_forward<T: Element>(x: &[T], w: &[T], g: &Conv2dGeometry) -
             let block = |i: usize, c: &mut [MaybeUninit<T>]| {
                 let p0 = i * rows;
                 let m = c.len() / cout;
-                let mut buf = Vec::new();
+                let mut buf = memory::take(if pointwise(g) { 0 } else { m * width });
                 for grp in 0..groups {
                     let a = if pointwise(g) {
                         MatRef {
@@ -181,6 +181,7 @@ pub(crate) fn conv2d_forward<T: Element>(x: &[T], w: &[T], g: &Conv2dGeometry) -
                     };
                     gemm::gemm(m, width, og, a, b, &mut c[grp * og..], cout, !par);
                 }
+                memory::recycle(buf);
             };
             if par {
                 par_chunks(dst, rows * cout, block);
@@ -209,7 +210,7 @@ pub(crate) fn conv2d_backprop_input<T: Element>(dy: &[T], w: &[T], g: &Conv2dGeo
     let width = g.kernel[0] * g.kernel[1] * cg;
     let per_image = g.output[0] * g.output[1];
     let image = ih * iw * cin;
-    let mut dx = vec![T::zero(); n * image];
+    let mut dx = memory::filled(n * image, T::zero());
     if dx.is_empty() || per_image == 0 || og == 0 || width == 0 {
         return dx;
     }
@@ -217,7 +218,7 @@ pub(crate) fn conv2d_backprop_input<T: Element>(dy: &[T], w: &[T], g: &Conv2dGeo
     let par_images = work >= PAR_FLOPS && threads() > 1 && n > 1;
     let rows = block_rows(width, per_image);
     let one_image = |b: usize, dx: &mut [T]| {
-        let mut buf = vec![T::zero(); rows * width];
+        let mut buf = memory::filled(rows * width, T::zero());
         let mut p = b * per_image;
         let end = p + per_image;
         while p < end {
@@ -251,6 +252,7 @@ pub(crate) fn conv2d_backprop_input<T: Element>(dy: &[T], w: &[T], g: &Conv2dGeo
             }
             p += m;
         }
+        memory::recycle(buf);
     };
     if par_images {
         par_chunks(&mut dx, image, one_image);
@@ -290,7 +292,7 @@ pub(crate) fn conv2d_backprop_filter<T: Element>(
         })
         .collect();
     if size == 0 || p_total == 0 || spans.is_empty() {
-        return vec![T::zero(); size];
+        return memory::filled(size, T::zero());
     }
     let rows = block_rows(width, p_total);
     let blocks = p_total.div_ceil(rows);
@@ -304,7 +306,7 @@ pub(crate) fn conv2d_backprop_filter<T: Element>(
     let partials = blocks.div_ceil(per);
     // partial sum `q` over blocks `q·per .. (q+1)·per`
     let accumulate = |q: usize, dw: &mut [T]| {
-        let mut buf = Vec::new();
+        let mut buf = memory::take(if pointwise(g) { 0 } else { rows * width });
         for blk in q * per..((q + 1) * per).min(blocks) {
             let p0 = blk * rows;
             let m = rows.min(p_total - p0);
@@ -338,8 +340,9 @@ pub(crate) fn conv2d_backprop_filter<T: Element>(
                 }
             }
         }
+        memory::recycle(buf);
     };
-    let mut acc = vec![T::zero(); partials * size];
+    let mut acc = memory::filled(partials * size, T::zero());
     if partials > 1 {
         par_chunks(&mut acc, size, accumulate);
     } else {

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 pub(crate) use simd::vectorized;
 
-use crate::{Element, Error, Result};
+use crate::{Element, Result, Scalar};
 
 /// Work (in [`ARITH`] units: elements times cost per element) below which a
 /// kernel stays on one thread. Measured on a 2-core machine
@@ -248,10 +248,10 @@ pub(crate) fn chunk_len(n: usize, cost: usize) -> usize {
 /// [`write_map`] and [`write_zip`] do, and assert the lengths that makes so.
 pub(crate) fn build<T, F>(n: usize, cost: usize, fill: F) -> Vec<T>
 where
-    T: Copy + Send + Sync,
+    T: Scalar,
     F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
-    build_in(Vec::with_capacity(n), n, cost, fill)
+    build_in(crate::memory::take(n), n, cost, fill)
 }
 
 /// As [`build`] for an output whose size the op's inputs do not bound (a
@@ -259,7 +259,7 @@ where
 /// reservation is [`Error::Alloc`] naming `op`.
 pub(crate) fn try_build<T, F>(op: &'static str, n: usize, cost: usize, fill: F) -> Result<Vec<T>>
 where
-    T: Copy + Send + Sync,
+    T: Scalar,
     F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
     Ok(build_in(try_buffer(op, n)?, n, cost, fill))
@@ -268,9 +268,15 @@ where
 /// An empty buffer with room for exactly `n` elements, reserved fallibly:
 /// user-sized allocations fail with [`Error::Alloc`] (naming `op` and the
 /// bytes) instead of aborting the process.
-pub(crate) fn try_buffer<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
+pub(crate) fn try_buffer<T: Scalar>(op: &'static str, n: usize) -> Result<Vec<T>> {
+    crate::memory::try_take(op, n)
+}
+
+/// As [`try_buffer`] for buffers of other types (index tables), which the
+/// cache of large buffers does not hold.
+pub(crate) fn try_vec<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::Alloc {
+    v.try_reserve_exact(n).map_err(|_| crate::Error::Alloc {
         op,
         bytes: n.saturating_mul(std::mem::size_of::<T>()),
     })?;
@@ -278,7 +284,7 @@ pub(crate) fn try_buffer<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
 }
 
 /// `n` copies of `value` in a fallibly reserved buffer (see [`try_buffer`]).
-pub(crate) fn try_filled<T: Copy>(op: &'static str, n: usize, value: T) -> Result<Vec<T>> {
+pub(crate) fn try_filled<T: Scalar>(op: &'static str, n: usize, value: T) -> Result<Vec<T>> {
     let mut v = try_buffer(op, n)?;
     v.resize(n, value);
     Ok(v)
@@ -287,7 +293,7 @@ pub(crate) fn try_filled<T: Copy>(op: &'static str, n: usize, value: T) -> Resul
 /// The body of [`build`], filling `out` (capacity at least `n`).
 fn build_in<T, F>(mut out: Vec<T>, n: usize, cost: usize, fill: F) -> Vec<T>
 where
-    T: Copy + Send + Sync,
+    T: Scalar,
     F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
     let dst = &mut out.spare_capacity_mut()[..n];
@@ -307,11 +313,11 @@ where
 /// `cost` elements of work: `fill(first_row, dst)` gets chunks of whole rows.
 pub(crate) fn build_rows<T, F>(rows: usize, width: usize, cost: usize, fill: F) -> Vec<T>
 where
-    T: Copy + Send + Sync,
+    T: Scalar,
     F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
     let n = rows * width;
-    let mut out = Vec::with_capacity(n);
+    let mut out = crate::memory::take(n);
     let dst = &mut out.spare_capacity_mut()[..n];
     let work = rows.saturating_mul(cost);
     if width > 0 && rows > 1 && parallel(work) {

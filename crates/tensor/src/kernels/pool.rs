@@ -119,13 +119,78 @@ fn argmax_image<T: Element>(
 }
 
 /// Max pooling's input gradient: each output gradient goes to its
-/// window's maximum.
+/// window's first maximum (a NaN counts as the maximum, as in
+/// [`argmax_image`]). Branch-free per channel so it vectorizes: the
+/// window's max first, then the first element equal to it (or the first
+/// NaN when the max is NaN) takes the gradient.
 pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry) -> Vec<T> {
     let [n, ih, iw, c] = g.input;
+    let [oh, ow] = g.output;
     let image = ih * iw * c;
+    let disjoint = g.strides[0] >= g.pool[0] && g.strides[1] >= g.pool[1];
     per_image(n, image, g, |b, dx| {
-        argmax_image(x, g, b, |o, i| dx[i - b * image] += dy[o]);
+        vectorized(
+            #[inline(always)]
+            || {
+                let mut top = vec![T::zero(); c];
+                // 1 while channel k's gradient is still to route, else 0
+                // (floats, not bools: same-width lanes vectorize)
+                let mut open = vec![T::one(); c];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (ys, xs) = window(g, oy, ox);
+                        let o = ((b * oh + oy) * ow + ox) * c;
+                        let d = &dy[o..o + c];
+                        top.fill(T::neg_infinity());
+                        for iy in ys.clone() {
+                            for ix in xs.clone() {
+                                let at = ((b * ih + iy) * iw + ix) * c;
+                                for (t, &v) in top.iter_mut().zip(&x[at..at + c]) {
+                                    *t = max_nan(*t, v);
+                                }
+                            }
+                        }
+                        open.fill(T::one());
+                        for iy in ys {
+                            for ix in xs.clone() {
+                                let at = (iy * iw + ix) * c;
+                                let px = &x[b * image + at..b * image + at + c];
+                                let t = &mut dx[at..at + c];
+                                let (top, open, d) = (&top[..c], &mut open[..c], &d[..c]);
+                                if disjoint {
+                                    route::<T, false>(t, px, top, d, open);
+                                } else {
+                                    route::<T, true>(t, px, top, d, open);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
     })
+}
+
+/// One window element's share of the max-pool gradient, per channel:
+/// `t += d` (or `t = d` when windows are disjoint, `ADD = false`, so every
+/// element is written once) where the element equals the window's max `top`
+/// and no earlier element did (`open`).
+///
+/// Selects only between fresh values: a select that keeps the old value
+/// compiles to a masked load/store, which is microcoded and slow on AMD.
+#[inline(always)]
+fn route<T: Element, const ADD: bool>(t: &mut [T], px: &[T], top: &[T], d: &[T], open: &mut [T]) {
+    let c = t.len();
+    let (px, top, d, open) = (&px[..c], &top[..c], &d[..c], &mut open[..c]);
+    for k in 0..c {
+        let (v, m) = (px[k], top[k]);
+        #[allow(clippy::eq_op)] // v != v: v is NaN
+        let eq = (v == m) | ((v != v) & (m != m));
+        let was_open = open[k] > T::zero();
+        let add = if was_open & eq { d[k] } else { T::zero() };
+        t[k] = if ADD { t[k] + add } else { add };
+        open[k] = if was_open & !eq { T::one() } else { T::zero() };
+    }
 }
 
 /// The gradient of [`max_pool2d_grad`] with respect to its `dy`: `gg`
@@ -133,7 +198,7 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
 pub(crate) fn max_pool2d_gradgrad<T: Element>(x: &[T], gg: &[T], g: &Pool2dGeometry) -> Vec<T> {
     let [n, _, _, c] = g.input;
     let [oh, ow] = g.output;
-    let mut out = vec![T::zero(); n * oh * ow * c];
+    let mut out = crate::memory::filled(n * oh * ow * c, T::zero());
     let image = oh * ow * c;
     let run = |b: usize, o: &mut [T]| argmax_image(x, g, b, |k, i| o[k - b * image] = gg[i]);
     if parallel(x.len()) && n > 1 {
@@ -221,7 +286,7 @@ fn per_image<T: Element>(
     g: &Pool2dGeometry,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) -> Vec<T> {
-    let mut dx = vec![T::zero(); n * image];
+    let mut dx = crate::memory::filled(n * image, T::zero());
     if image == 0 {
         return dx;
     }
@@ -234,4 +299,47 @@ fn per_image<T: Element>(
         }
     }
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shape;
+    use crate::ops::conv::Padding;
+    use crate::ops::pool::Pool2dOptions;
+
+    /// The gradient routed through [`argmax_image`] (the scalar first-max
+    /// search the gradgrad uses): the reference for the vectorized form.
+    fn routed(x: &[f64], dy: &[f64], g: &Pool2dGeometry) -> Vec<f64> {
+        let [n, ih, iw, c] = g.input;
+        let mut dx = vec![0.0; n * ih * iw * c];
+        for b in 0..n {
+            argmax_image(x, g, b, |o, i| dx[i] += dy[o]);
+        }
+        dx
+    }
+
+    #[test]
+    fn max_pool_grad_routes_to_the_first_maximum_with_ties_and_nans() {
+        // few distinct values, so windows tie; some NaNs and infinities
+        let values = [0.0, 1.0, -1.0, 2.0, f64::NAN, f64::NEG_INFINITY, -0.0, 1.0];
+        for (pool, strides, padding) in [
+            ([2, 2], [2, 2], Padding::Valid),
+            ([3, 3], [1, 1], Padding::Same),
+            ([2, 3], [1, 2], Padding::Same),
+            ([3, 2], [2, 1], Padding::Valid),
+        ] {
+            let input = Shape::from([2, 5, 6, 3]);
+            let opts = Pool2dOptions::new(pool).strides(strides).padding(padding);
+            let g = Pool2dGeometry::new("max_pool2d", &input, &opts).unwrap();
+            let x: Vec<f64> = (0..input.numel())
+                .map(|i| values[(i * 7 + i / 5) % 8])
+                .collect();
+            let outs = g.input[0] * g.output[0] * g.output[1] * g.input[3];
+            let dy: Vec<f64> = (0..outs).map(|i| 1.0 + i as f64 * 0.25).collect();
+            let got = max_pool2d_grad(&x, &dy, &g);
+            let want = routed(&x, &dy, &g);
+            assert_eq!(got, want, "pool {pool:?} strides {strides:?} {padding:?}");
+        }
+    }
 }

@@ -79,7 +79,7 @@ where
             _ => runs.push((d, red)),
         }
     }
-    let mut out = vec![fold.init; n_out];
+    let mut out = crate::memory::filled(n_out, fold.init);
     // a reduction reads one buffer and writes little: about half an add's
     // work per element (measured: the split pays from 2^19 elements)
     if parallel(x.len() / 2) {

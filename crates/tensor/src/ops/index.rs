@@ -80,7 +80,7 @@ impl<I: IntElement> Indices for Tensor<I> {
         axis: usize,
         size: usize,
     ) -> Result<(Cow<'_, [usize]>, Shape)> {
-        let mut out = kernels::try_buffer(op, self.len())?;
+        let mut out = kernels::try_vec(op, self.len())?;
         for &v in self.as_slice() {
             match v.to_usize() {
                 Some(i) if i < size => out.push(i),

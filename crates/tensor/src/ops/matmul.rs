@@ -72,7 +72,7 @@ fn geometry<T>(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
     // both operands are valid tensors, so their matrix sizes fit
     let (sa, sb) = (m * ka, kb * n);
     let batch_len = batch.checked_len::<(usize, usize)>("matmul")?;
-    let mut offsets = kernels::try_buffer("matmul", batch_len)?;
+    let mut offsets = kernels::try_vec("matmul", batch_len)?;
     let plan = Plan::new([&ba, &bb], &batch);
     let [ia, ib] = plan.inner_stride;
     plan.for_rows(0, plan.outer(), |_, [oa, ob]| {
