@@ -22,6 +22,9 @@ pub enum BinaryOp {
     Maximum,
     /// `min(a, b)`; at ties the gradient goes to `a` (as TensorFlow).
     Minimum,
+    /// `a · (b > 0)`: ReLU's gradient `dy` passed where the input `b` is
+    /// positive, in one pass (TensorFlow's `ReluGrad`).
+    ReluGrad,
 }
 
 impl BinaryOp {
@@ -35,6 +38,7 @@ impl BinaryOp {
             BinaryOp::Pow => "pow",
             BinaryOp::Maximum => "maximum",
             BinaryOp::Minimum => "minimum",
+            BinaryOp::ReluGrad => "relu_grad",
         }
     }
 }
@@ -146,6 +150,19 @@ impl<T: Element> Tensor<T> {
             ),
             BinaryOp::Maximum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, maximum),
             BinaryOp::Minimum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, minimum),
+            BinaryOp::ReluGrad => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                // times 0 or 1, as `dy * (x > 0)`: an infinite dy at x <= 0
+                // gives NaN, as in TensorFlow
+                #[inline(always)]
+                |d: T, x: T| d * if x > T::zero() { T::one() } else { T::zero() },
+            ),
         }?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Binary(op), &[self, rhs], &out);
@@ -234,6 +251,20 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn maximum(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
         self.binary(rhs, BinaryOp::Maximum)
+    }
+
+    /// ReLU's gradient: `self · (x > 0)` in one pass, with `self` the
+    /// gradient of `relu(x)` (broadcasting as [`Tensor::add`]).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let dy = Tensor::vector(vec![1.0f32, 2.0, 3.0]);
+    /// let x = Tensor::vector(vec![-1.0f32, 0.0, 0.5]);
+    /// assert_eq!(dy.relu_grad(&x)?.to_vec(), vec![0.0, 0.0, 3.0]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn relu_grad(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.binary(x, BinaryOp::ReluGrad)
     }
 
     /// Elementwise minimum, broadcasting. NaN propagates from `self`.
