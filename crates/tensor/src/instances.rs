@@ -35,11 +35,14 @@
 //!     table::<T>().twice(x)
 //! }
 //! assert_eq!(twice(&Tensor::vector(vec![1.5f32])).to_vec(), vec![3.0]);
+//! assert_eq!(twice(&Tensor::vector(vec![0.25f64])).to_vec(), vec![0.5]);
 //! ```
+//!
+//! `pick` finds the table for `T` by a safe `Any` downcast (no `unsafe`),
+//! which folds to a constant once `T` is known.
 
 use std::any::Any;
 use std::marker::PhantomData;
-
 use std::ops::Range;
 
 use crate::ops::arith::Comparison;
