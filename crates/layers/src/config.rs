@@ -122,6 +122,10 @@ pub(crate) fn parse<C: DeserializeOwned>(class: &str, v: &serde_json::Value) -> 
 /// A new layer (fresh weights) from its config: built-in classes, then
 /// classes added with [`register_layer`].
 pub fn layer_from_config<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
+    crate::instances::table::<T>().layer_from_config(cfg)
+}
+
+pub(crate) fn layer_from_config_generic<T: Element>(cfg: &LayerConfig) -> Result<LayerRef<T>> {
     let layer = in_layer_scope(|| construct::<T>(cfg))?;
     scope_register(&layer);
     Ok(layer)

@@ -25,6 +25,7 @@ pub mod data;
 mod error;
 pub mod fit;
 pub mod initializers;
+mod instances;
 mod layer;
 pub mod layers;
 pub mod losses;

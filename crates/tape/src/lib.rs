@@ -33,6 +33,7 @@ mod custom;
 mod error;
 mod gradcheck;
 mod gradients;
+mod instances;
 mod mask;
 mod rules;
 mod tape;

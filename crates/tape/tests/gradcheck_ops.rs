@@ -166,6 +166,19 @@ proptest! {
         check("minimum", |v| Ok(v[0].minimum(&v[1])?), &[a, b])?;
     }
 
+    /// `relu_grad` (the gradient of `relu`, which its rule uses): linear in
+    /// the gradient it routes, constant in the input; broadcast both ways.
+    #[test]
+    fn relu_grad_broadcast(
+        (dy, x) in broadcast_shapes(2, 3).prop_flat_map(|(_, s)| {
+            (grid(s[0].clone(), 0.0), grid(s[1].clone(), 0.125))
+        })
+    ) {
+        let want = dy.mul(&x.gt_scalar(0.0)).unwrap();
+        prop_assert_eq!(dy.relu_grad(&x).unwrap().to_vec(), want.to_vec());
+        check("relu_grad", |v| Ok(v[0].relu_grad(&v[1])?.sin()), &[dy, x])?;
+    }
+
     #[test]
     fn scalar_ops(x in shape(0..=3, 4).prop_flat_map(|s| grid(s, 0.125))) {
         check("add_scalar", |v| Ok(v[0].add_scalar(0.3).mul_scalar(-1.7)), std::slice::from_ref(&x))?;

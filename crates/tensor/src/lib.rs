@@ -40,6 +40,7 @@
 mod display;
 mod element;
 mod error;
+pub mod instances;
 mod interop;
 mod kernels;
 pub mod memory;

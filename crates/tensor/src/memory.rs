@@ -172,8 +172,18 @@ pub(crate) fn take<T: Scalar>(n: usize) -> Vec<T> {
 
 /// `n` copies of `value` (as `vec![value; n]`, from the cache when it can).
 pub(crate) fn filled<T: Scalar>(n: usize, value: T) -> Vec<T> {
-    let mut v = take(n);
-    v.resize(n, value);
+    let mut v: Vec<T> = take(n);
+    if bytemuck::bytes_of(&value).iter().all(|&b| b == 0) {
+        // zeros as one memset (`resize` writes element by element)
+        // SAFETY: `v` has capacity `n` (from `take`); all-zero bytes are a
+        // valid `T` (`Scalar: Pod`), so the `n` elements are initialized.
+        unsafe {
+            v.as_mut_ptr().write_bytes(0, n);
+            v.set_len(n);
+        }
+    } else {
+        v.resize(n, value);
+    }
     v
 }
 

@@ -6,7 +6,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{Common, Rule, check_decay, check_positive, optimizer_common};
+use super::{AnyRule, Common, Rule, check_decay, check_positive, optimizer_common};
 use crate::Result;
 
 /// Adam (Keras 3's `Adam`; defaults: learning rate 0.001, β₁ 0.9, β₂ 0.999,
@@ -150,6 +150,10 @@ optimizer_common!(AdamW, AdamWRule);
 impl Rule for AdamRule {
     const NAME: &'static str = "Adam";
 
+    fn any(&self) -> AnyRule<'_> {
+        AnyRule::Adam(self)
+    }
+
     fn slot_names(&self) -> &'static [&'static str] {
         if self.amsgrad {
             &["momentum", "velocity", "velocity_hat"]
@@ -225,6 +229,10 @@ impl Rule for AdamRule {
 
 impl Rule for AdamWRule {
     const NAME: &'static str = "AdamW";
+
+    fn any(&self) -> AnyRule<'_> {
+        AnyRule::AdamW(self)
+    }
 
     fn slot_names(&self) -> &'static [&'static str] {
         self.0.slot_names()

@@ -181,6 +181,10 @@ pub(crate) trait Rule: Send {
     /// Keras' class name.
     const NAME: &'static str;
 
+    /// This rule among all of them (for the one table entry that steps
+    /// every optimizer, `crate::instances`).
+    fn any(&self) -> AnyRule<'_>;
+
     /// The names of the state slots this configuration keeps per variable.
     fn slot_names(&self) -> &'static [&'static str];
 
@@ -204,6 +208,16 @@ pub(crate) trait Rule: Send {
 
     /// The rule's own hyperparameters, for `get_config`.
     fn config(&self) -> Value;
+}
+
+/// One of the update rules: an optimizer step goes through one table entry
+/// (`crate::instances`, compiled once here) whatever the optimizer.
+#[derive(Clone, Copy)]
+pub(crate) enum AnyRule<'a> {
+    Sgd(&'a sgd::SgdRule),
+    RmsProp(&'a rmsprop::RmsPropRule),
+    Adam(&'a adam::AdamRule),
+    AdamW(&'a adam::AdamWRule),
 }
 
 /// Keras' base-optimizer arguments and the state every optimizer keeps.
@@ -322,6 +336,22 @@ impl Common {
                 (n, t)
             })
             .collect()
+    }
+
+    /// One optimizer step with any rule (the table's entry point).
+    pub(crate) fn apply_any<T: Element>(
+        &mut self,
+        rule: AnyRule<'_>,
+        grads: &[Option<Tensor<T>>],
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        match rule {
+            AnyRule::Sgd(r) => self.apply(r, grads, vars, masks),
+            AnyRule::RmsProp(r) => self.apply(r, grads, vars, masks),
+            AnyRule::Adam(r) => self.apply(r, grads, vars, masks),
+            AnyRule::AdamW(r) => self.apply(r, grads, vars, masks),
+        }
     }
 
     /// One optimizer step (see the module docs for the order and the
@@ -759,8 +789,15 @@ macro_rules! optimizer_common {
                 vars: &[rime_tape::Variable<T>],
                 masks: &[Option<std::sync::Arc<rime_tape::ResolvedMask>>],
             ) -> $crate::Result<()> {
+                use $crate::optimizers::Rule;
                 let $ty { common, rule } = self;
-                common.apply(rule, grads, vars, masks)
+                $crate::instances::table::<T>().apply_gradients(
+                    common,
+                    rule.any(),
+                    grads,
+                    vars,
+                    masks,
+                )
             }
 
             fn slots(

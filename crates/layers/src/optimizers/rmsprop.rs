@@ -6,7 +6,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{Common, Rule, check_decay, check_positive, check_range, optimizer_common};
+use super::{AnyRule, Common, Rule, check_decay, check_positive, check_range, optimizer_common};
 use crate::Result;
 
 /// RMSprop (Keras 3's `RMSprop`; defaults: learning rate 0.001, rho 0.9,
@@ -92,6 +92,10 @@ optimizer_common!(RmsProp, RmsPropRule);
 
 impl Rule for RmsPropRule {
     const NAME: &'static str = "RMSprop";
+
+    fn any(&self) -> AnyRule<'_> {
+        AnyRule::RmsProp(self)
+    }
 
     fn slot_names(&self) -> &'static [&'static str] {
         match (self.momentum > 0.0, self.centered) {

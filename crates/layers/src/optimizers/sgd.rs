@@ -5,7 +5,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{Common, Rule, check_range, optimizer_common};
+use super::{AnyRule, Common, Rule, check_range, optimizer_common};
 use crate::Result;
 
 /// Stochastic gradient descent (Keras 3's `SGD`; defaults: learning rate
@@ -75,6 +75,10 @@ optimizer_common!(Sgd, SgdRule);
 
 impl Rule for SgdRule {
     const NAME: &'static str = "SGD";
+
+    fn any(&self) -> AnyRule<'_> {
+        AnyRule::Sgd(self)
+    }
 
     fn slot_names(&self) -> &'static [&'static str] {
         if self.momentum != 0.0 {

@@ -36,6 +36,11 @@ pub(super) fn binary<T: Element>(op: BinaryOp, c: &Ctx<'_, T>) -> Result<Grads<T
                 dy.mul(&c.y.mul(&ln_a)?)
             })?,
         ),
+        // linear in `a`, piecewise constant in `b`
+        BinaryOp::ReluGrad => (
+            c.grad_if(0, || dy.relu_grad(b))?,
+            c.grad_if(1, || Ok(Tensor::zeros_like(b)))?,
+        ),
         // ties send the gradient to `a` (TensorFlow's rule)
         BinaryOp::Maximum | BinaryOp::Minimum => {
             let to_a = if op == BinaryOp::Maximum {

@@ -25,7 +25,7 @@ pub(super) fn backward<T: Element>(op: UnaryOp, c: &Ctx<'_, T>) -> Result<Grads<
         UnaryOp::Tanh => dy.mul(&y.square().rsub_scalar(T::one())),
         UnaryOp::Sigmoid => dy.mul(&y.mul(&y.rsub_scalar(T::one()))?),
         // 0 at x = 0, as TensorFlow
-        UnaryOp::Relu => dy.mul(&x.gt_scalar(T::zero())),
+        UnaryOp::Relu => dy.relu_grad(x),
         UnaryOp::LeakyRelu { alpha } => {
             let slope = Tensor::select(
                 &x.gt_scalar(T::zero()),

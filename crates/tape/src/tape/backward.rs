@@ -13,6 +13,15 @@ impl GradientTape {
         seeds: Option<&[Tensor<T>]>,
         sources: &[SourceRef<T>],
     ) -> Result<Vec<Option<Tensor<T>>>> {
+        crate::instances::table::<T>().compute(self, targets, seeds, sources)
+    }
+
+    pub(crate) fn compute_native<T: Element>(
+        &self,
+        targets: &[&Tensor<T>],
+        seeds: Option<&[Tensor<T>]>,
+        sources: &[SourceRef<T>],
+    ) -> Result<Vec<Option<Tensor<T>>>> {
         // this tape does not record its own gradient computation
         struct Pause<'a>(&'a TapeInner);
         impl Drop for Pause<'_> {

@@ -56,10 +56,15 @@ fn im2col<T: Element>(
     let cg = cin / g.groups;
     let width = kh * kw * cg;
     let c0 = grp * cg;
+    // one group and undilated columns: a kernel row's kw·cin taps are one
+    // contiguous run of the input row (one copy, not kw)
+    let runs = g.groups == 1 && g.dilations[1] == 1;
     for (r, row) in dst[..rows * width].chunks_exact_mut(width).enumerate() {
         let p = p0 + r;
         let (b, rem) = (p / (oh * ow), p % (oh * ow));
         let (oy, ox) = (rem / ow, rem % ow);
+        let ix0 = (ox * g.strides[1]).wrapping_sub(g.pads[1]);
+        let inside = ix0 < iw && iw - ix0 >= kw;
         for ky in 0..kh {
             let iy = (oy * g.strides[0] + ky * g.dilations[0]).wrapping_sub(g.pads[0]);
             let taps = &mut row[ky * kw * cg..(ky + 1) * kw * cg];
@@ -68,6 +73,11 @@ fn im2col<T: Element>(
                 continue;
             }
             let line = (b * ih + iy) * iw;
+            if runs && inside {
+                let at = (line + ix0) * cin;
+                copy(taps, &x[at..at + kw * cin]);
+                continue;
+            }
             for kx in 0..kw {
                 let ix = (ox * g.strides[1] + kx * g.dilations[1]).wrapping_sub(g.pads[1]);
                 let seg = &mut taps[kx * cg..(kx + 1) * cg];
@@ -75,10 +85,23 @@ fn im2col<T: Element>(
                     seg.fill(T::zero());
                 } else {
                     let at = (line + ix) * cin + c0;
-                    seg.copy_from_slice(&x[at..at + cg]);
+                    copy(seg, &x[at..at + cg]);
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the short runs
+/// of few-channel inputs (one channel: runs of 1 to 3 elements).
+#[inline(always)]
+fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
+    if dst.len() <= 16 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -102,16 +125,28 @@ fn col2im<T: Element>(
     let cg = cin / g.groups;
     let width = kh * kw * cg;
     let c0 = grp * cg;
+    // as in `im2col`: a kernel row's taps as one contiguous run
+    let runs = g.groups == 1 && g.dilations[1] == 1;
     for (r, row) in src[..rows * width].chunks_exact(width).enumerate() {
         let p = p0 + r;
         let (b, rem) = (p / (oh * ow), p % (oh * ow));
         let (oy, ox) = (rem / ow, rem % ow);
+        let ix0 = (ox * g.strides[1]).wrapping_sub(g.pads[1]);
+        let inside = ix0 < iw && iw - ix0 >= kw;
         for ky in 0..kh {
             let iy = (oy * g.strides[0] + ky * g.dilations[0]).wrapping_sub(g.pads[0]);
             if iy >= ih {
                 continue;
             }
             let line = ((b - b0) * ih + iy) * iw;
+            if runs && inside {
+                let at = (line + ix0) * cin;
+                let taps = &row[ky * kw * cg..(ky + 1) * kw * cg];
+                for (d, &s) in dx[at..at + kw * cin].iter_mut().zip(taps) {
+                    *d += s;
+                }
+                continue;
+            }
             for kx in 0..kw {
                 let ix = (ox * g.strides[1] + kx * g.dilations[1]).wrapping_sub(g.pads[1]);
                 if ix >= iw {

@@ -22,6 +22,9 @@ pub enum BinaryOp {
     Maximum,
     /// `min(a, b)`; at ties the gradient goes to `a` (as TensorFlow).
     Minimum,
+    /// `a · (b > 0)`: ReLU's gradient `dy` passed where the input `b` is
+    /// positive, in one pass (TensorFlow's `ReluGrad`).
+    ReluGrad,
 }
 
 impl BinaryOp {
@@ -35,6 +38,32 @@ impl BinaryOp {
             BinaryOp::Pow => "pow",
             BinaryOp::Maximum => "maximum",
             BinaryOp::Minimum => "minimum",
+            BinaryOp::ReluGrad => "relu_grad",
+        }
+    }
+}
+
+/// The elementwise comparisons (`eq`, `lt`, ...): not differentiable, so
+/// not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    fn name(self) -> &'static str {
+        match self {
+            Comparison::Eq => "eq",
+            Comparison::Ne => "ne",
+            Comparison::Lt => "lt",
+            Comparison::Le => "le",
+            Comparison::Gt => "gt",
+            Comparison::Ge => "ge",
         }
     }
 }
@@ -56,6 +85,10 @@ fn flag<T: Element>(b: bool) -> T {
 
 impl<T: Element> Tensor<T> {
     fn binary(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().binary(self, rhs, op)
+    }
+
+    pub(crate) fn binary_native(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let name = op.name();
@@ -117,6 +150,19 @@ impl<T: Element> Tensor<T> {
             ),
             BinaryOp::Maximum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, maximum),
             BinaryOp::Minimum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, minimum),
+            BinaryOp::ReluGrad => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                // times 0 or 1, as `dy * (x > 0)`: an infinite dy at x <= 0
+                // gives NaN, as in TensorFlow
+                #[inline(always)]
+                |d: T, x: T| d * if x > T::zero() { T::one() } else { T::zero() },
+            ),
         }?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Binary(op), &[self, rhs], &out);
@@ -205,6 +251,20 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn maximum(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
         self.binary(rhs, BinaryOp::Maximum)
+    }
+
+    /// ReLU's gradient: `self · (x > 0)` in one pass, with `self` the
+    /// gradient of `relu(x)` (broadcasting as [`Tensor::add`]).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let dy = Tensor::vector(vec![1.0f32, 2.0, 3.0]);
+    /// let x = Tensor::vector(vec![-1.0f32, 0.0, 0.5]);
+    /// assert_eq!(dy.relu_grad(&x)?.to_vec(), vec![0.0, 0.0, 3.0]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn relu_grad(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.binary(x, BinaryOp::ReluGrad)
     }
 
     /// Elementwise minimum, broadcasting. NaN propagates from `self`.
@@ -296,26 +356,134 @@ impl<T: Element> Tensor<T> {
         self.binary_scalar(s, BinaryOp::Minimum)
     }
 
-    fn compare(
-        &self,
-        rhs: &Tensor<T>,
-        op: &'static str,
-        f: impl Fn(T, T) -> bool + Sync + Send,
-    ) -> Result<Tensor<T>> {
-        let shape = broadcast_shapes(op, self.shape(), rhs.shape())?;
-        let data = broadcast::binary(
-            op,
-            self.as_slice(),
-            self.shape(),
-            rhs.as_slice(),
-            rhs.shape(),
-            &shape,
-            ARITH,
-            #[inline(always)]
-            |a, b| flag(f(a, b)),
-        )?;
+    /// `1` where `cmp` holds elementwise, else `0`, broadcasting.
+    fn compare(&self, rhs: &Tensor<T>, cmp: Comparison) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().compare(self, rhs, cmp)
+    }
+
+    pub(crate) fn compare_native(&self, rhs: &Tensor<T>, cmp: Comparison) -> Result<Tensor<T>> {
+        let shape = broadcast_shapes(cmp.name(), self.shape(), rhs.shape())?;
+        let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
+        let name = cmp.name();
+        // one kernel per comparison, each with its own inlined closure
+        let data = match cmp {
+            Comparison::Eq => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x == y),
+            ),
+            Comparison::Ne => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x != y),
+            ),
+            Comparison::Lt => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x < y),
+            ),
+            Comparison::Le => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x <= y),
+            ),
+            Comparison::Gt => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x > y),
+            ),
+            Comparison::Ge => broadcast::binary(
+                name,
+                a,
+                sa,
+                b,
+                sb,
+                &shape,
+                ARITH,
+                #[inline(always)]
+                |x, y| flag(x >= y),
+            ),
+        }?;
         // comparisons are not differentiable and are not recorded
         Ok(Tensor::from_parts(data, shape))
+    }
+
+    /// `1` where `self cmp s` holds, else `0`.
+    fn compare_scalar(&self, s: T, cmp: Comparison) -> Tensor<T> {
+        crate::instances::table::<T>().compare_scalar(self, s, cmp)
+    }
+
+    pub(crate) fn compare_scalar_native(&self, s: T, cmp: Comparison) -> Tensor<T> {
+        let x = self.as_slice();
+        let data = match cmp {
+            Comparison::Eq => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v == s),
+            ),
+            Comparison::Ne => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v != s),
+            ),
+            Comparison::Lt => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v < s),
+            ),
+            Comparison::Le => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v <= s),
+            ),
+            Comparison::Gt => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v > s),
+            ),
+            Comparison::Ge => crate::kernels::map(
+                x,
+                ARITH,
+                #[inline(always)]
+                |v| flag(v >= s),
+            ),
+        };
+        Tensor::from_parts(data, self.shape().clone())
     }
 
     /// `1` where `self == rhs`, else `0` (broadcasting; not differentiable).
@@ -327,42 +495,22 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn eq(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "eq",
-            #[inline(always)]
-            |a, b| a == b,
-        )
+        self.compare(rhs, Comparison::Eq)
     }
 
     /// `1` where `self != rhs`, else `0`.
     pub fn ne(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "ne",
-            #[inline(always)]
-            |a, b| a != b,
-        )
+        self.compare(rhs, Comparison::Ne)
     }
 
     /// `1` where `self < rhs`, else `0`.
     pub fn lt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "lt",
-            #[inline(always)]
-            |a, b| a < b,
-        )
+        self.compare(rhs, Comparison::Lt)
     }
 
     /// `1` where `self <= rhs`, else `0`.
     pub fn le(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "le",
-            #[inline(always)]
-            |a, b| a <= b,
-        )
+        self.compare(rhs, Comparison::Le)
     }
 
     /// `1` where `self > rhs`, else `0`.
@@ -374,22 +522,12 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn gt(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "gt",
-            #[inline(always)]
-            |a, b| a > b,
-        )
+        self.compare(rhs, Comparison::Gt)
     }
 
     /// `1` where `self >= rhs`, else `0`.
     pub fn ge(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        self.compare(
-            rhs,
-            "ge",
-            #[inline(always)]
-            |a, b| a >= b,
-        )
+        self.compare(rhs, Comparison::Ge)
     }
 
     /// `1` where `self > s`, else `0`.
@@ -399,15 +537,7 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(Tensor::vector(vec![-1.0f32, 3.0]).gt_scalar(0.0).to_vec(), vec![0.0, 1.0]);
     /// ```
     pub fn gt_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v > s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Gt)
     }
 
     /// `1` where `self == s`, else `0`.
@@ -417,67 +547,27 @@ impl<T: Element> Tensor<T> {
     /// assert_eq!(Tensor::vector(vec![1.0f32, 2.0]).eq_scalar(2.0).to_vec(), vec![0.0, 1.0]);
     /// ```
     pub fn eq_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v == s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Eq)
     }
 
     /// `1` where `self != s`, else `0` (NaN is unequal to everything).
     pub fn ne_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v != s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Ne)
     }
 
     /// `1` where `self >= s`, else `0`.
     pub fn ge_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v >= s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Ge)
     }
 
     /// `1` where `self < s`, else `0`.
     pub fn lt_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v < s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Lt)
     }
 
     /// `1` where `self <= s`, else `0`.
     pub fn le_scalar(&self, s: T) -> Tensor<T> {
-        Tensor::from_parts(
-            crate::kernels::map(
-                self.as_slice(),
-                ARITH,
-                #[inline(always)]
-                |v| flag(v <= s),
-            ),
-            self.shape().clone(),
-        )
+        self.compare_scalar(s, Comparison::Le)
     }
 
     /// `on_true` where `cond` is non-zero, else `on_false`; all three
@@ -493,6 +583,14 @@ impl<T: Element> Tensor<T> {
     /// ```
     #[doc(alias = "where")]
     pub fn select(
+        cond: &Tensor<T>,
+        on_true: &Tensor<T>,
+        on_false: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().select(cond, on_true, on_false)
+    }
+
+    pub(crate) fn select_native(
         cond: &Tensor<T>,
         on_true: &Tensor<T>,
         on_false: &Tensor<T>,

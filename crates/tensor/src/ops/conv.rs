@@ -423,6 +423,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn conv2d_with(&self, kernel: &Tensor<T>, g: &Conv2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().conv2d_with(self, kernel, g)
+    }
+
+    pub(crate) fn conv2d_with_native(
+        &self,
+        kernel: &Tensor<T>,
+        g: &Conv2dGeometry,
+    ) -> Result<Tensor<T>> {
         g.expect("conv2d", "input", self.shape(), g.input_shape())?;
         g.expect("conv2d", "kernel", kernel.shape(), g.kernel_shape())?;
         let out = kernel::conv2d_forward(self.as_slice(), kernel.as_slice(), g);
@@ -451,6 +459,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn conv2d_backprop_input(
+        &self,
+        kernel: &Tensor<T>,
+        g: &Conv2dGeometry,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().conv2d_backprop_input(self, kernel, g)
+    }
+
+    pub(crate) fn conv2d_backprop_input_native(
         &self,
         kernel: &Tensor<T>,
         g: &Conv2dGeometry,
@@ -531,6 +547,15 @@ impl<T: Element> Tensor<T> {
         g: &Conv2dGeometry,
         filters: Option<&[Range<usize>]>,
     ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().backprop_filter(self, dy, g, filters)
+    }
+
+    pub(crate) fn backprop_filter_native(
+        &self,
+        dy: &Tensor<T>,
+        g: &Conv2dGeometry,
+        filters: Option<&[Range<usize>]>,
+    ) -> Result<Tensor<T>> {
         let op = "conv2d_backprop_filter";
         g.expect(op, "input", self.shape(), g.input_shape())?;
         g.expect(op, "output gradient", dy.shape(), g.output_shape())?;
@@ -556,6 +581,15 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn conv2d_transpose(
+        &self,
+        kernel: &Tensor<T>,
+        output: [usize; 2],
+        opts: &Conv2dOptions,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().conv2d_transpose(self, kernel, output, opts)
+    }
+
+    pub(crate) fn conv2d_transpose_native(
         &self,
         kernel: &Tensor<T>,
         output: [usize; 2],
@@ -607,6 +641,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn conv1d(&self, kernel: &Tensor<T>, opts: &Conv1dOptions) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().conv1d(self, kernel, opts)
+    }
+
+    pub(crate) fn conv1d_native(
+        &self,
+        kernel: &Tensor<T>,
+        opts: &Conv1dOptions,
+    ) -> Result<Tensor<T>> {
         let op = "conv1d";
         if self.rank() != 3 || kernel.rank() != 3 {
             return Err(Error::ShapeMismatch {
@@ -637,6 +679,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn depthwise_conv2d(&self, kernel: &Tensor<T>, opts: &Conv2dOptions) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().depthwise_conv2d(self, kernel, opts)
+    }
+
+    pub(crate) fn depthwise_conv2d_native(
+        &self,
+        kernel: &Tensor<T>,
+        opts: &Conv2dOptions,
+    ) -> Result<Tensor<T>> {
         let op = "depthwise_conv2d";
         if kernel.rank() != 4 || self.rank() != 4 || kernel.dims()[2] != self.dims()[3] {
             return Err(Error::ShapeMismatch {

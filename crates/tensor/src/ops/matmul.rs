@@ -106,6 +106,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn matmul(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().matmul(self, rhs)
+    }
+
+    pub(crate) fn matmul_native(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
         match (self.rank(), rhs.rank()) {
             (0, _) | (_, 0) => Err(Error::Rank {
                 op: "matmul",
@@ -145,6 +149,15 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn matmul_t(
+        &self,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().matmul_t(self, rhs, transpose_a, transpose_b)
+    }
+
+    pub(crate) fn matmul_t_native(
         &self,
         rhs: &Tensor<T>,
         transpose_a: bool,
@@ -197,6 +210,24 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn matmul_t_blocks(
+        &self,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+        rows: Option<&[Range<usize>]>,
+        cols: Option<&[Range<usize>]>,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().matmul_t_blocks(
+            self,
+            rhs,
+            transpose_a,
+            transpose_b,
+            rows,
+            cols,
+        )
+    }
+
+    pub(crate) fn matmul_t_blocks_native(
         &self,
         rhs: &Tensor<T>,
         transpose_a: bool,

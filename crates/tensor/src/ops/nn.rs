@@ -186,6 +186,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn softmax(&self, axis: isize) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().softmax(self, axis)
+    }
+
+    pub(crate) fn softmax_native(&self, axis: isize) -> Result<Tensor<T>> {
         let a = self.shape().axis("softmax", axis)?;
         let data = softmax_kernel(self, a, false);
         let out = Tensor::from_parts(data, self.shape().clone());
@@ -202,6 +206,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().log_softmax(self, axis)
+    }
+
+    pub(crate) fn log_softmax_native(&self, axis: isize) -> Result<Tensor<T>> {
         let a = self.shape().axis("log_softmax", axis)?;
         let data = softmax_kernel(self, a, true);
         let out = Tensor::from_parts(data, self.shape().clone());
@@ -249,6 +257,10 @@ impl<T: Element> Tensor<T> {
     /// The fused loss for labels already checked against the class count
     /// (one body per float type, whatever form the labels came in).
     fn sparse_ce_checked(&self, labels: &[usize]) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().sparse_ce_checked(self, labels)
+    }
+
+    pub(crate) fn sparse_ce_checked_native(&self, labels: &[usize]) -> Result<Tensor<T>> {
         const OP: &str = "sparse_softmax_cross_entropy";
         let c = self.dims()[self.rank() - 1];
         let rows = self.len().checked_div(c).unwrap_or(0);
@@ -325,6 +337,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn softmax_cross_entropy(&self, labels: &Tensor<T>) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().softmax_cross_entropy(self, labels)
+    }
+
+    pub(crate) fn softmax_cross_entropy_native(&self, labels: &Tensor<T>) -> Result<Tensor<T>> {
         if labels.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
                 op: "softmax_cross_entropy",

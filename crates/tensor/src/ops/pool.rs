@@ -199,6 +199,10 @@ impl<T: Element> Tensor<T> {
 
     /// [`max_pool2d`](Self::max_pool2d) under a validated geometry.
     pub fn max_pool2d_with(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().max_pool2d_with(self, g)
+    }
+
+    pub(crate) fn max_pool2d_with_native(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
         g.expect("max_pool2d", "input", self.shape(), g.input_shape())?;
         let out = Tensor::from_parts(kernel::max_pool2d(self.as_slice(), g), g.output_shape());
         record(|| Op::Pool(PoolOp::MaxPool2d(g.clone())), &[self], &out);
@@ -218,6 +222,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn max_pool2d_grad(&self, dy: &Tensor<T>, g: &Pool2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().max_pool2d_grad(self, dy, g)
+    }
+
+    pub(crate) fn max_pool2d_grad_native(
+        &self,
+        dy: &Tensor<T>,
+        g: &Pool2dGeometry,
+    ) -> Result<Tensor<T>> {
         let op = "max_pool2d_grad";
         g.expect(op, "input", self.shape(), g.input_shape())?;
         g.expect(op, "output gradient", dy.shape(), g.output_shape())?;
@@ -245,6 +257,14 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn max_pool2d_gradgrad(&self, gg: &Tensor<T>, g: &Pool2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().max_pool2d_gradgrad(self, gg, g)
+    }
+
+    pub(crate) fn max_pool2d_gradgrad_native(
+        &self,
+        gg: &Tensor<T>,
+        g: &Pool2dGeometry,
+    ) -> Result<Tensor<T>> {
         let op = "max_pool2d_gradgrad";
         g.expect(op, "input", self.shape(), g.input_shape())?;
         g.expect(op, "gradient", gg.shape(), g.input_shape())?;
@@ -276,6 +296,10 @@ impl<T: Element> Tensor<T> {
 
     /// [`avg_pool2d`](Self::avg_pool2d) under a validated geometry.
     pub fn avg_pool2d_with(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().avg_pool2d_with(self, g)
+    }
+
+    pub(crate) fn avg_pool2d_with_native(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
         g.expect("avg_pool2d", "input", self.shape(), g.input_shape())?;
         let out = Tensor::from_parts(kernel::avg_pool2d(self.as_slice(), g), g.output_shape());
         record(|| Op::Pool(PoolOp::AvgPool2d(g.clone())), &[self], &out);
@@ -293,6 +317,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn avg_pool2d_grad(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().avg_pool2d_grad(self, g)
+    }
+
+    pub(crate) fn avg_pool2d_grad_native(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
         g.expect(
             "avg_pool2d_grad",
             "output gradient",
@@ -376,6 +404,13 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn zero_pad2d(&self, padding: ((usize, usize), (usize, usize))) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().zero_pad2d(self, padding)
+    }
+
+    pub(crate) fn zero_pad2d_native(
+        &self,
+        padding: ((usize, usize), (usize, usize)),
+    ) -> Result<Tensor<T>> {
         if self.rank() != 4 {
             return Err(Error::Rank {
                 op: "zero_pad2d",
@@ -398,6 +433,10 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn upsample_nearest2d(&self, size: [usize; 2]) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().upsample_nearest2d(self, size)
+    }
+
+    pub(crate) fn upsample_nearest2d_native(&self, size: [usize; 2]) -> Result<Tensor<T>> {
         let op = "upsample_nearest2d";
         if self.rank() != 4 {
             return Err(Error::Rank {

@@ -73,6 +73,15 @@ fn output_shape(x: &Shape, axes: &[usize], keep_dims: bool) -> Shape {
 
 impl<T: Element> Tensor<T> {
     fn reduce(&self, kind: ReduceKind, axes: &[isize], keep_dims: bool) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().reduce(self, kind, axes, keep_dims)
+    }
+
+    pub(crate) fn reduce_native(
+        &self,
+        kind: ReduceKind,
+        axes: &[isize],
+        keep_dims: bool,
+    ) -> Result<Tensor<T>> {
         let op = kind.name();
         let axes = self.shape().axes(op, axes)?;
         let shape = self.shape();
@@ -266,6 +275,16 @@ impl<T: Element> Tensor<T> {
     }
 
     fn arg_reduce(
+        &self,
+        op: &'static str,
+        axis: isize,
+        keep_dims: bool,
+        better: fn(T, T) -> bool,
+    ) -> Result<Tensor<i64>> {
+        crate::instances::table::<T>().arg_reduce(self, op, axis, keep_dims, better)
+    }
+
+    pub(crate) fn arg_reduce_native(
         &self,
         op: &'static str,
         axis: isize,

@@ -76,6 +76,10 @@ fn sign<T: Element>(x: T) -> T {
 
 impl<T: Element> Tensor<T> {
     fn unary(&self, op: UnaryOp) -> Tensor<T> {
+        crate::instances::table::<T>().unary(self, op)
+    }
+
+    pub(crate) fn unary_native(&self, op: UnaryOp) -> Tensor<T> {
         let x = self.as_slice();
         let data = match op {
             UnaryOp::Neg => kernels::map(
