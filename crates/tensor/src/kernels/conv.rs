@@ -33,6 +33,14 @@ const BLOCK_ELEMS: usize = 1 << 15;
 /// The most partial sums a kernel gradient is split into.
 const MAX_PARTIALS: usize = 16;
 
+/// Whether one im2col block's product may split itself across threads:
+/// only when it is several times the gemm's own threshold. A batch-1 conv
+/// of the bench CNN (2.2M multiply-adds) ran slower on 2 threads than on 1
+/// when its products split.
+fn split(allowed: bool, work: usize) -> bool {
+    allowed && work >= 4 * PAR_FLOPS
+}
+
 /// Rows of an im2col block with `width` columns: at least 32 (full gemm
 /// panels), at most `total`, and all of them when that is at most half a
 /// block more (a short last block would pack the kernel once more for a
@@ -221,7 +229,16 @@ pub(crate) fn conv2d_forward<T: Element>(x: &[T], w: &[T], g: &Conv2dGeometry) -
                         rs: cout,
                         cs: 1,
                     };
-                    gemm::gemm(m, width, og, a, b, &mut c[grp * og..], cout, !par);
+                    gemm::gemm(
+                        m,
+                        width,
+                        og,
+                        a,
+                        b,
+                        &mut c[grp * og..],
+                        cout,
+                        split(!par, m * width * og),
+                    );
                 }
                 memory::recycle(buf);
             };
@@ -285,7 +302,7 @@ pub(crate) fn conv2d_backprop_input<T: Element>(dy: &[T], w: &[T], g: &Conv2dGeo
                     wt,
                     super::as_uninit_mut(&mut buf[..m * width]),
                     width,
-                    !par_images,
+                    split(!par_images, m * og * width),
                 );
                 vectorized(
                     #[inline(always)]
