@@ -30,7 +30,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::{Error, Result, Scalar};
+use crate::{Result, Scalar};
 
 /// Buffers smaller than this are freed as usual (the allocator's bins
 /// serve them without system calls).
@@ -52,7 +52,7 @@ pub fn cache_limit() -> usize {
 /// turns the cache off.
 pub fn set_cache_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
-    for_each_pool(|trim| trim(bytes));
+    trim_all(bytes);
 }
 
 /// Bytes the cache holds now.
@@ -63,16 +63,16 @@ pub fn cached_bytes() -> usize {
 /// Frees every cached buffer (e.g. before a phase that needs other sizes,
 /// or to measure a program's live memory).
 pub fn clear_cache() {
-    for_each_pool(|trim| trim(0));
+    trim_all(0);
 }
 
-/// Calls `f` with each element type's "trim to at most `n` bytes"
-/// function.
-fn for_each_pool(f: impl Fn(&dyn Fn(usize))) {
-    f(&|n| f32::buffer_pool().trim(n));
-    f(&|n| f64::buffer_pool().trim(n));
-    f(&|n| i32::buffer_pool().trim(n));
-    f(&|n| i64::buffer_pool().trim(n));
+/// Drops cached buffers of every element type until at most `limit`
+/// bytes are held.
+fn trim_all(limit: usize) {
+    f32::buffer_pool().trim(limit);
+    f64::buffer_pool().trim(limit);
+    i32::buffer_pool().trim(limit);
+    i64::buffer_pool().trim(limit);
 }
 
 /// One element type's cached buffers (each empty, capacity = its length
@@ -142,32 +142,29 @@ fn cacheable<T>(n: usize) -> bool {
     n.saturating_mul(std::mem::size_of::<T>()) >= MIN_CACHED_BYTES
 }
 
-/// An empty buffer with room for exactly `n` elements: a cached one when
-/// there is one, else reserved fallibly ([`Error::Alloc`] naming `op`).
-pub(crate) fn try_take<T: Scalar>(op: &'static str, n: usize) -> Result<Vec<T>> {
-    if cacheable::<T>(n)
-        && let Some(v) = T::buffer_pool().take(n)
-    {
-        return Ok(v);
+/// A cached buffer of exactly `n` elements' capacity, if there is one.
+fn cached<T: Scalar>(n: usize) -> Option<Vec<T>> {
+    if cacheable::<T>(n) {
+        T::buffer_pool().take(n)
+    } else {
+        None
     }
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::Alloc {
-        op,
-        bytes: n.saturating_mul(std::mem::size_of::<T>()),
-    })?;
-    Ok(v)
+}
+
+/// An empty buffer with room for exactly `n` elements: a cached one when
+/// there is one, else reserved fallibly ([`crate::Error::Alloc`] naming `op`).
+pub(crate) fn try_take<T: Scalar>(op: &'static str, n: usize) -> Result<Vec<T>> {
+    match cached(n) {
+        Some(v) => Ok(v),
+        None => crate::kernels::try_vec(op, n),
+    }
 }
 
 /// As [`try_take`] for a size the op's inputs already bound (a buffer of
 /// that size exists), so an allocation failure is the allocator's abort
 /// like any `Vec`'s.
 pub(crate) fn take<T: Scalar>(n: usize) -> Vec<T> {
-    if cacheable::<T>(n)
-        && let Some(v) = T::buffer_pool().take(n)
-    {
-        return v;
-    }
-    Vec::with_capacity(n)
+    cached(n).unwrap_or_else(|| Vec::with_capacity(n))
 }
 
 /// `n` copies of `value` (as `vec![value; n]`, from the cache when it can).

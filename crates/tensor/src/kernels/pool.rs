@@ -169,11 +169,10 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
                                 let at = (iy * iw + ix) * c;
                                 let px = &x[b * image + at..b * image + at + c];
                                 let t = &mut dx[at..at + c];
-                                let (top, open, d) = (&top[..c], &mut open[..c], &d[..c]);
                                 if disjoint {
-                                    route::<T, false>(t, px, top, d, open);
+                                    route::<T, false>(t, px, &top, d, &mut open);
                                 } else {
-                                    route::<T, true>(t, px, top, d, open);
+                                    route::<T, true>(t, px, &top, d, &mut open);
                                 }
                             }
                         }

@@ -92,77 +92,33 @@ impl<T: Element> Tensor<T> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let name = op.name();
+        // one kernel per op, each with its own inlined closure
+        macro_rules! kernel {
+            ($cost:expr, $f:expr) => {
+                broadcast::binary(
+                    name,
+                    a,
+                    sa,
+                    b,
+                    sb,
+                    &shape,
+                    $cost,
+                    #[inline(always)]
+                    $f,
+                )
+            };
+        }
         let data = match op {
-            BinaryOp::Add => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| x + y,
-            ),
-            BinaryOp::Sub => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| x - y,
-            ),
-            BinaryOp::Mul => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| x * y,
-            ),
-            BinaryOp::Div => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| x / y,
-            ),
-            BinaryOp::Pow => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                LIBM,
-                #[inline(always)]
-                |x: T, y| x.powf(y),
-            ),
-            BinaryOp::Maximum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, maximum),
-            BinaryOp::Minimum => broadcast::binary(name, a, sa, b, sb, &shape, ARITH, minimum),
-            BinaryOp::ReluGrad => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                // times 0 or 1, as `dy * (x > 0)`: an infinite dy at x <= 0
-                // gives NaN, as in TensorFlow
-                #[inline(always)]
-                |d: T, x: T| d * if x > T::zero() { T::one() } else { T::zero() },
-            ),
+            BinaryOp::Add => kernel!(ARITH, |x, y| x + y),
+            BinaryOp::Sub => kernel!(ARITH, |x, y| x - y),
+            BinaryOp::Mul => kernel!(ARITH, |x, y| x * y),
+            BinaryOp::Div => kernel!(ARITH, |x, y| x / y),
+            BinaryOp::Pow => kernel!(LIBM, |x: T, y| x.powf(y)),
+            BinaryOp::Maximum => kernel!(ARITH, |x, y| maximum(x, y)),
+            BinaryOp::Minimum => kernel!(ARITH, |x, y| minimum(x, y)),
+            // times 0 or 1, as `dy * (x > 0)`: an infinite dy at x <= 0
+            // gives NaN, as in TensorFlow
+            BinaryOp::ReluGrad => kernel!(ARITH, |d: T, x: T| d * flag::<T>(x > T::zero())),
         }?;
         let out = Tensor::from_parts(data, shape);
         record(|| Op::Binary(op), &[self, rhs], &out);
@@ -366,73 +322,28 @@ impl<T: Element> Tensor<T> {
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let name = cmp.name();
         // one kernel per comparison, each with its own inlined closure
+        macro_rules! kernel {
+            ($f:expr) => {
+                broadcast::binary(
+                    name,
+                    a,
+                    sa,
+                    b,
+                    sb,
+                    &shape,
+                    ARITH,
+                    #[inline(always)]
+                    $f,
+                )
+            };
+        }
         let data = match cmp {
-            Comparison::Eq => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x == y),
-            ),
-            Comparison::Ne => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x != y),
-            ),
-            Comparison::Lt => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x < y),
-            ),
-            Comparison::Le => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x <= y),
-            ),
-            Comparison::Gt => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x > y),
-            ),
-            Comparison::Ge => broadcast::binary(
-                name,
-                a,
-                sa,
-                b,
-                sb,
-                &shape,
-                ARITH,
-                #[inline(always)]
-                |x, y| flag(x >= y),
-            ),
+            Comparison::Eq => kernel!(|x, y| flag(x == y)),
+            Comparison::Ne => kernel!(|x, y| flag(x != y)),
+            Comparison::Lt => kernel!(|x, y| flag(x < y)),
+            Comparison::Le => kernel!(|x, y| flag(x <= y)),
+            Comparison::Gt => kernel!(|x, y| flag(x > y)),
+            Comparison::Ge => kernel!(|x, y| flag(x >= y)),
         }?;
         // comparisons are not differentiable and are not recorded
         Ok(Tensor::from_parts(data, shape))
@@ -445,43 +356,23 @@ impl<T: Element> Tensor<T> {
 
     pub(crate) fn compare_scalar_native(&self, s: T, cmp: Comparison) -> Tensor<T> {
         let x = self.as_slice();
+        macro_rules! kernel {
+            ($f:expr) => {
+                crate::kernels::map(
+                    x,
+                    ARITH,
+                    #[inline(always)]
+                    $f,
+                )
+            };
+        }
         let data = match cmp {
-            Comparison::Eq => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v == s),
-            ),
-            Comparison::Ne => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v != s),
-            ),
-            Comparison::Lt => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v < s),
-            ),
-            Comparison::Le => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v <= s),
-            ),
-            Comparison::Gt => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v > s),
-            ),
-            Comparison::Ge => crate::kernels::map(
-                x,
-                ARITH,
-                #[inline(always)]
-                |v| flag(v >= s),
-            ),
+            Comparison::Eq => kernel!(|v| flag(v == s)),
+            Comparison::Ne => kernel!(|v| flag(v != s)),
+            Comparison::Lt => kernel!(|v| flag(v < s)),
+            Comparison::Le => kernel!(|v| flag(v <= s)),
+            Comparison::Gt => kernel!(|v| flag(v > s)),
+            Comparison::Ge => kernel!(|v| flag(v >= s)),
         };
         Tensor::from_parts(data, self.shape().clone())
     }
