@@ -18,6 +18,11 @@
 //! `scripts/bench_sweep.sh`, which runs both and prints the ratios).
 //! Without `--steps` a run is 200 steps (2000 at batch ≤ 8), fewer for the
 //! large shapes.
+//!
+//! The step fuses each kernel's gradient into the SGD update
+//! (`gradient_deferred` + `apply_deferred`, no gradient buffer of the
+//! kernel's size); `--unfused` takes `gradient` + `apply_gradients`
+//! instead, for comparing the two (the weights are the same bit for bit).
 
 use std::time::Instant;
 
@@ -29,6 +34,7 @@ struct Args {
     widths: Vec<usize>,
     named_width: bool,
     steps: Option<usize>,
+    unfused: bool,
 }
 
 /// A comma list of positive numbers.
@@ -49,6 +55,7 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
         widths: vec![256],
         named_width: false,
         steps: None,
+        unfused: false,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -59,8 +66,11 @@ fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
                 a.named_width = true;
             }
             Long("steps") => a.steps = Some(parser.value()?.parse()?),
+            Long("unfused") => a.unfused = true,
             Short('h') | Long("help") => {
-                println!("usage: bench_mlp [--batch N[,N..]] [--width W[,W..]] [--steps N]");
+                println!(
+                    "usage: bench_mlp [--batch N[,N..]] [--width W[,W..]] [--steps N] [--unfused]"
+                );
                 std::process::exit(0);
             }
             _ => return Err(arg.unexpected().into()),
@@ -80,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let flop = 6.0 * batch as f64 * params as f64;
                 base.min(((5e10 / flop) as usize).max(5))
             });
-            let rate = run(batch, width, steps)?;
+            let rate = run(batch, width, steps, !args.unfused)?;
             if args.named_width {
                 println!("rime mlp batch={batch} width={width} {rate:.1} steps/s");
             } else {
@@ -92,7 +102,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Steps per second of the 784-`width`-`width`-10 MLP at `batch`.
-fn run(batch: usize, width: usize, steps: usize) -> Result<f64, Box<dyn std::error::Error>> {
+fn run(
+    batch: usize,
+    width: usize,
+    steps: usize,
+    fused: bool,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let mut rng = seeded_rng(0);
     let x = Tensor::<f32>::rand_normal([batch, 784], 0.0, 1.0, &mut rng)?;
     let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..10i64)).collect();
@@ -119,8 +134,13 @@ fn run(batch: usize, width: usize, steps: usize) -> Result<f64, Box<dyn std::err
     let mut step = || -> Result<f32, Box<dyn std::error::Error>> {
         let tape = GradientTape::new();
         let loss = loss_fn.call_int(&y, &model.call(&x, true)?)?;
-        let grads = tape.gradient(&loss, &vars)?;
-        opt.apply_gradients(&grads, &vars)?;
+        if fused {
+            let grads = tape.gradient_deferred(&loss, &vars)?;
+            opt.apply_deferred(grads, &vars)?;
+        } else {
+            let grads = tape.gradient(&loss, &vars)?;
+            opt.apply_gradients(&grads, &vars)?;
+        }
         Ok(loss.to_scalar()?)
     };
     let mut times = Vec::new();

@@ -82,9 +82,9 @@ pub mod prelude {
         MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
     };
     pub use rime_tape::{
-        AsSource, GradcheckOptions, GradientOptions, GradientTape, Gradients, Source,
-        TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record,
-        stop_gradient,
+        AsSource, DeferredGradient, GradcheckOptions, GradientOptions, GradientTape, Gradients,
+        Source, TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck,
+        no_record, stop_gradient,
     };
     pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use rime_tape::{ResolvedMask, Variable};
+use rime_tape::{DeferredGradient, ResolvedMask, Variable};
 use rime_tensor::instances::Native;
 use rime_tensor::{Element, Tensor};
 
@@ -27,6 +27,15 @@ pub(crate) trait Table<T: Element>: Sync {
         vars: &[Variable<T>],
         masks: &[Option<Arc<ResolvedMask>>],
     ) -> Result<()>;
+    /// An optimizer step with deferred gradients (`optimizers/mod.rs`).
+    fn apply_deferred(
+        &self,
+        common: &mut Common,
+        rule: AnyRule<'_>,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()>;
 }
 
 impl<T: Element> Table<T> for Native<T> {
@@ -42,6 +51,16 @@ impl<T: Element> Table<T> for Native<T> {
         masks: &[Option<Arc<ResolvedMask>>],
     ) -> Result<()> {
         common.apply_any(rule, grads, vars, masks)
+    }
+    fn apply_deferred(
+        &self,
+        common: &mut Common,
+        rule: AnyRule<'_>,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        common.apply_deferred_any(rule, grads, vars, masks)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rime_tape::{GradientTape, ResolvedMask, SourceRef, Variable};
+use rime_tape::{DeferredGradient, GradientTape, ResolvedMask, SourceRef, Variable};
 use rime_tensor::{Element, Tensor};
 
 use crate::collective::{Collective, StepExchange};
@@ -41,6 +41,7 @@ pub struct TrainStep<'m, T: Element = f32> {
     variables: Vec<Variable<T>>,
     masks: Vec<Option<Arc<ResolvedMask>>>,
     collective: Option<Box<dyn Collective<T> + 'm>>,
+    fused_updates: bool,
 }
 
 impl<'m, T: Element> TrainStep<'m, T> {
@@ -60,7 +61,38 @@ impl<'m, T: Element> TrainStep<'m, T> {
             variables,
             masks,
             collective: None,
+            fused_updates: true,
         }
+    }
+
+    /// Whether the step fuses weight-gradient products into the optimizer
+    /// update (on by default): a Dense kernel's gradient `xᵀδ` is then
+    /// computed block by block, each block applied while in cache, with no
+    /// gradient buffer of the kernel's size
+    /// ([`GradientTape::gradient_deferred`], [`Optimizer::apply_deferred`]).
+    /// The weights are the same bit for bit either way; off is for
+    /// comparing the two. A step with a [collective](TrainStep::with_collective)
+    /// never fuses: its gradients are averaged over the processes first.
+    ///
+    /// ```
+    /// use rime_layers::{losses::MeanSquaredError, optimizers::Sgd, Dense, Layer, Sequential, TrainStep};
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new().add(Dense::new(1)).with_input_shape([2])?;
+    /// let mut step = TrainStep::new(&model, Sgd::new(), MeanSquaredError::new())
+    ///     .with_fused_updates(false);
+    /// assert!(!step.fused_updates());
+    /// step.run(&Tensor::ones([4, 2])?, &Tensor::zeros([4, 1])?)?;
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn with_fused_updates(mut self, on: bool) -> Self {
+        self.fused_updates = on;
+        self
+    }
+
+    /// Whether this step fuses weight-gradient products into the update
+    /// (see [`with_fused_updates`](TrainStep::with_fused_updates)).
+    pub fn fused_updates(&self) -> bool {
+        self.fused_updates && self.collective.is_none()
     }
 
     /// Trains together with other processes through `collective` (data
@@ -217,10 +249,35 @@ impl<'m, T: Element> TrainStep<'m, T> {
         targets: &[Target<T>],
     ) -> Result<(T, Vec<Tensor<T>>)> {
         let checked = self.check_targets(targets);
-        let (mut result, mut staged) = match checked {
-            Ok(()) => crate::staging::stage(|| self.forward_backward(inputs, targets)),
+        let defer = self.fused_updates();
+        let (result, mut staged) = match checked {
+            Ok(()) => crate::staging::stage(|| self.forward_backward(inputs, targets, defer)),
             Err(e) => (Err(e), crate::staging::Staged::empty()),
         };
+        if defer {
+            // Fused: the deferred products are computed and applied in the
+            // optimizer's final pass, after everything that can fail (the
+            // backward pass, the optimizer's checks): a failed step changes
+            // nothing, as unfused.
+            let (value, outputs, grads) = result?;
+            if let Some(grads) = grads {
+                self.optimizer
+                    .apply_deferred_masked(grads, &self.variables, &self.masks)?;
+            }
+            staged.commit()?;
+            return Ok((value, outputs));
+        }
+        // nothing is deferred when not asked for: these are all computed
+        let mut result = result.and_then(|(value, outputs, grads)| {
+            let grads = grads
+                .map(|g| {
+                    g.into_iter()
+                        .map(|g| g.map(DeferredGradient::into_tensor).transpose())
+                        .collect::<rime_tape::Result<Vec<_>>>()
+                })
+                .transpose()?;
+            Ok((value, outputs, grads))
+        });
         if let Some(collective) = self.collective.as_deref_mut() {
             let mut no_grads: Vec<Option<Tensor<T>>> = Vec::new();
             let (failed, grads) = match &mut result {
@@ -298,7 +355,8 @@ impl<'m, T: Element> TrainStep<'m, T> {
         &self,
         inputs: &[Tensor<T>],
         targets: &[Target<T>],
-    ) -> Result<(T, Vec<Tensor<T>>, Option<Vec<Option<Tensor<T>>>>)> {
+        defer: bool,
+    ) -> Result<(T, Vec<Tensor<T>>, Option<Vec<Option<DeferredGradient<T>>>>)> {
         let tape = GradientTape::builder()
             .watch_accessed_variables(false)
             .start();
@@ -330,7 +388,14 @@ impl<'m, T: Element> TrainStep<'m, T> {
             .zip(&self.masks)
             .map(|(v, m)| SourceRef::variable_with_mask(v, m.clone()))
             .collect();
-        let grads = tape.gradient(&loss, &sources)?;
+        let grads = if defer {
+            tape.gradient_deferred(&loss, &sources)?
+        } else {
+            tape.gradient(&loss, &sources)?
+                .into_iter()
+                .map(|g| g.map(DeferredGradient::Dense))
+                .collect()
+        };
         Ok((value, outputs, Some(grads)))
     }
 }

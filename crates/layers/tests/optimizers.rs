@@ -504,3 +504,377 @@ fn state_of_dropped_variables_is_released() {
     assert_eq!(opt.slots(&keep).len(), 2, "its m and v survive");
     assert_eq!(Optimizer::<f32>::iterations(&opt), 10_001);
 }
+
+// ---- fused updates (gradient_deferred + apply_deferred) against unfused ----
+
+mod fused {
+    use std::sync::Arc;
+
+    use rime_layers::constraints::WeightConstraint;
+    use rime_layers::initializers::Initializer;
+    use rime_layers::losses::MeanSquaredError;
+    use rime_layers::optimizers::{Adam, AdamW, Optimizer, RmsProp, Sgd};
+    use rime_layers::{BatchNormalization, Conv2D, Dense, Flatten, Layer, Sequential, TrainStep};
+    use rime_tape::{Constraint, TrainableMask};
+    use rime_tensor::{Element, Tensor};
+
+    /// The optimizers under test, each built by `base` options.
+    macro_rules! all_optimizers {
+        ($opts:expr) => {{
+            let o = $opts;
+            let v: Vec<(&str, Box<dyn Optimizer<T>>)> = vec![
+                ("sgd", Box::new(o.apply_sgd(Sgd::new().learning_rate(0.05)))),
+                (
+                    "sgd momentum",
+                    Box::new(o.apply_sgd(Sgd::new().learning_rate(0.05).momentum(0.9))),
+                ),
+                (
+                    "sgd nesterov",
+                    Box::new(
+                        o.apply_sgd(Sgd::new().learning_rate(0.05).momentum(0.8).nesterov(true)),
+                    ),
+                ),
+                (
+                    "adam",
+                    Box::new(o.apply_adam(Adam::new().learning_rate(0.01))),
+                ),
+                (
+                    "adam amsgrad",
+                    Box::new(o.apply_adam(Adam::new().learning_rate(0.01).amsgrad(true))),
+                ),
+                (
+                    "adamw",
+                    Box::new(o.apply_adamw(AdamW::new().learning_rate(0.01))),
+                ),
+                (
+                    "rmsprop",
+                    Box::new(o.apply_rms(RmsProp::new().learning_rate(0.01))),
+                ),
+                (
+                    "rmsprop centered momentum",
+                    Box::new(
+                        o.apply_rms(
+                            RmsProp::new()
+                                .learning_rate(0.01)
+                                .centered(true)
+                                .momentum(0.5),
+                        ),
+                    ),
+                ),
+            ];
+            v
+        }};
+    }
+
+    /// Base options applied to every optimizer.
+    #[derive(Clone, Copy, Default, Debug)]
+    struct Opts {
+        weight_decay: Option<f64>,
+        clipvalue: Option<f64>,
+        clipnorm: Option<f64>,
+        global_clipnorm: Option<f64>,
+    }
+
+    macro_rules! base {
+        ($name:ident, $ty:ty) => {
+            fn $name(&self, mut o: $ty) -> $ty {
+                if let Some(w) = self.weight_decay {
+                    o = o.weight_decay(w);
+                }
+                if let Some(c) = self.clipvalue {
+                    o = o.clipvalue(c);
+                }
+                if let Some(c) = self.clipnorm {
+                    o = o.clipnorm(c);
+                }
+                if let Some(c) = self.global_clipnorm {
+                    o = o.global_clipnorm(c);
+                }
+                o
+            }
+        };
+    }
+
+    impl Opts {
+        base!(apply_sgd, Sgd);
+        base!(apply_adam, Adam);
+        base!(apply_adamw, AdamW);
+        base!(apply_rms, RmsProp);
+    }
+
+    fn glorot(seed: u64) -> Initializer {
+        Initializer::GlorotUniform { seed: Some(seed) }
+    }
+
+    /// A Dense model whose first kernel (300×64) spans two gradient
+    /// blocks, or a Conv2D model (a fused Dense head).
+    fn model<T: Element>(conv: bool, constrained: bool) -> Sequential<T> {
+        let head = |d: Dense<T>| {
+            if constrained {
+                d.kernel_constraint(WeightConstraint::MaxNorm {
+                    max_value: 0.5,
+                    axis: 0,
+                })
+            } else {
+                d
+            }
+        };
+        let m = if conv {
+            Sequential::new()
+                .add(Conv2D::new(3, [3, 3]).kernel_initializer(glorot(1)))
+                .add(BatchNormalization::new())
+                .add(Flatten::new())
+                .add(head(Dense::new(4).kernel_initializer(glorot(2))))
+                .with_input_shape([6, 6, 2])
+        } else {
+            Sequential::new()
+                .add(Dense::new(64).kernel_initializer(glorot(1)))
+                .add(head(Dense::new(4).kernel_initializer(glorot(2))))
+                .with_input_shape([300])
+        };
+        m.unwrap()
+    }
+
+    fn data<T: Element>(conv: bool, batch: usize, seed: u64) -> (Tensor<T>, Tensor<T>) {
+        let mut rng = rime_tensor::seeded_rng(seed);
+        let shape: Vec<usize> = if conv {
+            vec![batch, 6, 6, 2]
+        } else {
+            vec![batch, 300]
+        };
+        let x = Tensor::rand_normal(shape.as_slice(), 0.0, 1.0, &mut rng).unwrap();
+        let y = Tensor::rand_normal([batch, 4], 0.0, 1.0, &mut rng).unwrap();
+        (x, y)
+    }
+
+    fn bits<T: Element>(ts: &[Tensor<T>]) -> Vec<u64> {
+        ts.iter()
+            .flat_map(|t| t.to_vec())
+            .map(|x| x.to_f64().unwrap().to_bits())
+            .collect()
+    }
+
+    /// Trains two copies of one model, fused and unfused, `steps` steps
+    /// with each optimizer, and asserts the same weights and optimizer
+    /// state bit for bit.
+    fn same_as_unfused<T: Element>(
+        conv: bool,
+        opts: Opts,
+        mask: Option<TrainableMask>,
+        steps: usize,
+    ) {
+        let n = all_optimizers!(opts).len();
+        for k in 0..n {
+            let (name, opt_a) = all_optimizers!(opts).swap_remove(k);
+            let (_, opt_b) = all_optimizers!(opts).swap_remove(k);
+            let (a, b) = (model::<T>(conv, false), model::<T>(conv, false));
+            b.set_weights(&a.get_weights()).unwrap();
+            for m in [&a, &b] {
+                if let Some(mask) = &mask {
+                    // the fused Dense kernel (after the conv kernel and
+                    // bias and BatchNorm's gamma and beta)
+                    let k = if conv { 4 } else { 0 };
+                    m.trainable_weights()[k]
+                        .set_mask(Some(mask.clone()))
+                        .unwrap();
+                }
+            }
+            let frozen_before = a.get_weights();
+            let mut fused = TrainStep::new(&a, opt_a, MeanSquaredError::new());
+            let mut plain =
+                TrainStep::new(&b, opt_b, MeanSquaredError::new()).with_fused_updates(false);
+            assert!(fused.fused_updates() && !plain.fused_updates());
+            for s in 0..steps {
+                let (x, y) = data::<T>(conv, 1 + 2 * s, s as u64);
+                let la = fused.run(&x, &y).unwrap();
+                let lb = plain.run(&x, &y).unwrap();
+                assert_eq!(
+                    la.to_f64().unwrap().to_bits(),
+                    lb.to_f64().unwrap().to_bits()
+                );
+            }
+            let what = format!(
+                "{name} {opts:?} conv={conv} mask={} steps={steps}",
+                mask.is_some()
+            );
+            assert_eq!(
+                bits(&a.get_weights()),
+                bits(&b.get_weights()),
+                "weights: {what}"
+            );
+            assert_ne!(
+                bits(&a.get_weights()),
+                bits(&frozen_before),
+                "trained: {what}"
+            );
+            for (va, vb) in a.trainable_weights().iter().zip(b.trainable_weights()) {
+                let slots = |o: &dyn Optimizer<T>, v| {
+                    o.slots(v).into_iter().map(|(_, t)| t).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    bits(&slots(fused.optimizer(), va)),
+                    bits(&slots(plain.optimizer(), &vb)),
+                    "slots of {}: {what}",
+                    va.name()
+                );
+            }
+        }
+    }
+
+    fn all_cases<T: Element>() {
+        let none = Opts::default();
+        let cases = [
+            none,
+            Opts {
+                weight_decay: Some(0.01),
+                ..none
+            },
+            Opts {
+                clipvalue: Some(0.01),
+                ..none
+            },
+            Opts {
+                clipnorm: Some(0.1),
+                ..none
+            },
+            Opts {
+                global_clipnorm: Some(0.1),
+                ..none
+            },
+        ];
+        for conv in [false, true] {
+            for opts in cases {
+                for steps in [1, 3] {
+                    same_as_unfused::<T>(conv, opts, None, steps);
+                }
+            }
+        }
+        // masks on the first kernel: row blocks (skipped blocks), columns,
+        // an irregular one, across both gradient blocks of the 300×64 kernel
+        let irregular = || TrainableMask::predicate(|ix| (ix[0] * 7 + ix[1]) % 3 == 0);
+        for mask in [
+            TrainableMask::freeze_rows(0..260),
+            TrainableMask::cols(3..9),
+            irregular(),
+        ] {
+            let decay = Opts {
+                weight_decay: Some(0.01),
+                ..none
+            };
+            same_as_unfused::<T>(false, decay, Some(mask.clone()), 3);
+            let clip = Opts {
+                clipvalue: Some(0.01),
+                ..none
+            };
+            same_as_unfused::<T>(false, clip, Some(mask), 1);
+        }
+        // the head of the conv model: 48×4
+        for mask in [
+            TrainableMask::freeze_rows(5..30),
+            TrainableMask::cols(1..3),
+            irregular(),
+        ] {
+            same_as_unfused::<T>(true, none, Some(mask), 2);
+        }
+    }
+
+    #[test]
+    fn fused_steps_match_unfused_bit_for_bit_f32() {
+        all_cases::<f32>();
+    }
+
+    #[test]
+    fn fused_steps_match_unfused_bit_for_bit_f64() {
+        all_cases::<f64>();
+    }
+
+    #[test]
+    fn constrained_kernels_take_the_unfused_path_with_the_same_result() {
+        let (a, b) = (model::<f32>(false, true), model::<f32>(false, true));
+        b.set_weights(&a.get_weights()).unwrap();
+        let mut fused = TrainStep::new(&a, Adam::new(), MeanSquaredError::new());
+        let mut plain =
+            TrainStep::new(&b, Adam::new(), MeanSquaredError::new()).with_fused_updates(false);
+        for s in 0..3 {
+            let (x, y) = data::<f32>(false, 4, s);
+            fused.run(&x, &y).unwrap();
+            plain.run(&x, &y).unwrap();
+        }
+        assert_eq!(bits(&a.get_weights()), bits(&b.get_weights()));
+    }
+
+    /// A constraint that always fails.
+    #[derive(Debug)]
+    struct Fails;
+    impl Constraint<f32> for Fails {
+        fn apply(&self, w: &Tensor<f32>) -> rime_tensor::Result<Tensor<f32>> {
+            Err(rime_tensor::Error::InvalidArgument {
+                op: "Fails",
+                msg: format!("refuses {}", w.shape()),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_fused_step_changes_nothing() {
+        let m = model::<f32>(false, false);
+        let (x, y) = data::<f32>(false, 3, 0);
+        // the second kernel's constraint fails after the backward pass: the
+        // first kernel's fused update must not have happened
+        let vars = m.trainable_weights();
+        vars[2].set_constraint(Some(Arc::new(Fails)));
+        let before = m.get_weights();
+        let mut step = TrainStep::new(&m, Sgd::new().momentum(0.9), MeanSquaredError::new());
+        assert!(step.run(&x, &y).is_err());
+        assert_eq!(bits(&m.get_weights()), bits(&before));
+        assert_eq!(step.optimizer().iterations(), 0);
+        assert!(step.optimizer().slots(&vars[0]).is_empty());
+        // a learning rate that fails validation
+        vars[2].set_constraint(None);
+        let mut step = TrainStep::new(&m, Sgd::new().learning_rate(-1.0), MeanSquaredError::new());
+        assert!(step.run(&x, &y).is_err());
+        assert_eq!(bits(&m.get_weights()), bits(&before));
+        // targets of the wrong shape fail in the loss
+        let mut step = TrainStep::new(&m, Sgd::new(), MeanSquaredError::new());
+        assert!(step.run(&x, &Tensor::zeros([3, 5]).unwrap()).is_err());
+        assert_eq!(bits(&m.get_weights()), bits(&before));
+        assert!(step.run(&x, &y).is_ok());
+        assert_ne!(bits(&m.get_weights()), bits(&before));
+    }
+
+    #[test]
+    fn a_custom_loop_opts_in_with_the_same_result() {
+        use rime_tape::GradientTape;
+        let (a, b) = (model::<f64>(false, false), model::<f64>(false, false));
+        b.set_weights(&a.get_weights()).unwrap();
+        let (mut oa, mut ob) = (RmsProp::new().momentum(0.5), RmsProp::new().momentum(0.5));
+        for s in 0..3 {
+            let (x, y) = data::<f64>(false, 2, s);
+            for (m, fused) in [(&a, true), (&b, false)] {
+                let vars = m.trainable_weights();
+                let tape = GradientTape::new();
+                let loss = m
+                    .call(&x, true)
+                    .unwrap()
+                    .sub(&y)
+                    .unwrap()
+                    .square()
+                    .mean_all();
+                if fused {
+                    let g = tape.gradient_deferred(&loss, &vars).unwrap();
+                    // kernels deferred, biases computed
+                    assert!(matches!(
+                        g[0],
+                        Some(rime_tape::DeferredGradient::Product(_))
+                    ));
+                    assert!(matches!(g[1], Some(rime_tape::DeferredGradient::Dense(_))));
+                    oa.apply_deferred(g, &vars).unwrap();
+                } else {
+                    let g = tape.gradient(&loss, &vars).unwrap();
+                    ob.apply_gradients(&g, &vars).unwrap();
+                }
+            }
+        }
+        assert_eq!(bits(&a.get_weights()), bits(&b.get_weights()));
+    }
+}

@@ -6,8 +6,8 @@
 use rime_tensor::instances::Native;
 use rime_tensor::{Element, Tensor};
 
-use crate::Result;
 use crate::tape::{GradientTape, SourceRef};
+use crate::{DeferredGradient, Result};
 
 /// One method per entry point; each forwards to the generic body.
 pub(crate) trait Table<T: Element>: Sync {
@@ -18,7 +18,8 @@ pub(crate) trait Table<T: Element>: Sync {
         targets: &[&Tensor<T>],
         seeds: Option<&[Tensor<T>]>,
         sources: &[SourceRef<T>],
-    ) -> Result<Vec<Option<Tensor<T>>>>;
+        defer: bool,
+    ) -> Result<Vec<Option<DeferredGradient<T>>>>;
 }
 
 impl<T: Element> Table<T> for Native<T> {
@@ -28,8 +29,9 @@ impl<T: Element> Table<T> for Native<T> {
         targets: &[&Tensor<T>],
         seeds: Option<&[Tensor<T>]>,
         sources: &[SourceRef<T>],
-    ) -> Result<Vec<Option<Tensor<T>>>> {
-        tape.compute_native(targets, seeds, sources)
+        defer: bool,
+    ) -> Result<Vec<Option<DeferredGradient<T>>>> {
+        tape.compute_native(targets, seeds, sources, defer)
     }
 }
 

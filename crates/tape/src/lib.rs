@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod custom;
+mod deferred;
 mod error;
 mod gradcheck;
 mod gradients;
@@ -40,6 +41,7 @@ mod tape;
 mod variable;
 
 pub use custom::{custom_gradient, stop_gradient};
+pub use deferred::{DeferredGradient, GradientProduct};
 pub use error::{Error, Result};
 pub use gradcheck::{GradcheckError, GradcheckOptions, GradcheckReport, gradcheck};
 pub use gradients::Gradients;

@@ -127,3 +127,188 @@ fn operators_are_recorded_like_the_methods() {
         assert!((gi - want).abs() < 1e-12, "{gi} vs {want}");
     }
 }
+
+// ---- gradient_deferred: which gradients are deferred, and their values ----
+
+mod deferred {
+    use rime_tape::{DeferredGradient, GradientTape, Source, TrainableMask, Variable};
+    use rime_tensor::Tensor;
+
+    fn iota(shape: [usize; 2], scale: f64) -> Tensor<f64> {
+        let n = shape[0] * shape[1];
+        Tensor::from_vec((0..n).map(|i| (i as f64 * scale).sin()).collect(), shape).unwrap()
+    }
+
+    fn bits(t: &Tensor<f64>) -> Vec<u64> {
+        t.to_vec().iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn is_product(g: &Option<DeferredGradient<f64>>) -> bool {
+        matches!(g, Some(DeferredGradient::Product(_)))
+    }
+
+    /// The deferred gradients, computed, against `gradient`'s on a second
+    /// tape over the same computation.
+    fn check(f: impl Fn() -> Tensor<f64>, sources: &[Source<'_, f64>], deferred: &[bool]) {
+        let tape = GradientTape::new();
+        let loss = f();
+        let got = tape.gradient_deferred(&loss, sources).unwrap();
+        let tape = GradientTape::new();
+        let loss = f();
+        let want = tape.gradient(&loss, sources).unwrap();
+        for (k, (g, w)) in got.into_iter().zip(want).enumerate() {
+            assert_eq!(is_product(&g), deferred[k], "source {k}");
+            match (g, w) {
+                (Some(g), Some(w)) => {
+                    assert_eq!(g.shape(), *w.shape());
+                    assert_eq!(bits(&g.into_tensor().unwrap()), bits(&w), "source {k}");
+                }
+                (None, None) => {}
+                _ => panic!("source {k}: connected in one form only"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_matmul_use_is_deferred_with_the_same_bits() {
+        let w = Variable::new("w", iota([37, 5], 0.3));
+        let v = Variable::new("v", iota([5, 3], 0.7));
+        let b = Variable::new("b", iota([1, 3], 0.1));
+        let x = iota([9, 37], 0.11);
+        let f = || {
+            let h = x.matmul(&w.value()).unwrap().relu();
+            h.matmul(&v.value())
+                .unwrap()
+                .add(&b.value())
+                .unwrap()
+                .square()
+                .sum_all()
+        };
+        check(
+            f,
+            &[(&w).into(), (&v).into(), (&b).into()],
+            &[true, true, false],
+        );
+        // transposed operands: y = x·wᵀ and y = wᵀ·x
+        let wt = Variable::new("wt", iota([5, 37], 0.3));
+        check(
+            || {
+                x.matmul_t(&wt.value(), false, true)
+                    .unwrap()
+                    .square()
+                    .sum_all()
+            },
+            &[(&wt).into()],
+            &[true],
+        );
+        let xt = iota([37, 4], 0.2);
+        check(
+            || {
+                w.value()
+                    .matmul_t(&xt, true, false)
+                    .unwrap()
+                    .sin()
+                    .sum_all()
+            },
+            &[(&w).into()],
+            &[true],
+        );
+    }
+
+    #[test]
+    fn a_second_contribution_falls_back_to_the_computed_gradient() {
+        let w = Variable::new("w", iota([4, 4], 0.3));
+        let x = iota([3, 4], 0.5);
+        // used twice (a shared layer)
+        check(
+            || {
+                let h = x.matmul(&w.value()).unwrap().tanh();
+                h.matmul(&w.value()).unwrap().sum_all()
+            },
+            &[(&w).into()],
+            &[false],
+        );
+        // a weight penalty on top of the product
+        check(
+            || {
+                let wv = w.value();
+                x.matmul(&wv)
+                    .unwrap()
+                    .sum_all()
+                    .add(&wv.square().sum_all())
+                    .unwrap()
+            },
+            &[(&w).into()],
+            &[false],
+        );
+        // listed twice
+        check(
+            || x.matmul(&w.value()).unwrap().sum_all(),
+            &[(&w).into(), (&w).into()],
+            &[false, false],
+        );
+        // not a matmul use
+        check(|| w.value().exp().sum_all(), &[(&w).into()], &[false]);
+    }
+
+    #[test]
+    fn masks_are_honoured_by_the_computed_product() {
+        let x = iota([6, 8], 0.5);
+        for mask in [
+            TrainableMask::freeze_rows(2..5),
+            TrainableMask::cols(1..3),
+            TrainableMask::predicate(|ix| (ix[0] + ix[1]) % 2 == 0),
+        ] {
+            let w = Variable::new("w", iota([8, 3], 0.3));
+            w.set_mask(Some(mask)).unwrap();
+            check(
+                || x.matmul(&w.value()).unwrap().square().sum_all(),
+                &[(&w).into()],
+                &[true],
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_is_deferred_while_another_tape_records() {
+        let w = Variable::new("w", iota([4, 2], 0.3));
+        let x = iota([3, 4], 0.5);
+        let outer = GradientTape::new();
+        let inner = GradientTape::new();
+        let loss = x.matmul(&w.value()).unwrap().square().sum_all();
+        let g = inner.gradient_deferred(&loss, &[&w]).unwrap();
+        assert!(matches!(g[0], Some(DeferredGradient::Dense(_))));
+        // the outer tape recorded the gradient computation
+        let g = match g[0].clone().unwrap() {
+            DeferredGradient::Dense(t) => t,
+            DeferredGradient::Product(_) => unreachable!(),
+        };
+        let second = outer.gradient(&g.sum_all(), &[&w]).unwrap();
+        assert!(second[0].is_some());
+    }
+
+    #[test]
+    fn product_blocks_and_panics_on_bad_ranges() {
+        let w = Variable::new("w", iota([5, 3], 0.3));
+        let x = iota([2, 5], 0.5);
+        let tape = GradientTape::new();
+        let loss = x.matmul(&w.value()).unwrap().sum_all();
+        let g = tape
+            .gradient_deferred(&loss, &[&w])
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let DeferredGradient::Product(p) = &g else {
+            panic!("deferred")
+        };
+        assert_eq!((p.rows(), p.cols(), p.inner()), (5, 3, 2));
+        let full = g.clone().into_tensor().unwrap().to_vec();
+        let mut rows = vec![0.0; 6];
+        p.rows_into(3..5, &mut rows);
+        assert_eq!(rows, full[9..15]);
+        let bad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.rows_into(4..6, &mut [0.0; 6]);
+        }));
+        assert!(bad.is_err());
+    }
+}

@@ -151,6 +151,15 @@ pub(crate) trait Table<T: Element>: Sync {
         rows: Option<&[Range<usize>]>,
         cols: Option<&[Range<usize>]>,
     ) -> Result<Tensor<T>>;
+    fn matmul_t_rows_into(
+        &self,
+        x: &Tensor<T>,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+        rows: Range<usize>,
+        out: &mut [T],
+    ) -> Result<()>;
     // ops/conv.rs
     fn conv2d_with(
         &self,
@@ -283,6 +292,17 @@ impl<T: Element> Table<T> for Native<T> {
         cols: Option<&[Range<usize>]>,
     ) -> Result<Tensor<T>> {
         x.matmul_t_blocks_native(rhs, transpose_a, transpose_b, rows, cols)
+    }
+    fn matmul_t_rows_into(
+        &self,
+        x: &Tensor<T>,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+        rows: Range<usize>,
+        out: &mut [T],
+    ) -> Result<()> {
+        x.matmul_t_rows_into_native(rhs, transpose_a, transpose_b, rows, out)
     }
     fn conv2d_with(
         &self,

@@ -52,7 +52,7 @@ mod tensor;
 
 pub use element::{DType, DynTensor, Element, IntElement, Scalar};
 pub use error::{Error, Result};
-pub use kernels::simd::vectorized;
+pub use kernels::simd::{VectorLoop, vectorized, vectorized_loop};
 pub use ops::arith::BinaryOp;
 pub use ops::conv::{Conv1dOptions, Conv2dGeometry, Conv2dOptions, ConvOp, Padding};
 pub use ops::index::{IndexOp, Indices};

@@ -184,7 +184,7 @@ impl Rule for AdamRule {
         // Keras computes `1 - beta` on the Python float, then rounds: with
         // the default beta_2 = 0.999, `1 - (beta_2 as f32)` is 1.3e-5 off
         let (one_minus_b1, one_minus_b2) = (T::of(1.0 - self.beta_1), T::of(1.0 - self.beta_2));
-        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
+        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
         // every slice exactly `n` long: the indexing below is then
         // check-free and the loops vectorize
         let n = w.len();

@@ -45,8 +45,8 @@ use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use rime_tape::{ResolvedMask, Variable};
-use rime_tensor::{Element, Tensor, TensorId};
+use rime_tape::{DeferredGradient, GradientProduct, ResolvedMask, Variable};
+use rime_tensor::{Element, Shape, Tensor, TensorId};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
@@ -93,6 +93,57 @@ pub trait Optimizer<T: Element = f32>: Send {
         vars: &[Variable<T>],
         masks: &[Option<Arc<ResolvedMask>>],
     ) -> Result<()>;
+
+    /// [`apply_gradients`](Optimizer::apply_gradients) for gradients from
+    /// [`GradientTape::gradient_deferred`](rime_tape::GradientTape::gradient_deferred),
+    /// when the optimizer is their only consumer: a deferred weight
+    /// gradient (a Dense kernel's `xᵀδ`) is computed block by block and
+    /// each block applied while it is in cache, with no buffer of the
+    /// weight's size; the weights end up the same, bit for bit, as with
+    /// `apply_gradients` on the computed gradients. Same errors, and an
+    /// error changes nothing.
+    ///
+    /// The default (for optimizers outside rime) computes the gradients
+    /// and calls [`apply_gradients_masked`](Optimizer::apply_gradients_masked).
+    ///
+    /// ```
+    /// use rime_layers::optimizers::{Adam, Optimizer};
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([3, 2])?);
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])?;
+    /// let mut opt = Adam::new().learning_rate(0.1);
+    /// let tape = GradientTape::new();
+    /// let loss = x.matmul(&w.value())?.square().sum_all();
+    /// let grads = tape.gradient_deferred(&loss, &[&w])?;
+    /// opt.apply_deferred(grads, &[w.clone()])?;
+    /// // Adam's first step moves every element by the learning rate
+    /// assert!(w.to_vec().iter().all(|&v| (v - 0.9).abs() < 1e-6));
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn apply_deferred(
+        &mut self,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+    ) -> Result<()> {
+        let masks: Vec<_> = vars.iter().map(Variable::mask).collect();
+        self.apply_deferred_masked(grads, vars, &masks)
+    }
+
+    /// [`apply_deferred`](Optimizer::apply_deferred) with explicit masks,
+    /// as [`apply_gradients_masked`](Optimizer::apply_gradients_masked).
+    fn apply_deferred_masked(
+        &mut self,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        let grads = grads
+            .into_iter()
+            .map(|g| g.map(DeferredGradient::into_tensor).transpose())
+            .collect::<rime_tape::Result<Vec<_>>>()?;
+        self.apply_gradients_masked(&grads, vars, masks)
+    }
 
     /// The optimizer's state for `var` (Keras' slot variables: `momentum`,
     /// `velocity`, ...), copied, in a fixed order. Empty before the first
@@ -154,6 +205,14 @@ impl<T: Element, O: Optimizer<T> + ?Sized> Optimizer<T> for Box<O> {
     ) -> Result<()> {
         (**self).apply_gradients_masked(grads, vars, masks)
     }
+    fn apply_deferred_masked(
+        &mut self,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        (**self).apply_deferred_masked(grads, vars, masks)
+    }
     fn slots(&self, var: &Variable<T>) -> Vec<(&'static str, Tensor<T>)> {
         (**self).slots(var)
     }
@@ -192,7 +251,8 @@ pub(crate) trait Rule: Send {
     /// rule shared by two optimizers, Adam's by AdamW, reports the caller).
     fn validate(&self, name: &str) -> Result<()>;
 
-    /// Updates `w[run]` from `g[run]` and the slots' `run` elements.
+    /// Updates `w[run]` from `g` (the gradient of those elements,
+    /// `run.len()` long) and the slots' `run` elements.
     /// `iteration` is the number of updates before this one. Implementations
     /// are `#[inline(always)]` loops over exactly-sized slices, so they
     /// vectorize inside [`rime_tensor::vectorized`].
@@ -354,6 +414,22 @@ impl Common {
         }
     }
 
+    /// One deferred-gradient step with any rule (the table's entry point).
+    pub(crate) fn apply_deferred_any<T: Element>(
+        &mut self,
+        rule: AnyRule<'_>,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        match rule {
+            AnyRule::Sgd(r) => self.apply_deferred(r, grads, vars, masks),
+            AnyRule::RmsProp(r) => self.apply_deferred(r, grads, vars, masks),
+            AnyRule::Adam(r) => self.apply_deferred(r, grads, vars, masks),
+            AnyRule::AdamW(r) => self.apply_deferred(r, grads, vars, masks),
+        }
+    }
+
     /// One optimizer step (see the module docs for the order and the
     /// guarantees).
     pub fn apply<T: Element, R: Rule>(
@@ -363,11 +439,68 @@ impl Common {
         vars: &[Variable<T>],
         masks: &[Option<Arc<ResolvedMask>>],
     ) -> Result<()> {
+        self.apply_fused(rule, grads, Vec::new(), vars, masks)
+    }
+
+    /// One optimizer step with [deferred](rime_tape::DeferredGradient)
+    /// gradients: each deferred product of an unconstrained variable is
+    /// computed block by block and the block applied while in cache (no
+    /// buffer of the weight's size); every other gradient is computed and
+    /// applied as by [`apply`](Common::apply). The result is the same, bit
+    /// for bit: a block holds the same values as the whole product, and
+    /// the rule runs on the same elements in the same order.
+    ///
+    /// With `clipnorm` or `global_clipnorm` the norms are needed before
+    /// any update, so such a step computes every gradient first (the
+    /// unfused path). A constrained variable's projection takes the whole
+    /// updated tensor and may fail, so its gradient is computed first too.
+    pub fn apply_deferred<T: Element, R: Rule>(
+        &mut self,
+        rule: &R,
+        grads: Vec<Option<DeferredGradient<T>>>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
+        let norm_clip = self.clipnorm.is_some() || self.global_clipnorm.is_some();
+        let mut dense = Vec::with_capacity(grads.len());
+        let mut fused = Vec::new();
+        for (i, g) in grads.into_iter().enumerate() {
+            match g {
+                Some(DeferredGradient::Product(p))
+                    if !norm_clip && vars.get(i).is_some_and(|v| v.constraint().is_none()) =>
+                {
+                    dense.push(None);
+                    fused.push((i, p));
+                }
+                g => dense.push(g.map(DeferredGradient::into_tensor).transpose()?),
+            }
+        }
+        self.apply_fused(rule, &dense, fused, vars, masks)
+    }
+
+    /// The step itself: `grads` computed, `fused[..] = (i, product)` the
+    /// deferred gradient of `vars[i]` (whose `grads[i]` is `None`).
+    ///
+    /// All or nothing: everything that can fail (arguments, shapes, masks,
+    /// constraint projections, the block buffer's allocation) is checked
+    /// before the first variable is written. The fused products are
+    /// computed in that final pass, after the backward pass has finished,
+    /// rather than during it: a backward pass that fails part way (or a
+    /// step whose exchange fails) then cannot leave some weights updated.
+    fn apply_fused<T: Element, R: Rule>(
+        &mut self,
+        rule: &R,
+        grads: &[Option<Tensor<T>>],
+        fused: Vec<(usize, GradientProduct<T>)>,
+        vars: &[Variable<T>],
+        masks: &[Option<Arc<ResolvedMask>>],
+    ) -> Result<()> {
         let name = R::NAME;
         rule.validate(name)?;
         self.validate(name)?;
-        let items = check_inputs(name, grads, vars, masks)?;
-        if let Some(var) = items.iter().map(|&i| &vars[i]).find(|v| v.is_updating()) {
+        let items = check_inputs(name, grads, &fused, vars, masks)?;
+        let all_items = items.iter().copied().chain(fused.iter().map(|(i, _)| *i));
+        if let Some(var) = all_items.map(|i| &vars[i]).find(|v| v.is_updating()) {
             return Err(rime_tape::Error::ReentrantUpdate {
                 variable: var.name().to_string(),
                 call: "apply_gradients",
@@ -385,33 +518,41 @@ impl Common {
         self.clip(&mut effective);
 
         let iteration = self.iterations;
+        let clipvalue = self.clipvalue.map(|c| (T::of(-c), T::of(c)));
         let (weight_decay, exclude) = (self.weight_decay, &self.exclude_from_weight_decay);
         let decay = |var: &Variable<T>| -> Option<T> {
             let wd = weight_decay.filter(|&wd| wd > 0.0)?;
             let excluded = exclude.iter().any(|pat| var.name().contains(pat.as_str()));
             (!excluded).then(|| T::of(wd))
         };
+        // The update of the elements `runs` (inside `g_at..g_at + g.len()`)
+        // from `g`, the gradient of those elements: the one code path of
+        // both the whole-gradient and the block-by-block updates.
         let step = |var: &Variable<T>,
                     w: &mut [T],
                     g: &[T],
+                    g_at: usize,
                     slots: &mut [Vec<T>],
-                    runs: &[Range<usize>]| {
+                    runs: &mut dyn Iterator<Item = Range<usize>>| {
             let decay = decay(var);
-            // compiled for AVX2/AVX-512 when the CPU has it (the rules'
-            // loops inline into this closure); elementwise IEEE operations
-            // in the same order, so the results are the same bits
-            rime_tensor::vectorized(|| {
-                for run in runs {
-                    if let Some(wd) = decay {
-                        // Keras: variable - variable * wd * lr, before the
-                        // rule (in that order, so f32 results match bit for
-                        // bit)
-                        let lr = T::of(lr);
-                        w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
-                    }
-                    rule.update(T::of(lr), iteration, w, g, slots, run.clone());
-                }
-            })
+            for run in runs {
+                let g = &g[run.start - g_at..run.end - g_at];
+                // compiled for AVX2/AVX-512 when the CPU has it (a
+                // `VectorLoop`: a closure through `vectorized` was too
+                // large to be inlined there and ran 4-wide SSE);
+                // elementwise IEEE operations in the same order, so the
+                // results are the same bits
+                rime_tensor::vectorized_loop(UpdateRun {
+                    rule,
+                    lr: T::of(lr),
+                    decay,
+                    iteration,
+                    w: &mut *w,
+                    g,
+                    slots: &mut *slots,
+                    run,
+                });
+            }
         };
 
         // Constrained variables first, on copies: a failing projection
@@ -426,7 +567,8 @@ impl Common {
             let runs = runs_of(masks[i].as_deref(), &all);
             let mut w = var.to_vec();
             let mut slots = slot_copy::<T>(&self.state, var.id(), n_slots, var.len());
-            step(var, &mut w, effective[k].as_slice(), &mut slots, runs);
+            let g = effective[k].as_slice();
+            step(var, &mut w, g, 0, &mut slots, &mut runs.iter().cloned());
             let updated = Tensor::from_vec(w, var.shape()).expect("variable's own length");
             let projected = constraint.apply(&updated).map_err(|e| {
                 invalid(name, format!("constraint of `{}` failed: {e}", var.name()))
@@ -450,6 +592,22 @@ impl Common {
             }
             staged.push((i, merged, slots));
         }
+        // The fused products' block buffer, reserved before any write.
+        let block_rows: Vec<usize> = fused.iter().map(|(_, p)| block_rows(p)).collect();
+        let block_len = fused
+            .iter()
+            .zip(&block_rows)
+            .map(|((_, p), &r)| r * p.cols())
+            .max()
+            .unwrap_or(0);
+        let mut block: Vec<T> = Vec::new();
+        block.try_reserve_exact(block_len).map_err(|_| {
+            invalid(
+                name,
+                format!("cannot allocate a gradient block of {block_len} elements"),
+            )
+        })?;
+        block.resize(block_len, T::zero());
 
         // Nothing can fail from here on.
         for (k, &i) in items.iter().enumerate() {
@@ -460,7 +618,55 @@ impl Common {
             let all = 0..var.len();
             let runs = runs_of(masks[i].as_deref(), &all);
             let slots = slots_mut::<T>(&mut self.state, var, n_slots);
-            var.update_exclusive(|w| step(var, w, effective[k].as_slice(), slots, runs))?;
+            let g = effective[k].as_slice();
+            var.update_exclusive(|w| step(var, w, g, 0, slots, &mut runs.iter().cloned()))?;
+        }
+        for ((i, product), &rows_per) in fused.iter().zip(&block_rows) {
+            let var = &vars[*i];
+            let all = 0..var.len();
+            let runs = runs_of(masks[*i].as_deref(), &all);
+            // the product's own mask, when the step was given another one
+            // (a custom loop): the unfused gradient is zero at its frozen
+            // elements
+            let zero_at = product
+                .mask()
+                .filter(|pm| masks[*i].as_deref().is_none_or(|m| !std::ptr::eq(*pm, m)))
+                .map(ResolvedMask::frozen_runs)
+                .unwrap_or(&[]);
+            let slots = slots_mut::<T>(&mut self.state, var, n_slots);
+            let cols = product.cols();
+            var.update_exclusive(|w| {
+                let mut first = 0; // the first run not entirely before the block
+                for r0 in (0..product.rows()).step_by(rows_per.max(1)) {
+                    let r1 = (r0 + rows_per).min(product.rows());
+                    let span = r0 * cols..r1 * cols;
+                    while first < runs.len() && runs[first].end <= span.start {
+                        first += 1;
+                    }
+                    let mut inside = runs[first..]
+                        .iter()
+                        .take_while(|r| r.start < span.end)
+                        .map(|r| r.start.max(span.start)..r.end.min(span.end))
+                        .filter(|r| !r.is_empty())
+                        .peekable();
+                    if inside.peek().is_none() {
+                        // frozen rows: no gradient work at all
+                        continue;
+                    }
+                    let g = &mut block[..span.len()];
+                    product.rows_into(r0..r1, g);
+                    for z in zero_at {
+                        let (a, b) = (z.start.max(span.start), z.end.min(span.end));
+                        if a < b {
+                            g[a - span.start..b - span.start].fill(T::zero());
+                        }
+                    }
+                    if let Some((lo, hi)) = clipvalue {
+                        clamp(g, lo, hi);
+                    }
+                    step(var, w, g, span.start, slots, &mut inside);
+                }
+            })?;
         }
         for (i, merged, slots) in staged {
             let var = &vars[i];
@@ -490,10 +696,69 @@ impl Common {
         } else if let Some(c) = self.clipvalue {
             let (lo, hi) = (T::of(-c), T::of(c));
             for g in grads {
-                g.owned().iter_mut().for_each(|x| *x = x.max(lo).min(hi));
+                clamp(g.owned(), lo, hi);
             }
         }
     }
+}
+
+/// One run's update: the weight decay, then the rule (a
+/// [`VectorLoop`](rime_tensor::VectorLoop), so that both loops are
+/// compiled for the CPU's widest vector unit).
+struct UpdateRun<'a, T, R> {
+    rule: &'a R,
+    lr: T,
+    decay: Option<T>,
+    iteration: u64,
+    w: &'a mut [T],
+    g: &'a [T],
+    slots: &'a mut [Vec<T>],
+    run: Range<usize>,
+}
+
+impl<T: Element, R: Rule> rime_tensor::VectorLoop for UpdateRun<'_, T, R> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let UpdateRun {
+            rule,
+            lr,
+            decay,
+            iteration,
+            w,
+            g,
+            slots,
+            run,
+        } = self;
+        if let Some(wd) = decay {
+            // Keras: variable - variable * wd * lr, before the rule (in
+            // that order, so f32 results match bit for bit)
+            w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
+        }
+        rule.update(lr, iteration, w, g, slots, run);
+    }
+}
+
+/// Clamps every element into `[lo, hi]` (clipvalue; both paths).
+fn clamp<T: Element>(g: &mut [T], lo: T, hi: T) {
+    g.iter_mut().for_each(|x| *x = x.max(lo).min(hi));
+}
+
+/// Elements of a fused gradient block: 16 K (64 KB of f32), so that a
+/// block stays in L2 between the product that writes it and the update
+/// that reads it.
+const BLOCK_ELEMS: usize = 1 << 14;
+
+/// Rows per block of a deferred product: [`BLOCK_ELEMS`] worth, but at
+/// least 4× the inner dimension, since each block's product packs the
+/// whole right operand (`inner × cols`) again; a large batch thus gets
+/// larger blocks, up to the whole gradient.
+fn block_rows<T: Element>(p: &GradientProduct<T>) -> usize {
+    let by_size = BLOCK_ELEMS / p.cols().max(1);
+    by_size
+        .max(p.inner().saturating_mul(4))
+        .clamp(1, p.rows().max(1))
 }
 
 /// Per variable (by id): whether it is still alive (a weak handle, so the
@@ -611,6 +876,7 @@ impl<'a, T: Element> Grad<'a, T> {
 fn check_inputs<T: Element>(
     name: &str,
     grads: &[Option<Tensor<T>>],
+    fused: &[(usize, GradientProduct<T>)],
     vars: &[Variable<T>],
     masks: &[Option<Arc<ResolvedMask>>],
 ) -> Result<Vec<usize>> {
@@ -627,14 +893,31 @@ fn check_inputs<T: Element>(
     }
     let mut items = Vec::with_capacity(vars.len());
     let mut seen = rustc_hash::FxHashSet::default();
-    for (i, (g, v)) in grads.iter().zip(vars).enumerate() {
-        let Some(g) = g else { continue };
-        if g.shape() != &v.shape() {
+    let given = grads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| g.as_ref().map(|g| (i, g.shape().clone(), true)));
+    let deferred = fused
+        .iter()
+        .map(|(i, p)| (*i, Shape::from(&[p.rows(), p.cols()][..]), false));
+    for (i, shape, computed) in given.chain(deferred) {
+        let Some(v) = vars.get(i) else {
+            return Err(invalid(
+                name,
+                format!("apply_gradients: gradient {i} for {} variables", vars.len()),
+            ));
+        };
+        if !computed && grads[i].is_some() {
+            return Err(invalid(
+                name,
+                format!("apply_gradients: two gradients for variable `{}`", v.name()),
+            ));
+        }
+        if shape != v.shape() {
             return Err(invalid(
                 name,
                 format!(
-                    "apply_gradients: gradient {i} has shape {}, variable `{}` has shape {}",
-                    g.shape(),
+                    "apply_gradients: gradient {i} has shape {shape}, variable `{}` has shape {}",
                     v.name(),
                     v.shape()
                 ),
@@ -662,9 +945,11 @@ fn check_inputs<T: Element>(
                 ),
             ));
         }
-        items.push(i);
+        if computed {
+            items.push(i);
+        }
     }
-    if items.is_empty() {
+    if items.is_empty() && fused.is_empty() {
         let names: Vec<&str> = vars.iter().map(|v| v.name()).collect();
         return Err(invalid(
             name,
@@ -792,6 +1077,23 @@ macro_rules! optimizer_common {
                 use $crate::optimizers::Rule;
                 let $ty { common, rule } = self;
                 $crate::instances::table::<T>().apply_gradients(
+                    common,
+                    rule.any(),
+                    grads,
+                    vars,
+                    masks,
+                )
+            }
+
+            fn apply_deferred_masked(
+                &mut self,
+                grads: Vec<Option<rime_tape::DeferredGradient<T>>>,
+                vars: &[rime_tape::Variable<T>],
+                masks: &[Option<std::sync::Arc<rime_tape::ResolvedMask>>],
+            ) -> $crate::Result<()> {
+                use $crate::optimizers::Rule;
+                let $ty { common, rule } = self;
+                $crate::instances::table::<T>().apply_deferred(
                     common,
                     rule.any(),
                     grads,

@@ -125,7 +125,7 @@ impl Rule for RmsPropRule {
         let (rho, eps, mu) = (T::of(self.rho), T::of(self.epsilon), T::of(self.momentum));
         // as Keras: `1 - rho` on the f64 value, then rounded
         let one_minus_rho = T::of(1.0 - self.rho);
-        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
+        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
         let n = w.len();
         let (v, rest) = slots.split_first_mut().expect("velocity slot");
         // every slice exactly `n` long: the indexing below is then

@@ -102,7 +102,7 @@ impl Rule for SgdRule {
         slots: &mut [Vec<T>],
         run: Range<usize>,
     ) {
-        let (w, g) = (&mut w[run.clone()], &g[run.clone()]);
+        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
         match slots {
             [] => w.iter_mut().zip(g).for_each(|(w, &g)| *w -= g * lr),
             [m, ..] => {

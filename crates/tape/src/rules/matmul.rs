@@ -21,21 +21,34 @@ use super::{Ctx, Grads};
 use crate::Result;
 use crate::mask::{MaskStructure, ResolvedMask};
 
+/// The product giving the gradient of input `i` (0: `a`, 1: `b`) of
+/// `C = op(a)·op(b)` from `g = dC`, as `(left, right, transpose_left,
+/// transpose_right)`: the table above, shared by the rule and by the
+/// engine's deferred weight gradients (`deferred.rs`).
+pub(crate) fn gradient_product<'a, T: Element>(
+    ta: bool,
+    tb: bool,
+    i: usize,
+    a: &'a Tensor<T>,
+    b: &'a Tensor<T>,
+    g: &'a Tensor<T>,
+) -> (&'a Tensor<T>, &'a Tensor<T>, bool, bool) {
+    match (i, ta, tb) {
+        (0, false, false) => (g, b, false, true),
+        (0, false, true) => (g, b, false, false),
+        (0, true, false) => (b, g, false, true),
+        (0, true, true) => (b, g, true, true),
+        (_, false, false) => (a, g, true, false),
+        (_, false, true) => (g, a, true, false),
+        (_, true, false) => (a, g, false, false),
+        (_, true, true) => (g, a, true, true),
+    }
+}
+
 pub(super) fn backward<T: Element>(ta: bool, tb: bool, c: &Ctx<'_, T>) -> Result<Grads<T>> {
     let (a, b, g) = (c.x[0], c.x[1], c.dy);
-    // each product as (left, right, transpose_left, transpose_right)
-    let da = match (ta, tb) {
-        (false, false) => (g, b, false, true),
-        (false, true) => (g, b, false, false),
-        (true, false) => (b, g, false, true),
-        (true, true) => (b, g, true, true),
-    };
-    let db = match (ta, tb) {
-        (false, false) => (a, g, true, false),
-        (false, true) => (g, a, true, false),
-        (true, false) => (a, g, false, false),
-        (true, true) => (g, a, true, true),
-    };
+    let da = gradient_product(ta, tb, 0, a, b, g);
+    let db = gradient_product(ta, tb, 1, a, b, g);
     let mut out = Grads::new();
     for (i, (l, r, tl, tr)) in [(0, da), (1, db)] {
         let x = c.x[i];

@@ -16,7 +16,7 @@ mod arith;
 mod conv;
 mod index;
 mod layout;
-mod matmul;
+pub(crate) mod matmul;
 mod nn;
 mod pool;
 mod reduce;
@@ -105,6 +105,13 @@ impl InputSet {
             self.0.resize(word + 1, 0);
         }
         self.0[word] |= 1 << bit;
+    }
+
+    /// Removes input `i`.
+    pub fn remove(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
     }
 
     /// Whether input `i` is in the set.

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::deferred::{DeferredGradient, GradientProduct};
 
 impl GradientTape {
     /// The engine: gradients of the (seeded) targets for each source, with
@@ -13,7 +14,23 @@ impl GradientTape {
         seeds: Option<&[Tensor<T>]>,
         sources: &[SourceRef<T>],
     ) -> Result<Vec<Option<Tensor<T>>>> {
-        crate::instances::table::<T>().compute(self, targets, seeds, sources)
+        let grads = crate::instances::table::<T>().compute(self, targets, seeds, sources, false)?;
+        // nothing is deferred when not asked for
+        grads
+            .into_iter()
+            .map(|g| g.map(DeferredGradient::into_tensor).transpose())
+            .collect()
+    }
+
+    /// [`compute`](GradientTape::compute), deferring the gradient of each
+    /// source whose only contribution is the weight operand of a 2-D matrix
+    /// product (`deferred.rs`).
+    pub(crate) fn compute_deferred<T: Element>(
+        &self,
+        targets: &[&Tensor<T>],
+        sources: &[SourceRef<T>],
+    ) -> Result<Vec<Option<DeferredGradient<T>>>> {
+        crate::instances::table::<T>().compute(self, targets, None, sources, true)
     }
 
     pub(crate) fn compute_native<T: Element>(
@@ -21,7 +38,8 @@ impl GradientTape {
         targets: &[&Tensor<T>],
         seeds: Option<&[Tensor<T>]>,
         sources: &[SourceRef<T>],
-    ) -> Result<Vec<Option<Tensor<T>>>> {
+        defer: bool,
+    ) -> Result<Vec<Option<DeferredGradient<T>>>> {
         // this tape does not record its own gradient computation
         struct Pause<'a>(&'a TapeInner);
         impl Drop for Pause<'_> {
@@ -89,6 +107,21 @@ impl GradientTape {
                 .collect();
         }
 
+        // deferred weight gradients: (matmul node, input) -> source index
+        let deferred_at = if defer && !rime_tensor::record::is_recording() {
+            deferrable(
+                &st,
+                targets,
+                sources,
+                &source_slots,
+                &derived_node,
+                &keep_node,
+            )
+        } else {
+            FxHashMap::default()
+        };
+        let mut deferred: FxHashMap<usize, GradientProduct<T>> = FxHashMap::default();
+
         // seeds
         let mut acc = Accumulated::new(n_leaves, n);
         for (i, t) in targets.iter().enumerate() {
@@ -133,6 +166,21 @@ impl GradientTape {
                 acc.add(slots[0], g, premasked)?;
                 continue;
             }
+            if !deferred_at.is_empty() && matches!(node.op, NodeOp::Tensor(Op::MatMul { .. })) {
+                defer_products(
+                    &st,
+                    node,
+                    i,
+                    &g,
+                    sources,
+                    &deferred_at,
+                    &mut needs,
+                    &mut deferred,
+                );
+                if needs.is_empty() {
+                    continue;
+                }
+            }
             hints.clear();
             if !hint_node.is_empty() {
                 hints.extend(slots.iter().map(|s| match s {
@@ -174,6 +222,12 @@ impl GradientTape {
                         acc.node_premasked[i as usize],
                     ),
                 };
+                if let Some(p) = deferred.remove(&k) {
+                    // the analysis found this product to be the only
+                    // contribution, so nothing was accumulated
+                    debug_assert!(g.is_none());
+                    return Ok(Some(DeferredGradient::Product(p)));
+                }
                 let Some(g) = g else { return Ok(None) };
                 let t = T::from_dyn(&g)
                     .cloned()
@@ -185,9 +239,135 @@ impl GradientTape {
                         ),
                     })?;
                 drop(g);
-                Ok(Some(apply_mask(t, premasked, s.mask.as_deref())?))
+                Ok(Some(DeferredGradient::Dense(apply_mask(
+                    t,
+                    premasked,
+                    s.mask.as_deref(),
+                )?)))
             })
             .collect()
+    }
+}
+
+/// The sources whose gradient can be deferred, keyed by the `(node, input)`
+/// of the matrix product that makes it: a leaf source listed once, not a
+/// target, whose one use among the nodes on the gradient path is a 2-D
+/// matrix product, directly or through one variable read used once. A
+/// source with any other use (a weight shared by two layers, a weight
+/// penalty) is left to the usual accumulation.
+fn deferrable<T: Element>(
+    st: &TapeState,
+    targets: &[&Tensor<T>],
+    sources: &[SourceRef<T>],
+    source_slots: &[Option<Slot>],
+    derived_node: &[bool],
+    keep_node: &[bool],
+) -> FxHashMap<(usize, usize), usize> {
+    let mut found = FxHashMap::default();
+    let mut leaf_source: FxHashMap<u32, usize> = FxHashMap::default();
+    for (k, (s, slot)) in sources.iter().zip(source_slots).enumerate() {
+        if let Some(Slot::Leaf(l)) = *slot
+            && s.shape.rank() == 2
+            && source_slots
+                .iter()
+                .filter(|x| **x == Some(Slot::Leaf(l)))
+                .count()
+                == 1
+        {
+            leaf_source.insert(l, k);
+        }
+    }
+    if leaf_source.is_empty() {
+        return found;
+    }
+    // uses of each leaf and node output by the nodes on the path (and by
+    // the targets, whose seeds are contributions too)
+    let n = st.nodes.len();
+    let mut leaf_uses: FxHashMap<u32, (u32, Option<(usize, usize)>)> = FxHashMap::default();
+    let mut node_uses: Vec<(u32, Option<(usize, usize)>)> = vec![(0, None); n];
+    let mut count = |slot: Option<Slot>, at: Option<(usize, usize)>| match slot {
+        Some(Slot::Leaf(l)) if leaf_source.contains_key(&l) => {
+            let e = leaf_uses.entry(l).or_insert((0, None));
+            *e = (e.0 + 1, at);
+        }
+        Some(Slot::Node(j)) => {
+            let e = &mut node_uses[j as usize];
+            *e = (e.0 + 1, at);
+        }
+        _ => {}
+    };
+    for t in targets {
+        count(st.slot_of(t.id()), None);
+    }
+    for (i, node) in st.nodes.iter().enumerate() {
+        if derived_node[i] {
+            for (k, s) in st.slots_of(node).iter().enumerate() {
+                count(*s, Some((i, k)));
+            }
+        }
+    }
+    let is_matmul = |i: usize| matches!(st.nodes[i].op, NodeOp::Tensor(Op::MatMul { .. }));
+    for (&l, &k) in &leaf_source {
+        let Some(&(1, Some((i, pos)))) = leaf_uses.get(&l) else {
+            continue;
+        };
+        let at = if is_matmul(i) {
+            Some((i, pos))
+        } else if matches!(st.nodes[i].op, NodeOp::ReadVariable) && !keep_node[i] {
+            match node_uses[i] {
+                (1, Some((j, pos))) if is_matmul(j) => Some((j, pos)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(at) = at {
+            found.insert(at, k);
+        }
+    }
+    found
+}
+
+/// At a matrix product whose input makes a deferrable source's only
+/// contribution: records that contribution as a [`GradientProduct`] and
+/// takes the input out of `needs` (if the shapes do not allow it, the
+/// input stays and its gradient is computed as usual).
+#[allow(clippy::too_many_arguments)]
+fn defer_products<T: Element>(
+    st: &TapeState,
+    node: &Node,
+    i: usize,
+    g: &DynTensor,
+    sources: &[SourceRef<T>],
+    deferred_at: &FxHashMap<(usize, usize), usize>,
+    needs: &mut rules::InputSet,
+    deferred: &mut FxHashMap<usize, GradientProduct<T>>,
+) {
+    let NodeOp::Tensor(Op::MatMul {
+        transpose_a,
+        transpose_b,
+    }) = node.op
+    else {
+        return;
+    };
+    for pos in 0..2 {
+        let Some(&k) = deferred_at.get(&(i, pos)) else {
+            continue;
+        };
+        let mut inputs = Vec::new();
+        st.io(node, &mut inputs);
+        let (Some(g), [a, b]) = (T::from_dyn(g), inputs.as_slice()) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (T::from_dyn(a), T::from_dyn(b)) else {
+            continue;
+        };
+        let operands = rules::matmul::gradient_product(transpose_a, transpose_b, pos, a, b, g);
+        if let Some(p) = GradientProduct::new(operands, &sources[k].shape, sources[k].mask.clone())
+        {
+            deferred.insert(k, p);
+            needs.remove(pos);
+        }
     }
 }
 

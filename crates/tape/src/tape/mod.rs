@@ -46,11 +46,13 @@ use rime_tensor::{DType, DynTensor, Element, Op, Shape, Tensor, TensorId};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::deferred::DeferredGradient;
 use crate::mask::ResolvedMask;
 use crate::rules::CustomBackward;
 use crate::rules::{self, NodeOp};
 use crate::variable::{AnyVariable, Variable, VariableElement};
 use crate::{Error, Result};
+pub(crate) use backward::apply_mask;
 #[allow(unused_imports)]
 use backward::*;
 #[allow(unused_imports)]
@@ -489,6 +491,42 @@ impl GradientTape {
         sources: &[S],
     ) -> Result<Vec<Option<Tensor<T>>>> {
         self.gradient_with(&[target], sources, GradientOptions::default())
+    }
+
+    /// [`gradient`](GradientTape::gradient) for an optimizer that applies
+    /// the gradients itself and is their only consumer: a source whose one
+    /// contribution is the weight operand of a 2-D matrix product (a Dense
+    /// kernel) gets a [`DeferredGradient::Product`], computed later block by
+    /// block, with no buffer of its size (an optimizer's
+    /// `apply_deferred`); every other source gets
+    /// [`DeferredGradient::Dense`], as `gradient` would return it. Nothing
+    /// is deferred while another tape records (its gradient must be
+    /// recorded). Same errors as `gradient`.
+    ///
+    /// ```
+    /// use rime_tape::{GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([2, 2])?);
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], [1, 2])?;
+    /// let tape = GradientTape::new();
+    /// let loss = x.matmul(&w.value())?.sum_all();
+    /// let g = tape.gradient_deferred(&loss, &[&w])?;
+    /// let g = g[0].clone().unwrap().into_tensor()?;
+    /// assert_eq!(g.to_vec(), vec![1.0, 1.0, 2.0, 2.0]);
+    /// # Ok::<(), rime_tape::Error>(())
+    /// ```
+    pub fn gradient_deferred<T: Element, S: AsSource<T>>(
+        &self,
+        target: &Tensor<T>,
+        sources: &[S],
+    ) -> Result<Vec<Option<DeferredGradient<T>>>> {
+        const CALL: &str = "gradient";
+        self.check_usable(CALL)?;
+        let sources: Vec<SourceRef<T>> = sources.iter().map(|s| s.as_source()).collect();
+        self.check_targets(CALL, &[target], None)?;
+        let grads = self.compute_deferred(&[target], &sources)?;
+        self.mark_used();
+        Ok(grads)
     }
 
     /// The gradient of several targets (their gradients add), with

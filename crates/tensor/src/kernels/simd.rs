@@ -80,8 +80,69 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A loop for [`vectorized_loop`]: its `run` is `#[inline(always)]`, which
+/// makes sure it is compiled inside the feature-enabled function. A
+/// closure passed to [`vectorized`] is inlined there only when the
+/// compiler finds it small enough; a larger one (an optimizer's update
+/// with several loop forms) stays a separate function compiled for the
+/// baseline (4-wide SSE).
+pub trait VectorLoop {
+    /// What the loop returns.
+    type Output;
+    /// The loop; implementations are `#[inline(always)]`.
+    fn run(self) -> Self::Output;
+}
+
+/// [`vectorized`] for a [`VectorLoop`]: `l.run()` compiled for the widest
+/// vector unit this CPU has, whatever its size. Results are those of
+/// `l.run()` (no contraction or reordering of floating-point operations).
+///
+/// ```
+/// struct Axpy<'a>(&'a mut [f32], &'a [f32]);
+/// impl rime_tensor::VectorLoop for Axpy<'_> {
+///     type Output = ();
+///     #[inline(always)]
+///     fn run(self) {
+///         self.0.iter_mut().zip(self.1).for_each(|(w, g)| *w -= 0.1 * g);
+///     }
+/// }
+/// let (mut w, g) = (vec![1.0f32; 1000], vec![0.5f32; 1000]);
+/// rime_tensor::vectorized_loop(Axpy(&mut w, &g));
+/// assert!(w.iter().all(|&w| w == 1.0 - 0.1 * 0.5));
+/// ```
+#[inline(always)]
+pub fn vectorized_loop<L: VectorLoop>(l: L) -> L::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match level() {
+            // SAFETY: the CPU supports the features these functions enable
+            // (detected above).
+            Level::Avx512 => return unsafe { x86::avx512_loop(l) },
+            Level::Avx2 => return unsafe { x86::avx2_loop(l) },
+            Level::Base => {}
+        }
+    }
+    l.run()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::VectorLoop;
+
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/DQ/VL, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx,sse4.1,sse4.2")]
+    pub(super) unsafe fn avx512_loop<L: VectorLoop>(l: L) -> L::Output {
+        l.run()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,avx,sse4.1,sse4.2")]
+    pub(super) unsafe fn avx2_loop<L: VectorLoop>(l: L) -> L::Output {
+        l.run()
+    }
+
     /// # Safety
     /// The CPU must support AVX-512 F/BW/DQ/VL, AVX2 and FMA.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx,sse4.1,sse4.2")]

@@ -289,6 +289,98 @@ impl<T: Element> Tensor<T> {
         }
         Ok(Tensor::from_parts(out, g.out))
     }
+
+    /// Rows `rows` of the 2-D product `op(self) · op(rhs)`, written to `out`
+    /// (`rows.len() × n`, row-major), each element the same bits as in the
+    /// whole [`matmul_t`](Tensor::matmul_t) product. Not recorded on tapes.
+    ///
+    /// This is how an optimizer applies a weight gradient `xᵀδ` block by
+    /// block while the block is in cache, without a buffer of the weight's
+    /// size (rime-tape's `DeferredGradient`).
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2])?;
+    /// let full = x.matmul_t(&x, false, true)?; // 3×3
+    /// let mut row = [0.0f32; 3];
+    /// x.matmul_t_rows_into(&x, false, true, 1..2, &mut row)?;
+    /// assert_eq!(row[..], full.to_vec()[3..6]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn matmul_t_rows_into(
+        &self,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+        rows: Range<usize>,
+        out: &mut [T],
+    ) -> Result<()> {
+        crate::instances::table::<T>().matmul_t_rows_into(
+            self,
+            rhs,
+            transpose_a,
+            transpose_b,
+            rows,
+            out,
+        )
+    }
+
+    pub(crate) fn matmul_t_rows_into_native(
+        &self,
+        rhs: &Tensor<T>,
+        transpose_a: bool,
+        transpose_b: bool,
+        rows: Range<usize>,
+        out: &mut [T],
+    ) -> Result<()> {
+        for s in [self.shape(), rhs.shape()] {
+            if s.rank() != 2 {
+                return Err(Error::Rank {
+                    op: "matmul_t_rows_into",
+                    expected: "rank 2",
+                    shape: s.clone(),
+                });
+            }
+        }
+        let g = geometry::<T>(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
+        let (m, k, n) = (g.m, g.k, g.n);
+        if rows.start > rows.end || rows.end > m {
+            return Err(Error::InvalidArgument {
+                op: "matmul_t_rows_into",
+                msg: format!(
+                    "row range {rows:?} is out of bounds for output shape {}",
+                    g.out
+                ),
+            });
+        }
+        // rows.len() * n <= m * n, which fits (checked by geometry)
+        if out.len() != rows.len() * n {
+            return Err(Error::InvalidArgument {
+                op: "matmul_t_rows_into",
+                msg: format!(
+                    "output buffer has {} elements, rows {rows:?} of shape {} need {}",
+                    out.len(),
+                    g.out,
+                    rows.len() * n
+                ),
+            });
+        }
+        let a = MatRef::new(self.as_slice(), m, k, transpose_a);
+        let b = MatRef::new(rhs.as_slice(), k, n, transpose_b);
+        // the whole product's kernel choice (`vector`), so the bits match
+        gemm::gemm_part(
+            m == 1 || n == 1,
+            rows.len(),
+            k,
+            n,
+            a.rows_from(rows.start),
+            b,
+            as_uninit_mut(out),
+            n,
+            true,
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +451,45 @@ mod tests {
                 assert!((part.get(&[i, j]).unwrap() - want).abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn row_blocks_into_match_full_product_bits() {
+        for (m, k, n, ta, tb) in [
+            (37, 5, 19, true, false),
+            (300, 1, 64, false, false),
+            (9, 130, 1, true, true),
+            (1, 7, 33, false, true),
+        ] {
+            let (ar, ac) = if ta { (k, m) } else { (m, k) };
+            let (br, bc) = if tb { (n, k) } else { (k, n) };
+            let a = iota(&[ar, ac], 0.37);
+            let b = iota(&[br, bc], 0.11);
+            let full = a.matmul_t(&b, ta, tb).unwrap().to_vec();
+            let mut got = vec![f64::NAN; m * n];
+            let mut r0 = 0;
+            while r0 < m {
+                let r1 = (r0 + 16).min(m);
+                a.matmul_t_rows_into(&b, ta, tb, r0..r1, &mut got[r0 * n..r1 * n])
+                    .unwrap();
+                r0 = r1;
+            }
+            assert!(
+                full.iter()
+                    .zip(&got)
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
+        }
+        let a = iota(&[4, 3], 1.0);
+        let mut small = [0.0; 3];
+        assert!(
+            a.matmul_t_rows_into(&a, false, true, 0..1, &mut small)
+                .is_err()
+        );
+        assert!(
+            a.matmul_t_rows_into(&a, false, true, 3..5, &mut [0.0; 8])
+                .is_err()
+        );
     }
 
     #[test]
