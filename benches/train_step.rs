@@ -85,7 +85,7 @@ fn train_step(c: &mut Criterion) {
 fn update_loops(c: &mut Criterion) {
     let mut group = c.benchmark_group("update");
     for n in [1usize << 18, 1 << 24] {
-        let mb = n * 4 >> 20;
+        let mb = (n * 4) >> 20;
         let g = Tensor::<f32>::full([n], 1e-3).unwrap();
         let grads = [Some(g.clone())];
         let optimizers: [(&str, u64, Box<dyn Optimizer<f32>>); 3] = [
