@@ -600,14 +600,10 @@ impl Common {
             .map(|((_, p), &r)| r * p.cols())
             .max()
             .unwrap_or(0);
-        let mut block: Vec<T> = Vec::new();
-        block.try_reserve_exact(block_len).map_err(|_| {
-            invalid(
-                name,
-                format!("cannot allocate a gradient block of {block_len} elements"),
-            )
-        })?;
-        block.resize(block_len, T::zero());
+        // (a tensor: its buffer comes from, and returns to, rime_tensor's
+        // cache of large buffers, so a step does not page-fault it in)
+        let mut block = Tensor::<T>::zeros([block_len])?;
+        let block = block.make_mut();
 
         // Nothing can fail from here on.
         for (k, &i) in items.iter().enumerate() {
