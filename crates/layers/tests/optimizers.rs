@@ -842,6 +842,56 @@ mod fused {
         assert_ne!(bits(&m.get_weights()), bits(&before));
     }
 
+    /// A collective whose "other process" cancels every gradient: the
+    /// mean it hands back is zero.
+    struct Cancels(usize);
+    impl rime_layers::collective::Collective for Cancels {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn broadcast_state(
+            &mut self,
+            _: &dyn Layer,
+            _: &[rime_tape::Variable<f32>],
+            _: &mut dyn Optimizer,
+        ) -> rime_layers::Result<()> {
+            Ok(())
+        }
+        fn exchange_step(
+            &mut self,
+            step: rime_layers::collective::StepExchange<'_>,
+        ) -> rime_layers::Result<()> {
+            self.0 += 1;
+            for g in step.gradients.iter_mut().flatten() {
+                *g = g.mul_scalar(0.0);
+            }
+            Ok(())
+        }
+        fn reduce_f64(
+            &mut self,
+            _: &mut [f64],
+            _: rime_layers::collective::ReduceOp,
+        ) -> rime_layers::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_step_with_a_collective_averages_before_updating_so_never_fuses() {
+        let m = model::<f32>(false, false);
+        let before = m.get_weights();
+        let mut step =
+            TrainStep::new(&m, Sgd::new(), MeanSquaredError::new()).with_collective(Cancels(0));
+        assert!(!step.fused_updates());
+        let (x, y) = data::<f32>(false, 3, 0);
+        step.run(&x, &y).unwrap();
+        // every gradient went through the exchange (which zeroed it)
+        assert_eq!(bits(&m.get_weights()), bits(&before));
+    }
+
     #[test]
     fn a_custom_loop_opts_in_with_the_same_result() {
         use rime_tape::GradientTape;
