@@ -86,7 +86,7 @@ pub mod prelude {
         TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck, no_record,
         stop_gradient,
     };
-    pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
+    pub use rime_tensor::{DType, Element, PartialShape, Shape, Tensor, seeded_rng};
 
     pub use crate::{Error, Result};
 }

@@ -1,6 +1,6 @@
 //! The error of layer, model, optimizer and loss operations.
 
-use rime_tensor::Shape;
+use rime_tensor::PartialShape;
 
 /// What went wrong. Variants name the layer (or optimizer, loss, file) and
 /// the shapes involved; a call that returns an error changes nothing.
@@ -29,14 +29,32 @@ pub enum Error {
         msg: String,
     },
     /// A layer cannot build for, or be called with, these inputs.
-    #[error("layer `{layer}`: {msg} (input shapes {shapes:?})")]
+    #[error("layer `{layer}`: {msg} (input shapes {})", shapes_text(shapes))]
     Input {
         /// The layer.
         layer: String,
-        /// Shapes of the inputs it was given.
-        shapes: Vec<Shape>,
+        /// Shapes of the inputs it was given (`None`: unknown dimension).
+        shapes: Vec<PartialShape>,
         /// What it needs.
         msg: String,
+    },
+    /// A layer needs the size of an axis that is unknown (`None`) in the
+    /// shapes it is built for: Dense's last axis, a convolution's
+    /// channels. Declare the size (`Input::new([None, Some(16)])` instead of
+    /// `[None, None]`) or build by calling the layer.
+    #[error(
+        "layer `{layer}` needs the size of axis {axis} {what}, unknown in input shapes {}",
+        shapes_text(shapes)
+    )]
+    UnknownDimension {
+        /// The layer.
+        layer: String,
+        /// The shapes it was built for.
+        shapes: Vec<PartialShape>,
+        /// The axis whose size is needed.
+        axis: usize,
+        /// What for (`"to size its kernel"`).
+        what: String,
     },
     /// An invalid layer, optimizer, loss or model argument.
     #[error("{what}: {msg}")]
@@ -105,6 +123,19 @@ pub enum Error {
         /// The version this library reads.
         expected: u32,
     },
+}
+
+/// `[[2, 5], (None, 4)]`: a known shape as a tensor's (`[2, 5]`), one
+/// with unknown dimensions as Keras writes it.
+fn shapes_text(shapes: &[PartialShape]) -> String {
+    let parts: Vec<String> = shapes
+        .iter()
+        .map(|s| match s.known() {
+            Some(k) => k.to_string(),
+            None => s.to_string(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 impl From<rime_tensor::Error> for Error {

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use rime_tape::Variable;
-use rime_tensor::{Element, IntElement, Shape, Tensor};
+use rime_tensor::{Element, IntElement, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{at_build, check_size, constraint, single_shape, validate_regularizers};
@@ -167,7 +167,7 @@ impl<T: Element> Embedding<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn lookup<I: IntElement>(&self, ids: &Tensor<I>) -> Result<Tensor<T>> {
-        self.ensure_built(&[ids.shape().clone()])?;
+        self.ensure_built(&[ids.shape().into()])?;
         let table = self.embeddings.get().ok_or_else(|| self.base.not_built())?;
         let n = self.config.input_dim;
         if let Some((pos, bad)) = ids
@@ -221,7 +221,7 @@ impl<T: Element> Layer<T> for Embedding<T> {
         "Embedding"
     }
 
-    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))?;
         let c = &self.config;
         let table = self.base.add_weight(
@@ -243,11 +243,11 @@ impl<T: Element> Layer<T> for Embedding<T> {
         Ok(vec![table.value().index_select(0, &ids)?.reshape(dims)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let s = single_shape(&self.base, input_shapes, 0)?;
         let mut d = s.dims().to_vec();
-        d.push(self.config.output_dim);
-        Ok(vec![Shape::from(d)])
+        d.push(Some(self.config.output_dim));
+        Ok(vec![PartialShape::from(d)])
     }
 
     fn get_config(&self) -> serde_json::Value {

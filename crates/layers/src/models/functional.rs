@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
@@ -31,8 +31,8 @@ struct GraphNode<T: Element> {
     id: u64,
     kind: NodeKind<T>,
     inputs: Vec<SymbolicTensor<T>>,
-    /// Output shapes, batch axis 1 standing for any batch.
-    output_shapes: Vec<Shape>,
+    /// Output shapes, `None` where unknown (the batch size, at least).
+    output_shapes: Vec<PartialShape>,
 }
 
 /// A placeholder in a model graph: the `index`-th output of a layer call
@@ -58,14 +58,24 @@ impl<T: Element> SymbolicTensor<T> {
         (self.node.id, self.index)
     }
 
-    /// The shape with the batch axis shown as 1.
-    pub fn shape(&self) -> &Shape {
+    /// The shape, `None` where unknown: the batch size, and any other
+    /// dimension the model's inputs leave open (Keras' `x.shape`,
+    /// `(None, 3)`).
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Input};
+    /// let h = Input::<f32>::new([4]).apply(Dense::new(3))?;
+    /// assert_eq!(h.shape().to_string(), "(None, 3)");
+    /// assert_eq!(h.shape().dim(1), Some(3));
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn shape(&self) -> &PartialShape {
         &self.node.output_shapes[self.index]
     }
 
     /// The shape of one example (without the batch axis).
-    pub fn example_shape(&self) -> Shape {
-        Shape::from(&self.shape()[1..])
+    pub fn example_shape(&self) -> PartialShape {
+        self.shape().example()
     }
 
     /// The name of the layer (or input) that produces this tensor.
@@ -109,22 +119,35 @@ pub struct Input<T: Element = f32>(std::marker::PhantomData<T>);
 
 impl<T: Element> Input<T> {
     /// A symbolic input for examples of `shape` (without the batch axis),
-    /// named automatically (`input`, `input_1`, ...).
+    /// named automatically (`input`, `input_1`, ...). Its shape is
+    /// `(None, *shape)`: the batch size is unknown, and so is any
+    /// dimension given as `None` (`Input::new([None, Some(16)])`: sequences
+    /// of any length).
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Input, Layer, Model};
+    /// use rime_tensor::Tensor;
+    /// let x = Input::<f32>::new([None, Some(4)]);
+    /// assert_eq!(x.shape().to_string(), "(None, None, 4)");
+    /// let y = x.apply(Dense::new(2))?;
+    /// assert_eq!(y.shape().to_string(), "(None, None, 2)");
+    /// let model = Model::new(&[&x], &[&y])?;
+    /// assert_eq!(model.call(&Tensor::ones([3, 5, 4])?, false)?.shape(), &[3, 5, 2]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
     #[allow(clippy::new_ret_no_self)]
-    pub fn new(shape: impl Into<Shape>) -> SymbolicTensor<T> {
+    pub fn new(shape: impl Into<PartialShape>) -> SymbolicTensor<T> {
         Self::named(crate::unique_name("input"), shape)
     }
 
     /// A named symbolic input.
-    pub fn named(name: impl Into<String>, shape: impl Into<Shape>) -> SymbolicTensor<T> {
-        let mut dims = vec![1];
-        dims.extend_from_slice(&shape.into());
+    pub fn named(name: impl Into<String>, shape: impl Into<PartialShape>) -> SymbolicTensor<T> {
         SymbolicTensor {
             node: Arc::new(GraphNode {
                 id: NODE_IDS.fetch_add(1, Ordering::Relaxed),
                 kind: NodeKind::Input { name: name.into() },
                 inputs: Vec::new(),
-                output_shapes: vec![Shape::from(dims)],
+                output_shapes: vec![PartialShape::batched(shape)],
             }),
             index: 0,
         }
@@ -146,7 +169,7 @@ pub fn call_symbolic<T: Element>(
     inputs: &[&SymbolicTensor<T>],
 ) -> Result<Vec<SymbolicTensor<T>>> {
     let layer = layer.into_layer_ref();
-    let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
+    let shapes: Vec<PartialShape> = inputs.iter().map(|t| t.shape().clone()).collect();
     layer.ensure_built(&shapes)?;
     let output_shapes = layer.compute_output_shape(&shapes)?;
     let node = Arc::new(GraphNode {
@@ -315,8 +338,8 @@ impl<T: Element> Model<T> {
             })
     }
 
-    /// Output shape (batch axis 1) of each layer node, in execution order.
-    pub(crate) fn node_rows(&self) -> Vec<(LayerRef<T>, Shape)> {
+    /// Output shape of each layer node, in execution order.
+    pub(crate) fn node_rows(&self) -> Vec<(LayerRef<T>, PartialShape)> {
         let mut seen = FxHashSet::default();
         self.order
             .iter()
@@ -337,7 +360,7 @@ impl<T: Element> Model<T> {
                 .bad_input(&shapes(), format!("expects {} inputs", self.inputs.len())));
         }
         for (t, s) in inputs.iter().zip(&self.inputs) {
-            if t.rank() != s.shape().rank() || t.dims()[1..] != s.shape()[1..] {
+            if !s.shape().matches(t.shape()) {
                 return Err(self.base.bad_input(
                     &shapes(),
                     format!(
@@ -401,14 +424,14 @@ impl<T: Element> Layer<T> for Model<T> {
             .collect())
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         if input_shapes.len() != self.inputs.len() {
             return Err(self.base.bad_input(
                 input_shapes,
                 format!("expects {} inputs", self.inputs.len()),
             ));
         }
-        let mut shapes: FxHashMap<Key, Shape> = self
+        let mut shapes: FxHashMap<Key, PartialShape> = self
             .inputs
             .iter()
             .map(|s| s.key())
@@ -418,7 +441,7 @@ impl<T: Element> Layer<T> for Model<T> {
             let NodeKind::Layer(layer) = &node.kind else {
                 continue;
             };
-            let args: Vec<Shape> = node
+            let args: Vec<PartialShape> = node
                 .inputs
                 .iter()
                 .map(|s| shapes[&s.key()].clone())
@@ -474,7 +497,9 @@ struct TensorRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct InputConfig {
     name: String,
-    shape: Vec<usize>,
+    /// One example's shape, `null` for an unknown dimension (files from
+    /// before unknown dimensions hold plain sizes and read as is).
+    shape: Vec<Option<usize>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
