@@ -71,6 +71,25 @@ trait Micro: Element {
         ldc: usize,
         acc: bool,
     );
+
+    /// Packs one whole A micro-panel from `MR` rows stored contiguously
+    /// (`csa == 1`, the layout of activations): `dst[p·MR + r] = a[r·rsa +
+    /// p]`, transposing 8×8 (f32) or 4×4 (f64) blocks in registers rather
+    /// than moving one element at a time.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; rows `r < MR` at `a + r·rsa` hold `kc`
+    /// readable elements; `dst` holds `MR·kc` writable elements.
+    unsafe fn pack_a_rows(kc: usize, a: *const Self, rsa: usize, dst: *mut Self);
+
+    /// Packs one whole B micro-panel from `NR` columns stored contiguously
+    /// (`rsb == 1`, a transposed weight): `dst[p·NR + j] = b[j·csb + p]`,
+    /// by register transposes as [`Micro::pack_a_rows`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; columns `j < NR` at `b + j·csb` hold `kc`
+    /// readable elements; `dst` holds `NR·kc` writable elements.
+    unsafe fn pack_b_cols(kc: usize, b: *const Self, csb: usize, dst: *mut Self);
 }
 
 /// A cache line of packing buffer: the buffers are vectors of these, so
@@ -229,15 +248,11 @@ unsafe fn pack_a<T: Micro>(mc: usize, kc: usize, a: *const T, rsa: usize, csa: u
         // SAFETY (the loops): reads are of rows i0 + r < mc and columns
         // p < kc of the block; writes are at p·MR + r < MR·kc in the panel.
         if csa == 1 && rows == mr {
-            // rows contiguous: MR streams read along p, the panel written
-            // in order
-            let src: [*const T; 8] =
-                std::array::from_fn(|r| unsafe { a.add((i0 + r.min(mr - 1)) * rsa) });
-            for p in 0..kc {
-                for (r, s) in src.iter().enumerate().take(mr) {
-                    unsafe { *panel.add(p * mr + r) = *s.add(p) };
-                }
-            }
+            // SAFETY: MR whole rows of kc elements at stride rsa inside the
+            // block; the panel holds MR·kc elements; AVX2 (this module's
+            // precondition).
+            unsafe { T::pack_a_rows(kc, a.add(i0 * rsa), rsa, panel) };
+            continue;
         } else if csa == 1 {
             // rows contiguous: read along each row
             for r in 0..rows {
@@ -277,6 +292,13 @@ unsafe fn pack_b<T: Micro>(kc: usize, nc: usize, b: *const T, rsb: usize, csb: u
         let panel = unsafe { dst.add(q * nr * kc) };
         // SAFETY (the loops): reads are of rows p < kc and columns
         // j0 + j < nc of the block; writes at p·NR + j < NR·kc in the panel.
+        if csb != 1 && rsb == 1 && cols == nr {
+            // SAFETY: NR whole columns of kc elements at stride csb inside
+            // the block; the panel holds NR·kc elements; AVX2 (this
+            // module's precondition).
+            unsafe { T::pack_b_cols(kc, b.add(j0 * csb), csb, panel) };
+            continue;
+        }
         if csb == 1 && cols == nr {
             for p in 0..kc {
                 unsafe {
@@ -503,6 +525,184 @@ mod x86 {
         )
     }
 
+    /// Transposes the 8×8 block in `r`: afterwards `r[c][i]` is the old
+    /// `r[i][c]`.
+    #[inline(always)]
+    fn transpose8_ps(r: &mut [__m256; 8]) {
+        // SAFETY: register shuffles only (AVX, which the callers enable).
+        unsafe {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+            r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+            r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+            r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+            r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+            r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+            r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+            r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
+        }
+    }
+
+    /// Transposes the 4×4 block in `r`: afterwards `r[c][i]` is the old
+    /// `r[i][c]`.
+    #[inline(always)]
+    fn transpose4_pd(r: &mut [__m256d; 4]) {
+        // SAFETY: register shuffles only (AVX, which the callers enable).
+        unsafe {
+            let t0 = _mm256_unpacklo_pd(r[0], r[1]);
+            let t1 = _mm256_unpackhi_pd(r[0], r[1]);
+            let t2 = _mm256_unpacklo_pd(r[2], r[3]);
+            let t3 = _mm256_unpackhi_pd(r[2], r[3]);
+            r[0] = _mm256_permute2f128_pd::<0x20>(t0, t2);
+            r[1] = _mm256_permute2f128_pd::<0x20>(t1, t3);
+            r[2] = _mm256_permute2f128_pd::<0x31>(t0, t2);
+            r[3] = _mm256_permute2f128_pd::<0x31>(t1, t3);
+        }
+    }
+
+    /// # Safety
+    /// As [`Micro::pack_a_rows`] for f32 (MR 6).
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_a_rows_f32(kc: usize, a: *const f32, rsa: usize, dst: *mut f32) {
+        let full = kc - kc % 8;
+        for p in (0..full).step_by(8) {
+            // rows 6 and 7 are padding: their lanes land in the two slots
+            // that the next column's store overwrites
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, v) in r.iter_mut().enumerate().take(6) {
+                // SAFETY: row i < MR, elements p..p + 8 <= kc.
+                *v = unsafe { _mm256_loadu_ps(a.add(i * rsa + p)) };
+            }
+            transpose8_ps(&mut r);
+            // SAFETY: column p + c is dst[(p + c)·6 ..][..6]; the 8-lane
+            // stores of columns 0..7 reach 2 elements into the next
+            // column, which its own store then writes; the last column is
+            // stored as 4 + 2 lanes, so nothing is written past column p + 7.
+            unsafe {
+                for (c, v) in r.iter().enumerate().take(7) {
+                    _mm256_storeu_ps(dst.add((p + c) * 6), *v);
+                }
+                let last = dst.add((p + 7) * 6);
+                _mm_storeu_ps(last, _mm256_castps256_ps128(r[7]));
+                let hi = _mm256_extractf128_ps::<1>(r[7]);
+                _mm_store_sd(last.add(4).cast(), _mm_castps_pd(hi));
+            }
+        }
+        for p in full..kc {
+            for i in 0..6 {
+                // SAFETY: row i < MR, element p < kc; slot p·6 + i < 6·kc.
+                unsafe { *dst.add(p * 6 + i) = *a.add(i * rsa + p) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`Micro::pack_b_cols`] for f32 (NR 16).
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_b_cols_f32(kc: usize, b: *const f32, csb: usize, dst: *mut f32) {
+        let full = kc - kc % 8;
+        for p in (0..full).step_by(8) {
+            for half in 0..2 {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (j, v) in r.iter_mut().enumerate() {
+                    // SAFETY: column 8·half + j < NR, elements p..p + 8 <= kc.
+                    *v = unsafe { _mm256_loadu_ps(b.add((8 * half + j) * csb + p)) };
+                }
+                transpose8_ps(&mut r);
+                for (c, v) in r.iter().enumerate() {
+                    // SAFETY: row p + c < kc of the panel, lanes 8·half.. of 16.
+                    unsafe { _mm256_storeu_ps(dst.add((p + c) * 16 + 8 * half), *v) };
+                }
+            }
+        }
+        for p in full..kc {
+            for j in 0..16 {
+                // SAFETY: column j < NR, element p < kc; slot p·16 + j.
+                unsafe { *dst.add(p * 16 + j) = *b.add(j * csb + p) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`Micro::pack_a_rows`] for f64 (MR 6).
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_a_rows_f64(kc: usize, a: *const f64, rsa: usize, dst: *mut f64) {
+        let full = kc - kc % 4;
+        for p in (0..full).step_by(4) {
+            // SAFETY (the block): rows i < MR, elements p..p + 4 <= kc;
+            // column p + c is dst[(p + c)·6 ..][..6]: rows 0-3 from the
+            // transposed block, rows 4-5 as pairs.
+            unsafe {
+                let mut r: [__m256d; 4] =
+                    std::array::from_fn(|i| _mm256_loadu_pd(a.add(i * rsa + p)));
+                transpose4_pd(&mut r);
+                let r4 = _mm256_loadu_pd(a.add(4 * rsa + p));
+                let r5 = _mm256_loadu_pd(a.add(5 * rsa + p));
+                let lo = _mm256_unpacklo_pd(r4, r5); // (4,5) at p, p + 2
+                let hi = _mm256_unpackhi_pd(r4, r5); // (4,5) at p + 1, p + 3
+                let pairs = [
+                    _mm256_castpd256_pd128(lo),
+                    _mm256_castpd256_pd128(hi),
+                    _mm256_extractf128_pd::<1>(lo),
+                    _mm256_extractf128_pd::<1>(hi),
+                ];
+                for c in 0..4 {
+                    let col = dst.add((p + c) * 6);
+                    _mm256_storeu_pd(col, r[c]);
+                    _mm_storeu_pd(col.add(4), pairs[c]);
+                }
+            }
+        }
+        for p in full..kc {
+            for i in 0..6 {
+                // SAFETY: row i < MR, element p < kc; slot p·6 + i < 6·kc.
+                unsafe { *dst.add(p * 6 + i) = *a.add(i * rsa + p) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`Micro::pack_b_cols`] for f64 (NR 8).
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_b_cols_f64(kc: usize, b: *const f64, csb: usize, dst: *mut f64) {
+        let full = kc - kc % 4;
+        for p in (0..full).step_by(4) {
+            for half in 0..2 {
+                // SAFETY: columns 4·half + j < NR, elements p..p + 4 <= kc;
+                // rows p + c < kc of the panel, lanes 4·half.. of 8.
+                unsafe {
+                    let mut r: [__m256d; 4] =
+                        std::array::from_fn(|j| _mm256_loadu_pd(b.add((4 * half + j) * csb + p)));
+                    transpose4_pd(&mut r);
+                    for (c, v) in r.iter().enumerate() {
+                        _mm256_storeu_pd(dst.add((p + c) * 8 + 4 * half), *v);
+                    }
+                }
+            }
+        }
+        for p in full..kc {
+            for j in 0..8 {
+                // SAFETY: column j < NR, element p < kc; slot p·8 + j.
+                unsafe { *dst.add(p * 8 + j) = *b.add(j * csb + p) };
+            }
+        }
+    }
+
     impl Micro for f32 {
         const MR: usize = 6;
         const NR: usize = 16;
@@ -520,6 +720,16 @@ mod x86 {
         ) {
             // SAFETY: the trait's contract.
             unsafe { kernel_f32(kc, a, b, c, ldc, acc) }
+        }
+        #[inline(always)]
+        unsafe fn pack_a_rows(kc: usize, a: *const f32, rsa: usize, dst: *mut f32) {
+            // SAFETY: the trait's contract.
+            unsafe { pack_a_rows_f32(kc, a, rsa, dst) }
+        }
+        #[inline(always)]
+        unsafe fn pack_b_cols(kc: usize, b: *const f32, csb: usize, dst: *mut f32) {
+            // SAFETY: the trait's contract.
+            unsafe { pack_b_cols_f32(kc, b, csb, dst) }
         }
     }
 
@@ -540,6 +750,16 @@ mod x86 {
         ) {
             // SAFETY: the trait's contract.
             unsafe { kernel_f64(kc, a, b, c, ldc, acc) }
+        }
+        #[inline(always)]
+        unsafe fn pack_a_rows(kc: usize, a: *const f64, rsa: usize, dst: *mut f64) {
+            // SAFETY: the trait's contract.
+            unsafe { pack_a_rows_f64(kc, a, rsa, dst) }
+        }
+        #[inline(always)]
+        unsafe fn pack_b_cols(kc: usize, b: *const f64, csb: usize, dst: *mut f64) {
+            // SAFETY: the trait's contract.
+            unsafe { pack_b_cols_f64(kc, b, csb, dst) }
         }
     }
 }
