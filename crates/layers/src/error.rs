@@ -56,6 +56,35 @@ pub enum Error {
         /// What for (`"to size its kernel"`).
         what: String,
     },
+    /// An id outside a table: an `Embedding` looked up with a negative id
+    /// or one `>= input_dim`.
+    ///
+    /// ```
+    /// use rime_layers::{Embedding, Error};
+    /// use rime_tensor::Tensor;
+    /// let emb = Embedding::<f32>::new(10, 2).named("words");
+    /// let e = emb.lookup(&Tensor::vector(vec![3i64, 16_777_217])).unwrap_err();
+    /// assert!(matches!(e, Error::IndexOutOfBounds { index: 16_777_217, bound: 10, .. }));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "layer `words`: id 16777217 at flat position 1 is out of range 0..10 (ids of shape [2])"
+    /// );
+    /// ```
+    #[error(
+        "layer `{layer}`: id {index} at flat position {position} is out of range 0..{bound} (ids of shape {shape})"
+    )]
+    IndexOutOfBounds {
+        /// The layer.
+        layer: String,
+        /// The id (exactly as given).
+        index: i64,
+        /// Its position in the ids, flattened.
+        position: usize,
+        /// The table size (`input_dim`).
+        bound: usize,
+        /// The ids' shape.
+        shape: rime_tensor::Shape,
+    },
     /// An invalid layer, optimizer, loss or model argument.
     #[error("{what}: {msg}")]
     InvalidArgument {

@@ -30,7 +30,7 @@ use rustc_hash::FxHashSet;
 
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{Error, Result};
+use crate::{Error, ModelData, Result};
 
 /// The two sizes the default [`Layer::compute_output_shape`] gives an
 /// unknown dimension to find which output dimensions depend on it.
@@ -242,6 +242,57 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         }
         let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
         self.call_with(inputs, call.ctx)
+    }
+
+    /// [`apply`](Layer::apply) on model data: inputs that may be integer
+    /// tensors (token ids), as a model's first layers get them. Builds if
+    /// needed, then runs [`call_data_with`](Layer::call_data_with) with
+    /// the same context rules as `apply`; all-float inputs go through
+    /// `apply` itself.
+    ///
+    /// ```
+    /// use rime_layers::{CallContext, Dense, Embedding, Layer, ModelData};
+    /// use rime_tensor::Tensor;
+    /// let ids = ModelData::<f32>::from(Tensor::vector(vec![3i64, 0]));
+    /// // an Embedding reads the ids as integers
+    /// let emb = Embedding::<f32>::new(4, 2);
+    /// let rows = emb.apply_data(std::slice::from_ref(&ids), CallContext::INFERENCE)?;
+    /// assert_eq!(rows[0].shape(), &[2, 2]);
+    /// // another layer casts them to its float type (Keras)
+    /// let dense = Dense::<f32>::new(1);
+    /// let x = ModelData::<f32>::from(Tensor::from_vec(vec![1i64, 2], [1, 2])?);
+    /// let y = dense.apply_data(&[x], CallContext::INFERENCE)?;
+    /// assert_eq!(y[0], dense.call(&Tensor::from_vec(vec![1.0, 2.0], [1, 2])?, false)?);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn apply_data(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        if let Some(floats) = inputs
+            .iter()
+            .map(|d| d.as_float().cloned())
+            .collect::<Option<Vec<_>>>()
+        {
+            return self.apply(&floats, ctx);
+        }
+        if !self.built() {
+            let shapes: Vec<PartialShape> = inputs.iter().map(|d| d.shape().into()).collect();
+            self.ensure_built(&shapes)?;
+        }
+        let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
+        self.call_data_with(inputs, call.ctx)
+    }
+
+    /// The computation on model data with integer inputs (see
+    /// [`apply_data`](Layer::apply_data)). The default casts integers to
+    /// the layer's float type, as Keras does for a float layer fed
+    /// integers, and runs [`call_with`](Layer::call_with); `Embedding`
+    /// reads ids as integers, and models pass the data on to the layers
+    /// that take their inputs.
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let floats = inputs
+            .iter()
+            .map(ModelData::to_float)
+            .collect::<Result<Vec<_>>>()?;
+        self.call_with(&floats, ctx)
     }
 
     /// Calls the layer on one input, expecting one output.
@@ -1002,6 +1053,12 @@ impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
     }
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         (**self).apply(inputs, ctx)
+    }
+    fn apply_data(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).apply_data(inputs, ctx)
+    }
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).call_data_with(inputs, ctx)
     }
     fn losses(&self) -> Result<Vec<Tensor<T>>> {
         (**self).losses()

@@ -58,5 +58,5 @@ pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
 pub use staging::{assign_state, current_state};
-pub use target::Target;
+pub use target::{ModelData, Target};
 pub use train::TrainStep;

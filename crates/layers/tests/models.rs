@@ -542,3 +542,43 @@ fn shapes_with_unknown_dimensions_propagate() {
         "(2, 3)"
     );
 }
+
+#[test]
+fn an_integer_input_converts_whole_floats_and_keeps_its_dtype_in_the_config() {
+    use rime_layers::config::{LayerConfig, layer_from_config};
+    use rime_layers::{CallContext, Embedding, Flatten, ModelData};
+    use rime_tensor::DType;
+    let x = Input::<f32>::with_dtype([2], DType::I64);
+    assert_eq!(x.dtype(), DType::I64);
+    let y = x
+        .apply(Embedding::new(5, 3))
+        .unwrap()
+        .apply(Flatten::new())
+        .unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    let model = Model::new(&[&x], &[&y]).unwrap();
+    let ids = Tensor::from_vec(vec![4i64, 0, 2, 2], [2, 2]).unwrap();
+    let by_ids = model
+        .apply_data(&[ModelData::from(&ids)], CallContext::INFERENCE)
+        .unwrap();
+    // whole floats given for the integer input are converted exactly
+    let as_floats = model.call(&ids.to_dtype::<f32>().unwrap(), false).unwrap();
+    assert_eq!(by_ids[0], as_floats);
+    assert_eq!(by_ids[0].shape(), &[2, 6]);
+    let err = model.call(&t(&[1.5, 0.0], &[1, 2]), false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Input { msg, .. } if msg.contains("i64") && msg.contains("1.5")),
+        "{err:?}"
+    );
+    // the dtype survives the config (Keras' name)
+    let cfg = LayerConfig::of(&model);
+    assert_eq!(cfg.config["inputs"][0]["dtype"], "int64");
+    let again = layer_from_config::<f32>(&cfg).unwrap();
+    again.set_weights(&model.get_weights()).unwrap();
+    assert_eq!(
+        again
+            .apply_data(&[ModelData::from(&ids)], CallContext::INFERENCE)
+            .unwrap(),
+        by_ids
+    );
+}

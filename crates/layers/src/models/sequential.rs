@@ -2,13 +2,13 @@
 
 use std::sync::RwLock;
 
-use rime_tensor::{Element, PartialShape, Tensor};
+use rime_tensor::{Element, PartialShape, Shape, Tensor};
 use serde_json::json;
 
 use super::IntoLayerRef;
 use crate::config::{LayerConfig, layer_from_config, parse};
 use crate::layer::LayerRef;
-use crate::{CallContext, Error, Layer, LayerBase, Result};
+use crate::{CallContext, Error, Layer, LayerBase, ModelData, Result};
 
 /// A linear stack of layers, each fed the previous one's output.
 ///
@@ -157,6 +157,47 @@ impl<T: Element> Sequential<T> {
     }
 }
 
+impl<T: Element> Sequential<T> {
+    /// The forward pass: `first` calls the first layer on the model's
+    /// input (of shape `input`), each next layer gets the previous output.
+    fn run(
+        &self,
+        input: &Shape,
+        first: impl FnOnce(&LayerRef<T>) -> Result<Vec<Tensor<T>>>,
+        ctx: CallContext,
+    ) -> Result<Vec<Tensor<T>>> {
+        let layers = self.layers();
+        let Some((head, rest)) = layers.split_first() else {
+            return Err(Error::Graph {
+                model: self.name().to_string(),
+                msg: "has no layers".into(),
+            });
+        };
+        let one = |l: &LayerRef<T>, mut out: Vec<Tensor<T>>| {
+            if out.len() != 1 {
+                return Err(Error::Graph {
+                    model: self.name().to_string(),
+                    msg: format!(
+                        "layer `{}` returned {} outputs; Sequential needs one",
+                        l.name(),
+                        out.len()
+                    ),
+                });
+            }
+            Ok(out.remove(0))
+        };
+        let mut x = one(head, first(head)?)?;
+        for l in rest {
+            x = one(l, l.apply(std::slice::from_ref(&x), ctx)?)?;
+        }
+        let mut recorded = self.build_shape.write().unwrap_or_else(|p| p.into_inner());
+        if recorded.is_none() && input.rank() >= 1 {
+            *recorded = Some(PartialShape::from(&input[1..]));
+        }
+        Ok(vec![x])
+    }
+}
+
 fn single_shape<T: Element>(
     l: &dyn Layer<T>,
     mut shapes: Vec<PartialShape>,
@@ -184,27 +225,26 @@ impl<T: Element> Layer<T> for Sequential<T> {
     }
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        let mut x = self.base.single(inputs)?.clone();
-        let example = (x.rank() >= 1).then(|| PartialShape::from(&x.dims()[1..]));
-        for l in self.layers() {
-            let mut out = l.apply(std::slice::from_ref(&x), ctx)?;
-            if out.len() != 1 {
-                return Err(Error::Graph {
-                    model: self.name().to_string(),
-                    msg: format!(
-                        "layer `{}` returned {} outputs; Sequential needs one",
-                        l.name(),
-                        out.len()
-                    ),
-                });
-            }
-            x = out.remove(0);
+        let x = self.base.single(inputs)?;
+        if self.layers().is_empty() {
+            return Ok(vec![x.clone()]);
         }
-        let mut first = self.build_shape.write().unwrap_or_else(|p| p.into_inner());
-        if first.is_none() {
-            *first = example;
+        self.run(x.shape(), |first| first.apply(inputs, ctx), ctx)
+    }
+
+    /// Integer ids go to the first layer as they are (an `Embedding` reads
+    /// them exactly; another layer casts them, as in Keras).
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let [x] = inputs else {
+            let shapes: Vec<_> = inputs.iter().map(|d| d.shape().clone()).collect();
+            return Err(self
+                .base
+                .bad_input(&shapes, format!("expects one input, got {}", inputs.len())));
+        };
+        if self.layers().is_empty() {
+            return Ok(vec![x.to_float()?]);
         }
-        Ok(vec![x])
+        self.run(x.shape(), |first| first.apply_data(inputs, ctx), ctx)
     }
 
     fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
