@@ -261,6 +261,13 @@ unsafe fn pack_a<T: Micro>(mc: usize, kc: usize, a: *const T, rsa: usize, csa: u
                     unsafe { *panel.add(p * mr + r) = *src.add(p) };
                 }
             }
+        } else if rsa == 1 && rows == mr {
+            // columns contiguous (A read transposed): MR elements per step
+            for p in 0..kc {
+                unsafe {
+                    std::ptr::copy_nonoverlapping(a.add(i0 + p * csa), panel.add(p * mr), mr)
+                };
+            }
         } else {
             for p in 0..kc {
                 let src = unsafe { a.add(i0 * rsa + p * csa) };

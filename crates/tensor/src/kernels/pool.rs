@@ -141,7 +141,32 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
     let [oh, ow] = g.output;
     let image = ih * iw * c;
     let disjoint = g.strides[0] >= g.pool[0] && g.strides[1] >= g.pool[1];
+    // disjoint windows write each element they cover once; the others
+    // (gaps between windows, edges no window reaches) are zeroed
+    let mut rows = vec![false; ih];
+    let mut cols = vec![false; iw];
+    if ow > 0 {
+        for oy in 0..oh {
+            rows[window(g, oy, 0).0].fill(true);
+        }
+    }
+    if oh > 0 {
+        for ox in 0..ow {
+            cols[window(g, 0, ox).1].fill(true);
+        }
+    }
     per_image(n, image, g, |b, dx| {
+        if disjoint {
+            for (iy, row) in dx.chunks_mut(iw * c).enumerate() {
+                for (ix, px) in row.chunks_mut(c).enumerate() {
+                    if !(rows[iy] && cols[ix]) {
+                        zeroed(px);
+                    }
+                }
+            }
+        } else {
+            zeroed(dx);
+        }
         vectorized(
             #[inline(always)]
             || {
@@ -169,10 +194,14 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
                                 let at = (iy * iw + ix) * c;
                                 let px = &x[b * image + at..b * image + at + c];
                                 let t = &mut dx[at..at + c];
-                                if disjoint {
-                                    route::<T, false>(t, px, &top, d, &mut open);
-                                } else {
-                                    route::<T, true>(t, px, &top, d, &mut open);
+                                // SAFETY: with overlapping windows dx was
+                                // zeroed above (ADD reads it).
+                                unsafe {
+                                    if disjoint {
+                                        route::<T, false>(t, px, &top, d, &mut open);
+                                    } else {
+                                        route::<T, true>(t, px, &top, d, &mut open);
+                                    }
                                 }
                             }
                         }
@@ -190,8 +219,17 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
 ///
 /// Selects only between fresh values: a select that keeps the old value
 /// compiles to a masked load/store, which is microcoded and slow on AMD.
+///
+/// # Safety
+/// With `ADD`, every element of `t` is initialized.
 #[inline(always)]
-fn route<T: Element, const ADD: bool>(t: &mut [T], px: &[T], top: &[T], d: &[T], open: &mut [T]) {
+unsafe fn route<T: Element, const ADD: bool>(
+    t: &mut [MaybeUninit<T>],
+    px: &[T],
+    top: &[T],
+    d: &[T],
+    open: &mut [T],
+) {
     let c = t.len();
     let (px, top, d, open) = (&px[..c], &top[..c], &d[..c], &mut open[..c]);
     for k in 0..c {
@@ -200,7 +238,13 @@ fn route<T: Element, const ADD: bool>(t: &mut [T], px: &[T], top: &[T], d: &[T],
         let eq = (v == m) | ((v != v) & (m != m));
         let was_open = open[k] > T::zero();
         let add = if was_open & eq { d[k] } else { T::zero() };
-        t[k] = if ADD { t[k] + add } else { add };
+        // SAFETY: read only with ADD, when t is initialized (the contract).
+        let prev = if ADD {
+            unsafe { t[k].assume_init() }
+        } else {
+            T::zero()
+        };
+        t[k].write(if ADD { prev + add } else { add });
         open[k] = if was_open & !eq { T::one() } else { T::zero() };
     }
 }
@@ -266,6 +310,7 @@ pub(crate) fn avg_pool2d_grad<T: Element>(dy: &[T], g: &Pool2dGeometry) -> Vec<T
     let [n, ih, iw, c] = g.input;
     let [oh, ow] = g.output;
     per_image(n, ih * iw * c, g, |b, dx| {
+        let dx = zeroed(dx);
         vectorized(
             #[inline(always)]
             || {
@@ -290,27 +335,41 @@ pub(crate) fn avg_pool2d_grad<T: Element>(dy: &[T], g: &Pool2dGeometry) -> Vec<T
     })
 }
 
-/// A zeroed input-shaped buffer filled image by image by `f(b, image)`
-/// (images in parallel when the work is large).
+/// An input-shaped buffer filled image by image by `f(b, image)` (images
+/// in parallel when the work is large). `f` must initialize every element
+/// of its image ([`zeroed`] first when it accumulates).
 fn per_image<T: Element>(
     n: usize,
     image: usize,
     g: &Pool2dGeometry,
-    f: impl Fn(usize, &mut [T]) + Sync,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
-    let mut dx = crate::memory::filled(n * image, T::zero());
-    if image == 0 {
-        return dx;
-    }
+    let mut dx: Vec<T> = crate::memory::take(n * image);
+    let spare = &mut dx.spare_capacity_mut()[..n * image];
     let work = n * g.output[0] * g.output[1] * g.input[3] * g.pool[0] * g.pool[1];
     if parallel(work) && n > 1 {
-        par_chunks(&mut dx, image, f);
+        par_chunks(spare, image, f);
     } else {
-        for (b, d) in dx.chunks_mut(image).enumerate() {
+        for (b, d) in spare.chunks_mut(image.max(1)).enumerate() {
             f(b, d);
         }
     }
+    // SAFETY: `f` initialized every element of each of the n images.
+    unsafe { dx.set_len(n * image) };
     dx
+}
+
+/// `d` set to zeros, as initialized elements. Done per image by the task
+/// that accumulates into it, just before (in cache, on every thread), not
+/// as one cold pass over the batch.
+#[inline(always)]
+fn zeroed<T: Element>(d: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: all-zero bytes are a valid `T` (`Scalar: Pod`), so after the
+    // memset the elements are initialized; the slice keeps `d`'s borrow.
+    unsafe {
+        d.as_mut_ptr().write_bytes(0, d.len());
+        std::slice::from_raw_parts_mut(d.as_mut_ptr().cast::<T>(), d.len())
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +399,11 @@ mod tests {
             ([3, 3], [1, 1], Padding::Same),
             ([2, 3], [1, 2], Padding::Same),
             ([3, 2], [2, 1], Padding::Valid),
+            // disjoint windows with gaps between them, and edges no window
+            // reaches or windows past the edge
+            ([2, 2], [3, 3], Padding::Valid),
+            ([2, 1], [3, 2], Padding::Same),
+            ([2, 2], [2, 2], Padding::Same),
         ] {
             let input = Shape::from([2, 5, 6, 3]);
             let opts = Pool2dOptions::new(pool).strides(strides).padding(padding);
@@ -352,6 +416,35 @@ mod tests {
             let got = max_pool2d_grad(&x, &dy, &g);
             let want = routed(&x, &dy, &g);
             assert_eq!(got, want, "pool {pool:?} strides {strides:?} {padding:?}");
+        }
+    }
+
+    #[test]
+    fn max_pool_grad_zeroes_what_no_window_covers_in_a_reused_buffer() {
+        // large enough for the buffer cache, which is primed with NaNs of
+        // the output's size: every element must be written
+        let input = Shape::from([2, 41, 43, 16]);
+        for (pool, strides) in [([2, 2], [2, 2]), ([2, 2], [3, 4]), ([3, 3], [2, 2])] {
+            let opts = Pool2dOptions::new(pool).strides(strides);
+            let g = Pool2dGeometry::new("max_pool2d", &input, &opts).unwrap();
+            let x: Vec<f64> = (0..input.numel())
+                .map(|i| ((i * 37) % 101) as f64)
+                .collect();
+            let outs = g.input[0] * g.output[0] * g.output[1] * g.input[3];
+            let dy: Vec<f64> = (0..outs).map(|i| 1.0 + (i % 13) as f64).collect();
+            crate::memory::recycle(vec![f64::NAN; input.numel()]);
+            let got = max_pool2d_grad(&x, &dy, &g);
+            assert_eq!(
+                got,
+                routed(&x, &dy, &g),
+                "pool {pool:?} strides {strides:?}"
+            );
+            crate::memory::recycle(vec![f64::NAN; input.numel()]);
+            let got = avg_pool2d_grad(&dy, &g);
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "avg pool {pool:?} {strides:?}"
+            );
         }
     }
 }
