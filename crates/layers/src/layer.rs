@@ -310,6 +310,32 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         Ok(out.remove(0))
     }
 
+    /// [`call`](Layer::call) on model data: one input that may be integer
+    /// ids (see [`apply_data`](Layer::apply_data)), one output.
+    ///
+    /// ```
+    /// use rime_layers::{Embedding, Layer, ModelData, Sequential};
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new().add(Embedding::new(10, 2));
+    /// let ids = Tensor::vector(vec![9i64, 0, 9]);
+    /// let rows = model.call_data(&ModelData::from(&ids), false)?;
+    /// assert_eq!(rows.shape(), &[3, 2]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn call_data(&self, x: &ModelData<T>, training: bool) -> Result<Tensor<T>> {
+        let mut out = self.apply_data(std::slice::from_ref(x), CallContext::new(training))?;
+        if out.len() != 1 {
+            return Err(Error::InvalidArgument {
+                what: format!("layer `{}`", self.name()),
+                msg: format!(
+                    "call_data expects one output, the layer returned {}; use apply_data",
+                    out.len()
+                ),
+            });
+        }
+        Ok(out.remove(0))
+    }
+
     /// Calls the layer on several inputs.
     fn call_many(&self, inputs: &[Tensor<T>], training: bool) -> Result<Vec<Tensor<T>>> {
         self.apply(inputs, CallContext::new(training))
