@@ -64,6 +64,16 @@ fn max_pool(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new(format!("{name}_grad"), 64), |b| {
             b.iter(|| black_box(x.max_pool2d_grad(&dy, &geom).expect("shapes")))
         });
+        // as the gradient rule runs it: the window maxima read from the output
+        let pooled = x.max_pool2d_with(&geom).expect("shapes");
+        g.bench_function(BenchmarkId::new(format!("{name}_grad_pooled"), 64), |b| {
+            b.iter(|| {
+                black_box(
+                    x.max_pool2d_grad_pooled(&pooled, &dy, &geom)
+                        .expect("shapes"),
+                )
+            })
+        });
     }
     g.finish();
 }

@@ -190,6 +190,7 @@ pub(crate) trait Table<T: Element>: Sync {
     fn max_pool2d_grad(
         &self,
         x: &Tensor<T>,
+        pooled: Option<&Tensor<T>>,
         dy: &Tensor<T>,
         g: &Pool2dGeometry,
     ) -> Result<Tensor<T>>;
@@ -335,10 +336,11 @@ impl<T: Element> Table<T> for Native<T> {
     fn max_pool2d_grad(
         &self,
         x: &Tensor<T>,
+        pooled: Option<&Tensor<T>>,
         dy: &Tensor<T>,
         g: &Pool2dGeometry,
     ) -> Result<Tensor<T>> {
-        x.max_pool2d_grad_native(dy, g)
+        x.max_pool2d_grad_native(pooled, dy, g)
     }
     fn max_pool2d_gradgrad(
         &self,

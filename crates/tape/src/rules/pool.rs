@@ -13,7 +13,8 @@ use crate::Result;
 pub(super) fn backward<T: Element>(op: &PoolOp, c: &Ctx<'_, T>) -> Result<Grads<T>> {
     let (x, dy) = (c.x[0], c.dy);
     Ok(match op {
-        PoolOp::MaxPool2d(g) => one(c.grad_if(0, || x.max_pool2d_grad(dy, g))?),
+        // the output holds each window's maximum: read, not searched again
+        PoolOp::MaxPool2d(g) => one(c.grad_if(0, || x.max_pool2d_grad_pooled(c.y, dy, g))?),
         PoolOp::MaxPool2dGrad(g) => two(
             c.grad_if(0, || Ok(Tensor::zeros_like(x)))?,
             c.grad_if(1, || x.max_pool2d_gradgrad(dy, g))?,

@@ -136,7 +136,12 @@ fn argmax_image<T: Element>(
 /// [`argmax_image`]). Branch-free per channel so it vectorizes: the
 /// window's max first, then the first element equal to it (or the first
 /// NaN when the max is NaN) takes the gradient.
-pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry) -> Vec<T> {
+pub(crate) fn max_pool2d_grad<T: Element>(
+    x: &[T],
+    pooled: Option<&[T]>,
+    dy: &[T],
+    g: &Pool2dGeometry,
+) -> Vec<T> {
     let [n, ih, iw, c] = g.input;
     let [oh, ow] = g.output;
     let image = ih * iw * c;
@@ -179,15 +184,21 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
                         let (ys, xs) = window(g, oy, ox);
                         let o = ((b * oh + oy) * ow + ox) * c;
                         let d = &dy[o..o + c];
-                        top.fill(T::neg_infinity());
-                        for iy in ys.clone() {
-                            for ix in xs.clone() {
-                                let at = ((b * ih + iy) * iw + ix) * c;
-                                for (t, &v) in top.iter_mut().zip(&x[at..at + c]) {
-                                    *t = window_max(*t, v);
+                        let top = match pooled {
+                            Some(p) => &p[o..o + c],
+                            None => {
+                                top.fill(T::neg_infinity());
+                                for iy in ys.clone() {
+                                    for ix in xs.clone() {
+                                        let at = ((b * ih + iy) * iw + ix) * c;
+                                        for (t, &v) in top.iter_mut().zip(&x[at..at + c]) {
+                                            *t = window_max(*t, v);
+                                        }
+                                    }
                                 }
+                                &top[..]
                             }
-                        }
+                        };
                         open.fill(T::one());
                         for iy in ys {
                             for ix in xs.clone() {
@@ -198,9 +209,9 @@ pub(crate) fn max_pool2d_grad<T: Element>(x: &[T], dy: &[T], g: &Pool2dGeometry)
                                 // zeroed above (ADD reads it).
                                 unsafe {
                                     if disjoint {
-                                        route::<T, false>(t, px, &top, d, &mut open);
+                                        route::<T, false>(t, px, top, d, &mut open);
                                     } else {
-                                        route::<T, true>(t, px, &top, d, &mut open);
+                                        route::<T, true>(t, px, top, d, &mut open);
                                     }
                                 }
                             }
@@ -413,9 +424,16 @@ mod tests {
                 .collect();
             let outs = g.input[0] * g.output[0] * g.output[1] * g.input[3];
             let dy: Vec<f64> = (0..outs).map(|i| 1.0 + i as f64 * 0.25).collect();
-            let got = max_pool2d_grad(&x, &dy, &g);
             let want = routed(&x, &dy, &g);
+            let got = max_pool2d_grad(&x, None, &dy, &g);
             assert_eq!(got, want, "pool {pool:?} strides {strides:?} {padding:?}");
+            // the same from the forward output (its maxima read, not searched)
+            let pooled = max_pool2d(&x, &g);
+            let got = max_pool2d_grad(&x, Some(&pooled), &dy, &g);
+            assert_eq!(
+                got, want,
+                "pooled: pool {pool:?} strides {strides:?} {padding:?}"
+            );
         }
     }
 
@@ -433,7 +451,7 @@ mod tests {
             let outs = g.input[0] * g.output[0] * g.output[1] * g.input[3];
             let dy: Vec<f64> = (0..outs).map(|i| 1.0 + (i % 13) as f64).collect();
             crate::memory::recycle(vec![f64::NAN; input.numel()]);
-            let got = max_pool2d_grad(&x, &dy, &g);
+            let got = max_pool2d_grad(&x, None, &dy, &g);
             assert_eq!(
                 got,
                 routed(&x, &dy, &g),

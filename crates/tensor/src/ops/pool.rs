@@ -222,18 +222,48 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), rime_tensor::Error>(())
     /// ```
     pub fn max_pool2d_grad(&self, dy: &Tensor<T>, g: &Pool2dGeometry) -> Result<Tensor<T>> {
-        crate::instances::table::<T>().max_pool2d_grad(self, dy, g)
+        crate::instances::table::<T>().max_pool2d_grad(self, None, dy, g)
+    }
+
+    /// As [`max_pool2d_grad`](Self::max_pool2d_grad), given the forward
+    /// output `pooled = self.max_pool2d_with(g)`, so that each window's
+    /// maximum is read rather than searched for again (the gradient rule of
+    /// max pooling has it). Each window's gradient goes to its first element
+    /// equal to `pooled` (NaN matching NaN); with `pooled` the forward
+    /// output, that is the same result.
+    ///
+    /// ```
+    /// use rime_tensor::Tensor;
+    /// use rime_tensor::ops::pool::{Pool2dGeometry, Pool2dOptions};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, 4.0, 3.0, 2.0], [1, 2, 2, 1])?;
+    /// let g = Pool2dGeometry::new("max_pool2d", x.shape(), &Pool2dOptions::new([2, 2]))?;
+    /// let (y, dy) = (x.max_pool2d_with(&g)?, Tensor::full([1, 1, 1, 1], 5.0)?);
+    /// assert_eq!(x.max_pool2d_grad_pooled(&y, &dy, &g)?, x.max_pool2d_grad(&dy, &g)?);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn max_pool2d_grad_pooled(
+        &self,
+        pooled: &Tensor<T>,
+        dy: &Tensor<T>,
+        g: &Pool2dGeometry,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().max_pool2d_grad(self, Some(pooled), dy, g)
     }
 
     pub(crate) fn max_pool2d_grad_native(
         &self,
+        pooled: Option<&Tensor<T>>,
         dy: &Tensor<T>,
         g: &Pool2dGeometry,
     ) -> Result<Tensor<T>> {
         let op = "max_pool2d_grad";
         g.expect(op, "input", self.shape(), g.input_shape())?;
         g.expect(op, "output gradient", dy.shape(), g.output_shape())?;
-        let dx = kernel::max_pool2d_grad(self.as_slice(), dy.as_slice(), g);
+        if let Some(p) = pooled {
+            g.expect(op, "pooled output", p.shape(), g.output_shape())?;
+        }
+        let pooled = pooled.map(|p| p.as_slice());
+        let dx = kernel::max_pool2d_grad(self.as_slice(), pooled, dy.as_slice(), g);
         let out = Tensor::from_parts(dx, g.input_shape());
         record(
             || Op::Pool(PoolOp::MaxPool2dGrad(g.clone())),
