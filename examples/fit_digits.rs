@@ -29,7 +29,7 @@ fn main() -> rime::Result<ExitCode> {
     let data = Dataset::from_tensors(table.columns::<f32>(0..64)?, table.int_column(64)?)?
         .permuted(0)
         .map(|mut b| {
-            b.inputs[0] = b.inputs[0].mul_scalar(1.0 / 16.0);
+            b.inputs[0] = b.inputs[0].to_float()?.mul_scalar(1.0 / 16.0).into();
             Ok(b)
         })
         .batch(32)?

@@ -30,7 +30,7 @@ fn load_digits() -> rime::Result<(Dataset<f32>, Dataset<f32>)> {
     let data = Dataset::from_tensors(x, y)?
         .permuted(0)
         .map(|mut b| {
-            b.inputs[0] = b.inputs[0].mul_scalar(1.0 / 16.0);
+            b.inputs[0] = b.inputs[0].to_float()?.mul_scalar(1.0 / 16.0).into();
             Ok(b)
         })
         .batch(32)?
@@ -41,7 +41,10 @@ fn load_digits() -> rime::Result<(Dataset<f32>, Dataset<f32>)> {
 fn accuracy(model: &dyn Layer<f32>, data: &Dataset<f32>) -> rime::Result<f64> {
     let all = data.to_batch()?;
     let mut acc = SparseCategoricalAccuracy::new();
-    acc.update_state_target(&all.targets[0], &model.call(&all.inputs[0], false)?)?;
+    acc.update_state_target(
+        &all.targets[0],
+        &model.call(&all.inputs[0].to_float()?, false)?,
+    )?;
     Ok(acc.result())
 }
 
@@ -60,7 +63,7 @@ fn train_epoch(
     let mut steps = 0;
     for batch in train.epoch(epoch) {
         let Batch { inputs, targets } = batch?;
-        let (x, y) = (&inputs[0], &targets[0]);
+        let (x, y) = (&inputs[0].to_float()?, &targets[0]);
 
         let tape = GradientTape::new();
         let logits = model.call(x, true)?;

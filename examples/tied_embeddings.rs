@@ -22,12 +22,12 @@ fn main() -> rime::Result<ExitCode> {
         .add(Dense::new(16).activation(Activation::Tanh))
         .add(EmbeddingTranspose::new(embedding.clone()));
     // next token of the cycle 0, 1, ..., VOCAB-1, 0, ...
-    // token ids and next-token labels are integers; a model's inputs are of
-    // its float type, so the ids enter it converted (exactly)
+    // token ids and next-token labels are integers, and stay integers: the
+    // Embedding reads the ids as they are
     let ids = Tensor::vector((0..V).collect());
-    let tokens = ids.to_dtype::<f32>()?;
+    let tokens = ModelData::from(&ids);
     let targets = Tensor::vector((0..V).map(|t| (t + 1) % V).collect());
-    model.call(&tokens, false)?;
+    model.call_data(&tokens, false)?;
 
     let matrix = embedding.embeddings().expect("built").clone();
     let uses = model
@@ -49,11 +49,11 @@ fn main() -> rime::Result<ExitCode> {
     // both uses contribute: a batch of even tokens still gives odd tokens' rows
     // a gradient, through the output projection
     let even_ids = Tensor::vector((0..V).step_by(2).collect());
-    let evens = even_ids.to_dtype::<f32>()?;
+    let evens = ModelData::from(&even_ids);
     let even_targets = targets.index_select(0, &even_ids)?;
     let loss_fn = SparseCategoricalCrossentropy::new().with_from_logits(true);
     let tape = GradientTape::new();
-    let loss = loss_fn.call_int(&even_targets, &model.call(&evens, true)?)?;
+    let loss = loss_fn.call_int(&even_targets, &model.call_data(&evens, true)?)?;
     let g = tape.gradient_of(&loss, &matrix)?;
     let row_norm = |r: usize| {
         g.to_vec()[r * 16..(r + 1) * 16]
@@ -72,7 +72,7 @@ fn main() -> rime::Result<ExitCode> {
     let mut last = 0.0;
     for epoch in 0..200 {
         let tape = GradientTape::new();
-        let loss = loss_fn.call_int(&targets, &model.call(&tokens, true)?)?;
+        let loss = loss_fn.call_int(&targets, &model.call_data(&tokens, true)?)?;
         let vars = model.trainable_weights();
         let grads = tape.gradient(&loss, &vars)?;
         opt.apply_gradients(&grads, &vars)?;
@@ -82,7 +82,7 @@ fn main() -> rime::Result<ExitCode> {
         }
     }
     let mut acc = SparseCategoricalAccuracy::new();
-    acc.update_state_int(&targets, &model.call(&tokens, false)?)?;
+    acc.update_state_int(&targets, &model.call_data(&tokens, false)?)?;
     println!(
         "final loss {last:.4}, next-token accuracy {:.0}%",
         100.0 * acc.result()

@@ -73,8 +73,8 @@ pub mod prelude {
     pub use rime_layers::{
         Add, BatchNormalization, CallContext, Concatenate, Dense, Dropout, Embedding,
         EmbeddingTranspose, Flatten, Input, Lambda, Layer, LayerBase, LayerNormalization, LayerRef,
-        Model, Multiply, Reshape, Sequential, SymbolicTensor, TrainStep, Weight, WeightSpec,
-        call_symbolic, clone_model,
+        Model, ModelData, Multiply, Reshape, Sequential, SymbolicTensor, Target, TrainStep, Weight,
+        WeightSpec, call_symbolic, clone_model,
     };
     pub use rime_layers::{
         AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
@@ -86,7 +86,7 @@ pub mod prelude {
         Source, TrainableMask, UnconnectedGradients, Variable, custom_gradient, gradcheck,
         no_record, stop_gradient,
     };
-    pub use rime_tensor::{DType, Element, Shape, Tensor, seeded_rng};
+    pub use rime_tensor::{DType, Element, PartialShape, Shape, Tensor, seeded_rng};
 
     pub use crate::{Error, Result};
 }

@@ -84,7 +84,7 @@ fn layers_match_keras() {
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = t32(&c["x"]);
-        layer.ensure_built(&[x.shape().clone()]).unwrap();
+        layer.ensure_built(&[x.shape().into()]).unwrap();
         let weights: Vec<Tensor<f32>> = c["weights"].as_array().unwrap().iter().map(t32).collect();
         layer
             .set_weights(&weights)

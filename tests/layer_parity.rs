@@ -186,7 +186,7 @@ fn batch_normalization_matches_keras() {
         if let Some(s) = cfg["scale"].as_bool() {
             layer = layer.scale(s);
         }
-        layer.ensure_built(&[x.shape().clone()]).unwrap();
+        layer.ensure_built(&[x.shape().into()]).unwrap();
         let mut weights = BTreeMap::new();
         for (key, var) in [
             ("gamma", layer.gamma()),
@@ -274,7 +274,7 @@ fn layer_normalization_matches_keras() {
         if let Some(s) = cfg["scale"].as_bool() {
             layer = layer.scale(s);
         }
-        layer.ensure_built(&[x.shape().clone()]).unwrap();
+        layer.ensure_built(&[x.shape().into()]).unwrap();
         let mut weights = BTreeMap::new();
         for (key, var) in [("gamma", layer.gamma()), ("beta", layer.beta())] {
             match (var, case["weights"].get(key)) {
@@ -316,7 +316,7 @@ fn embedding_lookup_and_its_gradient_match_keras() {
         c["output_dim"].as_u64().unwrap() as usize,
     );
     let ids = t64(&c["ids"]);
-    layer.ensure_built(&[ids.shape().clone()]).unwrap();
+    layer.ensure_built(&[ids.shape().into()]).unwrap();
     let table = layer.embeddings().unwrap().clone();
     table.assign(&t64(&c["table"])).unwrap();
     let tape = GradientTape::new();

@@ -161,7 +161,7 @@ impl Layer<f32> for Affine {
     fn class_name(&self) -> &'static str {
         "Affine"
     }
-    fn build(&self, _input_shapes: &[Shape]) -> rime::layers::Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> rime::layers::Result<()> {
         let w = self
             .base
             .add_weight(WeightSpec::new("w", self.w0.shape().clone()))?;
@@ -663,8 +663,10 @@ impl Layer<f32> for RunningSum {
     fn class_name(&self) -> &'static str {
         "RunningSum"
     }
-    fn build(&self, input_shapes: &[Shape]) -> rime::layers::Result<()> {
-        let width = input_shapes[0].dims()[1];
+    fn build(&self, input_shapes: &[PartialShape]) -> rime::layers::Result<()> {
+        let width = self
+            .base
+            .known_dim(input_shapes, 0, 1, "to size its total")?;
         let total = self.base.add_weight(
             WeightSpec::new("total", [width])
                 .initializer(Initializer::Zeros)

@@ -1,6 +1,6 @@
 //! The error of layer, model, optimizer and loss operations.
 
-use rime_tensor::Shape;
+use rime_tensor::PartialShape;
 
 /// What went wrong. Variants name the layer (or optimizer, loss, file) and
 /// the shapes involved; a call that returns an error changes nothing.
@@ -29,14 +29,61 @@ pub enum Error {
         msg: String,
     },
     /// A layer cannot build for, or be called with, these inputs.
-    #[error("layer `{layer}`: {msg} (input shapes {shapes:?})")]
+    #[error("layer `{layer}`: {msg} (input shapes {})", shapes_text(shapes))]
     Input {
         /// The layer.
         layer: String,
-        /// Shapes of the inputs it was given.
-        shapes: Vec<Shape>,
+        /// Shapes of the inputs it was given (`None`: unknown dimension).
+        shapes: Vec<PartialShape>,
         /// What it needs.
         msg: String,
+    },
+    /// A layer needs the size of an axis that is unknown (`None`) in the
+    /// shapes it is built for: Dense's last axis, a convolution's
+    /// channels. Declare the size (`Input::new([None, Some(16)])` instead of
+    /// `[None, None]`) or build by calling the layer.
+    #[error(
+        "layer `{layer}` needs the size of axis {axis} {what}, unknown in input shapes {}",
+        shapes_text(shapes)
+    )]
+    UnknownDimension {
+        /// The layer.
+        layer: String,
+        /// The shapes it was built for.
+        shapes: Vec<PartialShape>,
+        /// The axis whose size is needed.
+        axis: usize,
+        /// What for (`"to size its kernel"`).
+        what: String,
+    },
+    /// An id outside a table: an `Embedding` looked up with a negative id
+    /// or one `>= input_dim`.
+    ///
+    /// ```
+    /// use rime_layers::{Embedding, Error};
+    /// use rime_tensor::Tensor;
+    /// let emb = Embedding::<f32>::new(10, 2).named("words");
+    /// let e = emb.lookup(&Tensor::vector(vec![3i64, 16_777_217])).unwrap_err();
+    /// assert!(matches!(e, Error::IndexOutOfBounds { index: 16_777_217, bound: 10, .. }));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "layer `words`: id 16777217 at flat position 1 is out of range 0..10 (ids of shape [2])"
+    /// );
+    /// ```
+    #[error(
+        "layer `{layer}`: id {index} at flat position {position} is out of range 0..{bound} (ids of shape {shape})"
+    )]
+    IndexOutOfBounds {
+        /// The layer.
+        layer: String,
+        /// The id (exactly as given).
+        index: i64,
+        /// Its position in the ids, flattened.
+        position: usize,
+        /// The table size (`input_dim`).
+        bound: usize,
+        /// The ids' shape.
+        shape: rime_tensor::Shape,
     },
     /// An invalid layer, optimizer, loss or model argument.
     #[error("{what}: {msg}")]
@@ -105,6 +152,19 @@ pub enum Error {
         /// The version this library reads.
         expected: u32,
     },
+}
+
+/// `[[2, 5], (None, 4)]`: a known shape as a tensor's (`[2, 5]`), one
+/// with unknown dimensions as Keras writes it.
+fn shapes_text(shapes: &[PartialShape]) -> String {
+    let parts: Vec<String> = shapes
+        .iter()
+        .map(|s| match s.known() {
+            Some(k) => k.to_string(),
+            None => s.to_string(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 impl From<rime_tensor::Error> for Error {

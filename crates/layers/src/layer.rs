@@ -25,12 +25,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use rime_tape::{Constraint, Variable};
-use rime_tensor::{Element, Shape, Tensor, TensorId};
+use rime_tensor::{Element, PartialShape, Shape, Tensor, TensorId};
 use rustc_hash::FxHashSet;
 
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{Error, Result};
+use crate::{Error, ModelData, Result};
+
+/// The two sizes the default [`Layer::compute_output_shape`] gives an
+/// unknown dimension to find which output dimensions depend on it.
+pub const PROBE_SIZES: [usize; 2] = [5, 13];
 
 /// A shared layer handle, as models hold their layers.
 pub type LayerRef<T = f32> = Arc<dyn Layer<T>>;
@@ -106,7 +110,13 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
 
     /// Creates the weights for inputs of these shapes. Called once, before
     /// the first call; the default creates none.
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    ///
+    /// The shapes may have unknown (`None`) dimensions: a model builds its
+    /// layers for `(None, ..)`, the batch size unknown, as Keras does. A
+    /// layer reads the sizes it needs with [`LayerBase::known_dim`] (or
+    /// [`LayerBase::last_dim`]), which give
+    /// [`Error::UnknownDimension`] naming the layer when one is unknown.
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         let _ = input_shapes;
         Ok(())
     }
@@ -121,15 +131,45 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         serde_json::json!({ "name": self.name(), "trainable": self.trainable() })
     }
 
-    /// Output shapes for inputs of these shapes. The default builds the
-    /// layer and runs it on zeros (unrecorded, inference mode).
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
-        let zeros: Vec<Tensor<T>> = input_shapes
+    /// Output shapes for inputs of these shapes, `None` where a dimension
+    /// cannot be known before the call (Keras: `Dense(3)` on `(None, 4)`
+    /// gives `(None, 3)`).
+    ///
+    /// The default builds the layer and runs it on zeros (unrecorded,
+    /// inference mode). Unknown dimensions are probed with two sizes
+    /// ([`PROBE_SIZES`]); an output dimension that differs between the two
+    /// runs is reported unknown. Layers whose output depends on an unknown
+    /// size in a way two probes cannot tell (or that cannot run on the
+    /// probe sizes) override this; every built-in layer does.
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
+        self.ensure_built(input_shapes)?;
+        let run = |size: usize| -> Result<Vec<Shape>> {
+            let zeros: Vec<Tensor<T>> = input_shapes
+                .iter()
+                .map(|s| {
+                    Tensor::zeros(Shape::from(
+                        s.iter().map(|d| d.unwrap_or(size)).collect::<Vec<_>>(),
+                    ))
+                })
+                .collect::<rime_tensor::Result<_>>()?;
+            let out = rime_tape::no_record(|| self.apply(&zeros, CallContext::INFERENCE))?;
+            Ok(out.iter().map(|t| t.shape().clone()).collect())
+        };
+        let first = run(PROBE_SIZES[0])?;
+        if input_shapes.iter().all(|s| s.is_fully_known()) {
+            return Ok(first.into_iter().map(PartialShape::from).collect());
+        }
+        let second = run(PROBE_SIZES[1])?;
+        Ok(first
             .iter()
-            .map(|s| Tensor::zeros(s.clone()))
-            .collect::<rime_tensor::Result<_>>()?;
-        let out = rime_tape::no_record(|| self.apply(&zeros, CallContext::INFERENCE))?;
-        Ok(out.iter().map(|t| t.shape().clone()).collect())
+            .zip(&second)
+            .map(|(a, b)| {
+                if a.rank() != b.rank() {
+                    return PartialShape::new(std::iter::repeat_n(None, a.rank()));
+                }
+                PartialShape::new(a.iter().zip(b.iter()).map(|(&x, &y)| (x == y).then_some(x)))
+            })
+            .collect())
     }
 
     /// Layers whose weights this layer holds (composite layers, models).
@@ -178,7 +218,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     }
 
     /// Builds for these input shapes unless built.
-    fn ensure_built(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn ensure_built(&self, input_shapes: &[PartialShape]) -> Result<()> {
         self.base().build_once(|| self.build(input_shapes))
     }
 
@@ -196,10 +236,63 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// an outermost call starts, so a layer called twice in one forward
     /// pass keeps both calls' losses (Keras).
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
-        self.ensure_built(&shapes)?;
+        if !self.built() {
+            let shapes: Vec<PartialShape> = inputs.iter().map(|t| t.shape().into()).collect();
+            self.ensure_built(&shapes)?;
+        }
         let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
         self.call_with(inputs, call.ctx)
+    }
+
+    /// [`apply`](Layer::apply) on model data: inputs that may be integer
+    /// tensors (token ids), as a model's first layers get them. Builds if
+    /// needed, then runs [`call_data_with`](Layer::call_data_with) with
+    /// the same context rules as `apply`; all-float inputs go through
+    /// `apply` itself.
+    ///
+    /// ```
+    /// use rime_layers::{CallContext, Dense, Embedding, Layer, ModelData};
+    /// use rime_tensor::Tensor;
+    /// let ids = ModelData::<f32>::from(Tensor::vector(vec![3i64, 0]));
+    /// // an Embedding reads the ids as integers
+    /// let emb = Embedding::<f32>::new(4, 2);
+    /// let rows = emb.apply_data(std::slice::from_ref(&ids), CallContext::INFERENCE)?;
+    /// assert_eq!(rows[0].shape(), &[2, 2]);
+    /// // another layer casts them to its float type (Keras)
+    /// let dense = Dense::<f32>::new(1);
+    /// let x = ModelData::<f32>::from(Tensor::from_vec(vec![1i64, 2], [1, 2])?);
+    /// let y = dense.apply_data(&[x], CallContext::INFERENCE)?;
+    /// assert_eq!(y[0], dense.call(&Tensor::from_vec(vec![1.0, 2.0], [1, 2])?, false)?);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn apply_data(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        if let Some(floats) = inputs
+            .iter()
+            .map(|d| d.as_float().cloned())
+            .collect::<Option<Vec<_>>>()
+        {
+            return self.apply(&floats, ctx);
+        }
+        if !self.built() {
+            let shapes: Vec<PartialShape> = inputs.iter().map(|d| d.shape().into()).collect();
+            self.ensure_built(&shapes)?;
+        }
+        let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
+        self.call_data_with(inputs, call.ctx)
+    }
+
+    /// The computation on model data with integer inputs (see
+    /// [`apply_data`](Layer::apply_data)). The default casts integers to
+    /// the layer's float type, as Keras does for a float layer fed
+    /// integers, and runs [`call_with`](Layer::call_with); `Embedding`
+    /// reads ids as integers, and models pass the data on to the layers
+    /// that take their inputs.
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let floats = inputs
+            .iter()
+            .map(ModelData::to_float)
+            .collect::<Result<Vec<_>>>()?;
+        self.call_with(&floats, ctx)
     }
 
     /// Calls the layer on one input, expecting one output.
@@ -210,6 +303,32 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
                 what: format!("layer `{}`", self.name()),
                 msg: format!(
                     "call expects one output, the layer returned {}; use call_many",
+                    out.len()
+                ),
+            });
+        }
+        Ok(out.remove(0))
+    }
+
+    /// [`call`](Layer::call) on model data: one input that may be integer
+    /// ids (see [`apply_data`](Layer::apply_data)), one output.
+    ///
+    /// ```
+    /// use rime_layers::{Embedding, Layer, ModelData, Sequential};
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new().add(Embedding::new(10, 2));
+    /// let ids = Tensor::vector(vec![9i64, 0, 9]);
+    /// let rows = model.call_data(&ModelData::from(&ids), false)?;
+    /// assert_eq!(rows.shape(), &[3, 2]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    fn call_data(&self, x: &ModelData<T>, training: bool) -> Result<Tensor<T>> {
+        let mut out = self.apply_data(std::slice::from_ref(x), CallContext::new(training))?;
+        if out.len() != 1 {
+            return Err(Error::InvalidArgument {
+                what: format!("layer `{}`", self.name()),
+                msg: format!(
+                    "call_data expects one output, the layer returned {}; use apply_data",
                     out.len()
                 ),
             });
@@ -819,21 +938,70 @@ impl<T: Element> LayerBase<T> {
         }
     }
 
-    /// The error for inputs a layer cannot take.
-    pub fn bad_input(&self, inputs: &[Shape], msg: impl Into<String>) -> Error {
+    /// The error for inputs a layer cannot take (shapes concrete, as in
+    /// `call_with`, or partial, as in `build`).
+    pub fn bad_input<S>(&self, inputs: &[S], msg: impl Into<String>) -> Error
+    where
+        for<'s> &'s S: Into<PartialShape>,
+    {
         Error::Input {
             layer: self.name.clone(),
-            shapes: inputs.to_vec(),
+            shapes: inputs.iter().map(Into::into).collect(),
             msg: msg.into(),
         }
     }
 
+    /// The size of axis `axis` of input `input`, which the layer needs
+    /// (`what`: "to size its kernel"), or [`Error::UnknownDimension`]
+    /// naming the layer and the shapes when it is unknown (`None`).
+    ///
+    /// ```
+    /// use rime_layers::{Error, LayerBase};
+    /// use rime_tensor::PartialShape;
+    /// let base = LayerBase::<f32>::new("MyLayer", Some("mine".into()));
+    /// let shapes = [PartialShape::from([None, Some(4), None])];
+    /// assert_eq!(base.known_dim(&shapes, 0, 1, "to size its kernel")?, 4);
+    /// let e = base.known_dim(&shapes, 0, 2, "to size its kernel").unwrap_err();
+    /// assert!(matches!(e, Error::UnknownDimension { axis: 2, .. }));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "layer `mine` needs the size of axis 2 to size its kernel, unknown in input shapes [(None, 4, None)]"
+    /// );
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn known_dim(
+        &self,
+        input_shapes: &[PartialShape],
+        input: usize,
+        axis: usize,
+        what: &str,
+    ) -> Result<usize> {
+        let Some(s) = input_shapes.get(input) else {
+            return Err(self.bad_input(input_shapes, format!("expects an input #{input}")));
+        };
+        if axis >= s.rank() {
+            return Err(self.bad_input(
+                input_shapes,
+                format!("has no axis {axis} in an input of rank {}", s.rank()),
+            ));
+        }
+        s.dim(axis).ok_or_else(|| Error::UnknownDimension {
+            layer: self.name.clone(),
+            shapes: input_shapes.to_vec(),
+            axis,
+            what: what.to_string(),
+        })
+    }
+
     /// The size of the last axis of the single input shape (what a
     /// Dense-like `build` sizes its kernel by), or an error naming the
-    /// layer.
-    pub fn last_dim(&self, input_shapes: &[Shape]) -> Result<usize> {
+    /// layer: [`Error::Input`] for no such axis,
+    /// [`Error::UnknownDimension`] when it is unknown.
+    pub fn last_dim(&self, input_shapes: &[PartialShape]) -> Result<usize> {
         match input_shapes {
-            [s] if s.rank() >= 1 => Ok(s[s.rank() - 1]),
+            [s] if s.rank() >= 1 => {
+                self.known_dim(input_shapes, 0, s.rank() - 1, "to size its weights")
+            }
             _ => Err(self.bad_input(input_shapes, "expects one input of rank >= 1")),
         }
     }
@@ -876,7 +1044,7 @@ impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
     fn class_name(&self) -> &'static str {
         (**self).class_name()
     }
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         (**self).build(input_shapes)
     }
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
@@ -885,7 +1053,7 @@ impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
     fn get_config(&self) -> serde_json::Value {
         (**self).get_config()
     }
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         (**self).compute_output_shape(input_shapes)
     }
     fn sublayers(&self) -> Vec<LayerRef<T>> {
@@ -911,6 +1079,12 @@ impl<T: Element, L: Layer<T> + ?Sized> Layer<T> for Arc<L> {
     }
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         (**self).apply(inputs, ctx)
+    }
+    fn apply_data(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).apply_data(inputs, ctx)
+    }
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        (**self).call_data_with(inputs, ctx)
     }
     fn losses(&self) -> Result<Vec<Tensor<T>>> {
         (**self).losses()
@@ -938,7 +1112,7 @@ mod tests {
         let base = LayerBase::<f32>::new("T", None);
         let r = base.build_once(|| {
             base.add_weight(WeightSpec::new("a", [2]))?;
-            Err(base.bad_input(&[], "nope"))
+            Err(base.bad_input::<Shape>(&[], "nope"))
         });
         assert!(r.is_err());
         assert!(base.own_weights().is_empty());

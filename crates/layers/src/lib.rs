@@ -39,7 +39,9 @@ mod target;
 mod train;
 
 pub use error::{Error, Result};
-pub use layer::{CallContext, Layer, LayerBase, LayerRef, Weight, WeightSpec, unique_name};
+pub use layer::{
+    CallContext, Layer, LayerBase, LayerRef, PROBE_SIZES, Weight, WeightSpec, unique_name,
+};
 pub use layers::{
     ActivationConfig, ActivationLayer, Add, AddConfig, BatchNormalization,
     BatchNormalizationConfig, Concatenate, ConcatenateConfig, DataFormat, Dense, DenseConfig,
@@ -56,5 +58,5 @@ pub use models::{
     Input, IntoLayerRef, Model, Sequential, SymbolicTensor, call_symbolic, clone_model,
 };
 pub use staging::{assign_state, current_state};
-pub use target::Target;
+pub use target::{ModelData, Target};
 pub use train::TrainStep;

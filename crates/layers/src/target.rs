@@ -1,18 +1,27 @@
-//! [`Target`]: what a loss or metric compares a model's output with —
-//! float values, or integer class indices as they come from files.
+//! [`ModelData`]: what a model is fed and what its outputs are compared
+//! with — float values, or integers (token ids, class indices) as they come
+//! from files. [`Target`] is its name on the loss side.
 
 use rime_tensor::{Element, Shape, Tensor};
 
 use crate::{Error, Result};
 
-/// A target tensor: float values (regression targets, one-hot rows), or
-/// integer class indices (`i64`, PyTorch's label type), which the sparse
-/// losses and metrics read directly and every other loss converts to the
-/// model's float type first (as Keras casts `y_true` to `y_pred`'s dtype).
+/// A model input or target: float values of the model's type (features,
+/// regression targets, one-hot rows), or integers (`i64`, PyTorch's index
+/// type; `i32` widens exactly): token ids for an `Embedding`, class
+/// indices for the sparse losses and metrics.
 ///
-/// Datasets hold their targets as `Target`s, so labels read from IDX or CSV
-/// files stay integers until a loss reads them. `From` converts float,
-/// `i64` and `i32` tensors.
+/// As a **target** ([`Target`]) integers are read directly by the sparse
+/// losses and metrics; every other loss converts them to the model's float
+/// type first (as Keras casts `y_true` to `y_pred`'s dtype). As an
+/// **input** ([`Layer::apply_data`](crate::Layer::apply_data)) integer ids
+/// reach an `Embedding` as integers, never through floats (an `f32` holds
+/// integers exactly only up to 2^24); any other layer fed integers casts
+/// them to its float type, as Keras does.
+///
+/// Datasets hold their features and targets as `ModelData`, so ids and
+/// labels read from IDX or CSV files stay integers until a layer or a loss
+/// reads them. `From` converts float, `i64` and `i32` tensors.
 ///
 /// ```
 /// use rime_layers::Target;
@@ -61,14 +70,18 @@ use crate::{Error, Result};
 /// # Ok::<(), rime_tape::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub enum Target<T: Element = f32> {
+pub enum ModelData<T: Element = f32> {
     /// Float values of the model's type.
     Float(Tensor<T>),
-    /// Integer class indices.
+    /// Integers: class indices, token ids.
     Int(Tensor<i64>),
 }
 
-impl<T: Element> Target<T> {
+/// A target: [`ModelData`] on the loss side (float values or integer class
+/// indices).
+pub type Target<T = f32> = ModelData<T>;
+
+impl<T: Element> ModelData<T> {
     /// The shape.
     pub fn shape(&self) -> &Shape {
         match self {
@@ -160,9 +173,16 @@ macro_rules! int_targets {
             }
         }
 
-        /// `i32` labels widen to `i64` exactly.
+        /// `i32` ids and labels widen to `i64` exactly.
         impl From<Tensor<i32>> for Target<$t> {
             fn from(t: Tensor<i32>) -> Self {
+                Self::from(&t)
+            }
+        }
+
+        /// `i32` ids and labels widen to `i64` exactly.
+        impl From<&Tensor<i32>> for Target<$t> {
+            fn from(t: &Tensor<i32>) -> Self {
                 let wide: Vec<i64> = t.as_slice().iter().map(|&v| i64::from(v)).collect();
                 // same shape, same length
                 Target::Int(Tensor::from_vec(wide, t.shape().clone()).expect("same shape"))

@@ -17,7 +17,7 @@ use crate::collective::{Collective, StepExchange};
 use crate::data::Batch;
 use crate::losses::Loss;
 use crate::optimizers::Optimizer;
-use crate::{CallContext, Error, Layer, Result, Target};
+use crate::{CallContext, Error, Layer, ModelData, Result, Target};
 
 /// A training step bound to a model, an optimizer and a loss.
 ///
@@ -188,7 +188,40 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// snapshot variables (zero at their snapshot masks' frozen elements),
     /// one optimizer update. Returns the loss before the update.
     pub fn run(&mut self, x: &Tensor<T>, y: &Tensor<T>) -> Result<T> {
-        self.run_with_outputs(std::slice::from_ref(x), &[Target::Float(y.clone())])
+        self.run_with_outputs(&[ModelData::Float(x.clone())], &[Target::Float(y.clone())])
+            .map(|(loss, _)| loss)
+    }
+
+    /// [`run`](TrainStep::run) for any [`ModelData`]: `x` and `y` are
+    /// float tensors of the model's type, or integer
+    /// tensors (`i64`, `i32`): token ids for a model whose first layer is
+    /// an `Embedding` (they reach it as integers, never through floats),
+    /// class indices for the sparse losses.
+    ///
+    /// ```
+    /// use rime_layers::losses::SparseCategoricalCrossentropy;
+    /// use rime_layers::optimizers::Sgd;
+    /// use rime_layers::{Dense, Embedding, Flatten, Layer, Sequential, TrainStep};
+    /// use rime_tensor::Tensor;
+    /// let model = Sequential::<f32>::new()
+    ///     .add(Embedding::new(1000, 4))
+    ///     .add(Flatten::new())
+    ///     .add(Dense::new(2))
+    ///     .with_input_shape([3])?;
+    /// let loss = SparseCategoricalCrossentropy::new().with_from_logits(true);
+    /// let mut step = TrainStep::new(&model, Sgd::new().learning_rate(0.5), loss);
+    /// let ids = Tensor::from_vec(vec![999i64, 3, 17, 0, 0, 512], [2, 3])?;
+    /// let labels = Tensor::vector(vec![1i64, 0]);
+    /// let first = step.run_data(&ids, &labels)?;
+    /// assert!(step.run_data(&ids, &labels)? < first);
+    /// // an id outside the table is an error naming the layer, and the
+    /// // step changes nothing
+    /// let bad = Tensor::from_vec(vec![1000i64, 0, 0, 0, 0, 0], [2, 3])?;
+    /// assert!(matches!(step.run_data(&bad, &labels), Err(rime_layers::Error::IndexOutOfBounds { .. })));
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn run_data(&mut self, x: impl Into<ModelData<T>>, y: impl Into<Target<T>>) -> Result<T> {
+        self.run_with_outputs(&[x.into()], &[y.into()])
             .map(|(loss, _)| loss)
     }
 
@@ -212,7 +245,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// # Ok::<(), rime_layers::Error>(())
     /// ```
     pub fn run_int(&mut self, x: &Tensor<T>, y: &Tensor<i64>) -> Result<T> {
-        self.run_with_outputs(std::slice::from_ref(x), &[Target::Int(y.clone())])
+        self.run_with_outputs(&[ModelData::Float(x.clone())], &[Target::Int(y.clone())])
             .map(|(loss, _)| loss)
     }
 
@@ -225,13 +258,15 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// The same for models with several inputs and outputs: the loss is
     /// applied to each output with its target and the results added.
     pub fn run_many(&mut self, inputs: &[Tensor<T>], targets: &[Tensor<T>]) -> Result<T> {
+        let inputs: Vec<ModelData<T>> = inputs.iter().cloned().map(ModelData::Float).collect();
         let targets: Vec<Target<T>> = targets.iter().cloned().map(Target::Float).collect();
-        self.run_with_outputs(inputs, &targets)
+        self.run_with_outputs(&inputs, &targets)
             .map(|(loss, _)| loss)
     }
 
-    /// [`run_many`](TrainStep::run_many) with [`Target`]s (float values or
-    /// integer class indices), also returning the model's
+    /// [`run_many`](TrainStep::run_many) with [`ModelData`] inputs (float
+    /// features or integer ids) and [`Target`]s (float values or integer
+    /// class indices), also returning the model's
     /// outputs of the training-mode forward pass (before the update), from
     /// which `fit` updates its metrics as Keras does.
     ///
@@ -245,7 +280,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     /// the update, and a step that fails on one process fails on all.
     pub fn run_with_outputs(
         &mut self,
-        inputs: &[Tensor<T>],
+        inputs: &[ModelData<T>],
         targets: &[Target<T>],
     ) -> Result<(T, Vec<Tensor<T>>)> {
         let checked = self.check_targets(targets);
@@ -353,7 +388,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
     #[allow(clippy::type_complexity)]
     fn forward_backward(
         &self,
-        inputs: &[Tensor<T>],
+        inputs: &[ModelData<T>],
         targets: &[Target<T>],
         defer: bool,
     ) -> Result<(T, Vec<Tensor<T>>, Option<Vec<Option<DeferredGradient<T>>>>)> {
@@ -363,7 +398,7 @@ impl<'m, T: Element> TrainStep<'m, T> {
         for v in &self.variables {
             tape.watch(v);
         }
-        let outputs = self.model.apply(inputs, CallContext::TRAINING)?;
+        let outputs = self.model.apply_data(inputs, CallContext::TRAINING)?;
         if outputs.len() != targets.len() {
             return Err(Error::InvalidArgument {
                 what: format!("train step of `{}`", self.model.name()),

@@ -13,7 +13,7 @@ use rime_layers::{
     MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D,
 };
 use rime_tape::{GradientTape, TrainableMask, Variable};
-use rime_tensor::{Shape, Tensor, seeded_rng};
+use rime_tensor::{PartialShape, Tensor, seeded_rng};
 
 fn normal(shape: &[usize], seed: u64) -> Tensor<f32> {
     Tensor::rand_normal(shape, 0.0, 1.0, &mut seeded_rng(seed)).unwrap()
@@ -118,12 +118,12 @@ fn output_shapes_follow_keras() {
         ),
     ];
     for (layer, input, want) in cases {
-        let s = Shape::from(input.clone());
+        let s = PartialShape::from(input.clone());
         assert_eq!(
             layer
                 .compute_output_shape(std::slice::from_ref(&s))
                 .unwrap(),
-            vec![Shape::from(want.clone())],
+            vec![PartialShape::from(want.clone())],
             "{}",
             layer.class_name()
         );
@@ -311,6 +311,111 @@ fn masked_kernel_numbers_stay_bit_identical() {
                 }
             }
             assert!(moved > 0, "{what}, {}: nothing trained", opt.name());
+        }
+    }
+}
+
+/// The layer `which` picks (a few shape-changing layers, with random
+/// strides and padding), fresh; `needs_channels` when it sizes weights by
+/// the last axis.
+fn shape_case(
+    which: usize,
+    stride: usize,
+    same: bool,
+    channels: usize,
+) -> (Box<dyn Layer<f32>>, bool) {
+    use rime_layers::{Concatenate, Dense, Embedding, Flatten, Reshape};
+    let padding = if same { Padding::Same } else { Padding::Valid };
+    match which {
+        0 => (
+            Box::new(Conv2D::new(3, [2, 2]).strides(&[stride]).padding(padding)),
+            true,
+        ),
+        1 => (
+            Box::new(
+                MaxPooling2D::new(&[2, 2])
+                    .strides(&[stride, stride])
+                    .padding(padding),
+            ),
+            false,
+        ),
+        2 => (
+            Box::new(AveragePooling2D::new(&[3]).padding(padding)),
+            false,
+        ),
+        3 => (Box::new(Flatten::new()), false),
+        4 => (Box::new(Reshape::new(vec![-1, channels as isize])), false),
+        5 => (Box::new(UpSampling2D::new([2, stride])), false),
+        6 => (Box::new(ZeroPadding2D::new([[1, 0], [0, 2]])), false),
+        7 => (
+            Box::new(
+                DepthwiseConv2D::new([2, 2])
+                    .strides(&[stride])
+                    .padding(padding),
+            ),
+            true,
+        ),
+        8 => (Box::new(GlobalMaxPooling2D::new()), false),
+        9 => (Box::new(Dense::new(2)), true),
+        10 => (Box::new(Embedding::new(3, 2)), false),
+        _ => (
+            Box::new(Concatenate::new().axis(if same { 1 } else { -1 })),
+            false,
+        ),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// `compute_output_shape` on a shape with random unknown dimensions
+    /// agrees with a real call: every dimension it reports known equals the
+    /// real one (all of them when every input dimension is known); a layer
+    /// that needs an unknown size fails with `UnknownDimension` instead.
+    #[test]
+    fn partial_output_shapes_agree_with_real_calls(
+        dims in proptest::collection::vec(1usize..7, 4),
+        known in proptest::collection::vec(proptest::bool::ANY, 4),
+        other in 1usize..5,
+        other_known in proptest::bool::ANY,
+        which in 0usize..12,
+        stride in 1usize..3,
+        same in proptest::bool::ANY,
+    ) {
+        let (layer, needs_channels) = shape_case(which, stride, same, dims[3]);
+        let partial = PartialShape::new(dims.iter().zip(&known).map(|(&d, &k)| k.then_some(d)));
+        let mut real_shapes = vec![dims.clone()];
+        let mut partials = vec![partial.clone()];
+        if which >= 11 {
+            // a second input, differing on the concatenation axis
+            let axis = if same { 1 } else { 3 };
+            let mut second = dims.clone();
+            second[axis] = other;
+            partials.push(partial.with_dim(axis, other_known.then_some(other)));
+            real_shapes.push(second);
+        }
+        let built = layer.ensure_built(&partials);
+        if needs_channels && !known[3] {
+            let e = built.unwrap_err();
+            proptest::prop_assert!(matches!(e, rime_layers::Error::UnknownDimension { axis: 3, .. }), "{e:?}");
+            return Ok(());
+        }
+        built.unwrap();
+        let predicted = layer.compute_output_shape(&partials);
+        let inputs: Vec<Tensor<f32>> = real_shapes.iter().map(|s| Tensor::zeros(&s[..]).unwrap()).collect();
+        let real = layer.call_many(&inputs, false);
+        let fully_known = partials.iter().all(|p| p.is_fully_known());
+        match (predicted, real) {
+            (Ok(p), Ok(y)) => {
+                proptest::prop_assert_eq!(p.len(), 1);
+                proptest::prop_assert!(p[0].matches(y[0].shape()), "{} vs {}", p[0], y[0].shape());
+                if fully_known {
+                    proptest::prop_assert_eq!(&p[0], y[0].shape());
+                }
+            }
+            // a size that turns out too small fails at the call, as in Keras
+            (Ok(_), Err(_)) => proptest::prop_assert!(!fully_known),
+            (Err(e), real) => proptest::prop_assert!(real.is_err(), "predicted {e:?}, but the call worked"),
         }
     }
 }

@@ -18,7 +18,7 @@ fn ids(batches: impl Iterator<Item = rime_layers::Result<Batch>>) -> Vec<Vec<usi
         .map(|b| {
             let b = b.unwrap();
             // x rows are [2i, 2i+1]: check features and targets stay paired
-            let x = b.inputs[0].to_vec();
+            let x = b.inputs[0].to_float().unwrap().to_vec();
             let y = b.targets[0].to_float().unwrap().to_vec();
             for (k, yi) in y.iter().enumerate() {
                 assert_eq!(x[2 * k], 2.0 * yi);
@@ -87,11 +87,14 @@ fn take_skip_split_shard_select_samples() {
 #[test]
 fn map_transforms_batches_and_errors_surface() {
     let d = ramp(4).batch(2).unwrap().map(|mut b| {
-        b.inputs[0] = b.inputs[0].mul_scalar(10.0);
+        b.inputs[0] = b.inputs[0].to_float()?.mul_scalar(10.0).into();
         Ok(b)
     });
     let b = d.iter().next().unwrap().unwrap();
-    assert_eq!(b.inputs[0].to_vec(), vec![0.0, 10.0, 20.0, 30.0]);
+    assert_eq!(
+        b.inputs[0].to_float().unwrap().to_vec(),
+        vec![0.0, 10.0, 20.0, 30.0]
+    );
     let failing = ramp(4).map(|_| {
         Err(Error::InvalidArgument {
             what: "map".into(),
@@ -133,7 +136,7 @@ fn several_inputs_and_mismatched_counts() {
     let err =
         Dataset::from_many(vec![a.clone()], vec![Tensor::<f32>::zeros([5]).unwrap()]).unwrap_err();
     assert!(err.to_string().contains("5 samples"), "{err}");
-    assert!(Dataset::<f32>::from_many(vec![], vec![y]).is_err());
+    assert!(Dataset::<f32>::from_many(Vec::<Tensor<f32>>::new(), vec![y]).is_err());
     assert!(Dataset::from_features(Tensor::<f32>::scalar(1.0)).is_err());
 }
 

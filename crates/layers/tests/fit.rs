@@ -434,7 +434,12 @@ fn predict_and_bad_arguments() {
     let (model, data) = toy();
     let out = predict(&model, &data).unwrap();
     let all = data.to_batch().unwrap();
-    assert_eq!(out[0], model.call(&all.inputs[0], false).unwrap());
+    assert_eq!(
+        out[0],
+        model
+            .call(&all.inputs[0].to_float().unwrap(), false)
+            .unwrap()
+    );
     let mut trainer = Trainer::new(&model, Sgd::new(), loss());
     let v = data.clone();
     assert!(
@@ -654,4 +659,184 @@ fn a_failure_on_another_process_fails_fit_and_the_step_changes_nothing() {
     let batch = toy_data().iter().next().unwrap().unwrap();
     assert!(step.run_batch(&batch).is_err());
     assert_eq!(model.get_weights(), after_one);
+}
+
+/// `Input(shape=(5,), dtype="int32")` → Embedding → GlobalAveragePooling1D
+/// → Dense, `fit` on integer ids and labels: Keras 3's history, final
+/// weights and `predict` (reference/gen_embedding_fit_fixtures.py), for a
+/// Sequential and a functional model with an integer `Input`.
+#[test]
+fn embedding_model_fit_on_integer_ids_matches_keras() {
+    use rime_layers::{Embedding, GlobalAveragePooling1D, Input, Model};
+    use rime_tensor::DType;
+    let fx: Value =
+        serde_json::from_str(include_str!("reference/embedding_fit_fixtures.json")).unwrap();
+    let ids: Tensor<i32> = tensor(&fx["ids"]).to_dtype::<i32>().unwrap();
+    let labels = int_labels(&fx["labels"]);
+    let (vocab, dim) = (
+        fx["vocab"].as_u64().unwrap() as usize,
+        fx["dim"].as_u64().unwrap() as usize,
+    );
+    let classes = fx["classes"].as_u64().unwrap() as usize;
+    let init: Vec<Tensor<f32>> = fx["initial_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(tensor)
+        .collect();
+    let sequential = Sequential::<f32>::new()
+        .add(Embedding::new(vocab, dim))
+        .add(GlobalAveragePooling1D::new())
+        .add(Dense::new(classes))
+        .with_input_shape([5])
+        .unwrap();
+    let x = Input::<f32>::with_dtype([5], DType::I32);
+    let y = x
+        .apply(Embedding::new(vocab, dim))
+        .unwrap()
+        .apply(GlobalAveragePooling1D::new())
+        .unwrap()
+        .apply(Dense::new(classes))
+        .unwrap();
+    let functional = Model::new(&[&x], &[&y]).unwrap();
+    for model in [&sequential as &dyn Layer<f32>, &functional] {
+        model.set_weights(&init).unwrap();
+        let data = Dataset::from_data(ids.clone(), labels.clone())
+            .unwrap()
+            .batch(4)
+            .unwrap();
+        let mut trainer = Trainer::new(model, Sgd::new().learning_rate(0.5).momentum(0.9), loss())
+            .metric(SparseCategoricalAccuracy::new());
+        let options = FitOptions::new().epochs(3).verbose(Verbose::Silent);
+        let history = trainer.fit(&data, options).unwrap();
+        for (key, values) in fx["history"].as_object().unwrap() {
+            for (e, (a, b)) in history
+                .get(key)
+                .unwrap()
+                .iter()
+                .zip(values.as_array().unwrap())
+                .enumerate()
+            {
+                close(
+                    *a,
+                    b.as_f64().unwrap(),
+                    &format!("{} {key} epoch {e}", model.name()),
+                );
+            }
+        }
+        for (w, k) in model
+            .weights()
+            .iter()
+            .zip(fx["final_weights"].as_array().unwrap())
+        {
+            for (a, b) in w.to_vec().iter().zip(tensor(k).to_vec()) {
+                close(*a as f64, b as f64, &format!("final {}", w.name()));
+            }
+        }
+        let first =
+            Dataset::<f32>::from_features(ids.index_select(0, &[0, 1, 2, 3]).unwrap()).unwrap();
+        let out = trainer.predict(&first).unwrap();
+        for (a, b) in out[0].to_vec().iter().zip(tensor(&fx["predict"]).to_vec()) {
+            close(*a as f64, b as f64, "predict");
+        }
+        let logs = trainer.evaluate(&data).unwrap();
+        assert!(logs.get("loss").unwrap() < history.get("loss").unwrap()[0]);
+    }
+}
+
+/// The same steps with the ids as integers and as floats give bit-identical
+/// weights and optimizer state (same init); bad ids are an error naming the
+/// layer and change nothing; an id beyond 2^24 is seen exactly (as an f32
+/// it would be 16777216).
+#[test]
+fn integer_ids_train_like_float_ids_and_bad_ids_change_nothing() {
+    use rime_layers::{Embedding, Error, Flatten, ModelData, TrainStep};
+    let make = || {
+        Sequential::<f32>::new()
+            .add(Embedding::new(30, 3).named("emb"))
+            .add(Flatten::new())
+            .add(Dense::new(2))
+            .with_input_shape([4])
+            .unwrap()
+    };
+    let (a, b) = (make(), make());
+    b.set_weights(&a.get_weights()).unwrap();
+    let ids = Tensor::from_vec((0..24).map(|i| (i * 7 % 30) as i64).collect(), [6, 4]).unwrap();
+    let float_ids = ids.to_dtype::<f32>().unwrap();
+    let labels = Tensor::vector(vec![0i64, 1, 1, 0, 1, 0]);
+    let mut sa = TrainStep::new(&a, Adam::new().learning_rate(0.05), loss());
+    let mut sb = TrainStep::new(&b, Adam::new().learning_rate(0.05), loss());
+    for _ in 0..4 {
+        let la = sa.run_data(&ids, &labels).unwrap();
+        let lb = sb.run_data(&float_ids, &labels).unwrap();
+        assert_eq!(la.to_bits(), lb.to_bits());
+    }
+    let bits = |m: &Sequential<f32>| -> Vec<Vec<u32>> {
+        m.weights()
+            .iter()
+            .map(|w| w.to_vec().iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits(&a), bits(&b));
+    let slots = |s: &TrainStep<'_, f32>| -> Vec<Vec<u32>> {
+        let state = s.optimizer().state(s.variables()).unwrap();
+        state
+            .slots
+            .iter()
+            .flatten()
+            .map(|(_, t)| t.to_vec().iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(slots(&sa), slots(&sb));
+
+    // bad ids: typed error naming the layer; weights, slots and the step
+    // counter unchanged (also i32 ids, and one beyond 2^24)
+    let (before, state, iterations) = (bits(&a), slots(&sa), sa.optimizer().iterations());
+    let bad_i64 = |v: i64| {
+        let mut x = ids.to_vec();
+        x[5] = v;
+        Tensor::from_vec(x, [6, 4]).unwrap()
+    };
+    for bad in [
+        ModelData::from(bad_i64(-1)),
+        bad_i64(30).into(),
+        bad_i64(16_777_217).into(),
+    ] {
+        let expected = bad.as_int().unwrap().to_vec()[5];
+        match sa.run_data(bad, &labels) {
+            Err(Error::IndexOutOfBounds {
+                layer,
+                index,
+                position,
+                bound,
+                ..
+            }) => {
+                assert_eq!(
+                    (layer.as_str(), index, position, bound),
+                    ("emb", expected, 5, 30)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let bad_i32 = Tensor::from_vec(vec![0i32, 1, 2, 31], [1, 4]).unwrap();
+    assert!(matches!(
+        sa.run_data(&bad_i32, Tensor::vector(vec![0i64])),
+        Err(Error::IndexOutOfBounds { index: 31, .. })
+    ));
+    assert_eq!(bits(&a), before);
+    assert_eq!(slots(&sa), state);
+    assert_eq!(sa.optimizer().iterations(), iterations);
+    // i32 ids train like i64 ones
+    let ids32 = ids.to_dtype::<i32>().unwrap();
+    let (c, d) = (make(), make());
+    d.set_weights(&c.get_weights()).unwrap();
+    let mut sc = TrainStep::new(&c, Sgd::new().learning_rate(0.1), loss());
+    let mut sd = TrainStep::new(&d, Sgd::new().learning_rate(0.1), loss());
+    sc.run_data(&ids32, &labels).unwrap();
+    sd.run_data(&ids, &labels).unwrap();
+    assert_eq!(bits(&c), bits(&d));
+    // predict and evaluate from integer features
+    let out = predict(&c, &Dataset::from_features(ids.clone()).unwrap()).unwrap();
+    assert_eq!(out[0], c.call(&float_ids, false).unwrap());
 }

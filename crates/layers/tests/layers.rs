@@ -15,7 +15,7 @@ use rime_layers::{
     Lambda, Layer, LayerBase, LayerRef, Multiply, Reshape, Sequential,
 };
 use rime_tape::GradientTape;
-use rime_tensor::{Shape, Tensor};
+use rime_tensor::{PartialShape, Tensor};
 
 fn t(v: &[f64], shape: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(v.to_vec(), shape).unwrap()
@@ -222,7 +222,7 @@ fn shape_and_merge_layers() {
     let bad = Reshape::<f64>::new(vec![-1, -1]).named("two_unknowns");
     let err = bad.call(&x, false).unwrap_err().to_string();
     assert!(err.contains("two_unknowns") && err.contains("-1"), "{err}");
-    assert!(bad.compute_output_shape(&[x.shape().clone()]).is_err());
+    assert!(bad.compute_output_shape(&[x.shape().into()]).is_err());
 
     let a = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let b = t(&[10.0, 20.0, 30.0, 40.0], &[2, 2]);
@@ -306,7 +306,10 @@ impl Layer<f64> for Residual {
     fn sublayers(&self) -> Vec<LayerRef<f64>> {
         vec![self.inner.clone(), self.outer.clone()]
     }
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> rime_layers::Result<Vec<Shape>> {
+    fn compute_output_shape(
+        &self,
+        input_shapes: &[PartialShape],
+    ) -> rime_layers::Result<Vec<PartialShape>> {
         Ok(input_shapes.to_vec())
     }
 }

@@ -341,3 +341,244 @@ fn summary_lists_layers_shapes_and_counts() {
         "{s}"
     );
 }
+
+/// `x · W + b` row by row, from the layer's current weights (the reference
+/// a model's output is checked against, batch size by batch size).
+fn dense_by_hand(layer: &dyn Layer<f32>, x: &Tensor<f32>, relu: bool) -> Tensor<f32> {
+    let w = layer.get_weights();
+    let (kernel, bias) = (w[0].to_vec(), w[1].to_vec());
+    let (n, d_in, d_out) = (x.dims()[0], w[0].dims()[0], w[0].dims()[1]);
+    let xs = x.to_vec();
+    let mut out = Vec::with_capacity(n * d_out);
+    for r in 0..n {
+        for c in 0..d_out {
+            let mut acc = bias[c];
+            for k in 0..d_in {
+                acc += xs[r * d_in + k] * kernel[k * d_out + c];
+            }
+            out.push(if relu { acc.max(0.0) } else { acc });
+        }
+    }
+    Tensor::from_vec(out, [n, d_out]).unwrap()
+}
+
+fn batch(n: usize, seed: u64) -> Tensor<f32> {
+    Tensor::rand_normal([n, 4], 0.0, 1.0, &mut rime_tensor::seeded_rng(seed)).unwrap()
+}
+
+#[test]
+fn models_build_for_an_unknown_batch_size() {
+    use rime_tensor::PartialShape;
+    // Sequential: built by the declared example shape, before any call
+    let seq = Sequential::<f32>::new()
+        .add(Dense::new(8).activation(Activation::Relu).named("hidden"))
+        .add(Dense::new(3).named("out"))
+        .with_input_shape([4])
+        .unwrap();
+    assert!(seq.layers().iter().all(|l| l.built()));
+    let text = summary(&seq);
+    assert!(
+        text.contains("(None, 8)") && text.contains("(None, 3)"),
+        "{text}"
+    );
+    assert_eq!(
+        seq.compute_output_shape(&[PartialShape::batched([4])])
+            .unwrap(),
+        vec![PartialShape::from([None, Some(3)])]
+    );
+    // functional: the same, through symbolic tensors
+    let x = Input::<f32>::new([4]);
+    let h = x.apply(Dense::new(8).activation(Activation::Relu)).unwrap();
+    let y = h.apply(Dense::new(3)).unwrap();
+    assert_eq!(x.shape().to_string(), "(None, 4)");
+    assert_eq!(y.shape().to_string(), "(None, 3)");
+    assert_eq!(y.example_shape(), [3]);
+    let fun = Model::new(&[&x], &[&y]).unwrap();
+    let text = summary(&fun);
+    assert!(
+        text.contains("(None, 8)") && text.contains("(None, 3)"),
+        "{text}"
+    );
+    // then batches of any size run, with the right values
+    for n in [1, 3, 7] {
+        let xs = batch(n, n as u64);
+        let seq_out = seq.call(&xs, false).unwrap();
+        let l = seq.layers();
+        let want = dense_by_hand(&*l[1], &dense_by_hand(&*l[0], &xs, true), false);
+        assert_eq!(seq_out.shape(), &[n, 3]);
+        assert_relative_eq!(seq_out, want, epsilon = 1e-5);
+        let fun_out = fun.call(&xs, false).unwrap();
+        let l = fun.layers();
+        let want = dense_by_hand(&*l[1], &dense_by_hand(&*l[0], &xs, true), false);
+        assert_eq!(fun_out.shape(), &[n, 3]);
+        assert_relative_eq!(fun_out, want, epsilon = 1e-5);
+    }
+    // a wrong example shape is still rejected
+    assert!(matches!(
+        fun.call(&Tensor::ones([2, 5]).unwrap(), false),
+        Err(Error::Input { .. })
+    ));
+}
+
+#[test]
+fn a_layer_that_needs_an_unknown_dimension_is_a_typed_error() {
+    use rime_layers::{BatchNormalization, Conv2D, Flatten};
+    use rime_tensor::PartialShape;
+    // Dense sizes its kernel by the last axis
+    let err = Sequential::<f32>::new()
+        .add(Dense::new(3).named("needs_last"))
+        .with_input_shape([None])
+        .err()
+        .unwrap();
+    match &err {
+        Error::UnknownDimension {
+            layer,
+            shapes,
+            axis,
+            ..
+        } => {
+            assert_eq!((layer.as_str(), *axis), ("needs_last", 1));
+            assert_eq!(shapes, &[PartialShape::from([None, None])]);
+        }
+        e => panic!("{e:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("needs_last") && msg.contains("(None, None)"),
+        "{msg}"
+    );
+    // functional: a variable length is fine until a layer needs it
+    let x = Input::<f32>::new([None, Some(6)]);
+    let h = x.apply(Dense::new(2)).unwrap();
+    assert_eq!(h.shape().to_string(), "(None, None, 2)");
+    let flat = h.apply(Flatten::new()).unwrap();
+    assert_eq!(flat.shape().to_string(), "(None, None)");
+    let dense = Dense::<f32>::new(1).named("after_flatten");
+    let err = flat.apply(dense).err().unwrap();
+    assert!(
+        matches!(&err, Error::UnknownDimension { layer, .. } if layer == "after_flatten"),
+        "{err:?}"
+    );
+    // a failed build leaves the layer unbuilt, with no weights
+    let conv = Arc::new(Conv2D::<f32>::new(4, [3, 3]).named("conv_channels"));
+    let img = Input::<f32>::new([None, None, None]);
+    let err = img.apply(conv.clone()).err().unwrap();
+    assert!(
+        err.to_string().contains("conv_channels") && err.to_string().contains("axis 3"),
+        "{err}"
+    );
+    assert!(!conv.built() && conv.weights().is_empty());
+    // the same layer builds later, for known channels
+    let img = Input::<f32>::new([None, None, Some(2)]);
+    let out = img.apply(conv.clone()).unwrap();
+    assert_eq!(out.shape().to_string(), "(None, None, None, 4)");
+    assert_eq!(conv.weights()[0].shape(), [3, 3, 2, 4]);
+    let bn = BatchNormalization::<f32>::new().named("bn_axis");
+    assert!(matches!(
+        Input::<f32>::new([Some(3), None]).apply(bn),
+        Err(Error::UnknownDimension { axis: 2, .. })
+    ));
+}
+
+#[test]
+fn shapes_with_unknown_dimensions_propagate() {
+    use rime_layers::layers::Padding;
+    use rime_layers::{
+        Concatenate, Conv2D, Embedding, Flatten, GlobalAveragePooling1D, MaxPooling2D, Reshape,
+    };
+    use rime_tensor::PartialShape;
+    let out = |l: &dyn Layer<f32>, ins: &[PartialShape]| {
+        let o = l.compute_output_shape(ins).unwrap();
+        o.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let p = |d: &[Option<usize>]| PartialShape::from(d.to_vec());
+    let (n, s) = (None, Some);
+    assert_eq!(
+        out(&Flatten::new(), &[p(&[n, s(7), s(7), s(64)])]),
+        "(None, 3136)"
+    );
+    assert_eq!(
+        out(&Flatten::new(), &[p(&[n, s(7), n, s(64)])]),
+        "(None, None)"
+    );
+    assert_eq!(out(&Flatten::new(), &[p(&[s(2), s(3)])]), "(2, 3)");
+    let reshape = Reshape::new(vec![-1, 4]);
+    assert_eq!(out(&reshape, &[p(&[n, s(8)])]), "(None, 2, 4)");
+    assert_eq!(out(&reshape, &[p(&[n, n])]), "(None, None, 4)");
+    assert!(reshape.compute_output_shape(&[p(&[n, s(6)])]).is_err());
+    assert_eq!(
+        out(&Reshape::new(vec![2, 3]), &[p(&[n, n, s(3)])]),
+        "(None, 2, 3)"
+    );
+    let cat = Concatenate::new().axis(-1);
+    assert_eq!(out(&cat, &[p(&[n, s(3)]), p(&[n, s(5)])]), "(None, 8)");
+    assert_eq!(out(&cat, &[p(&[n, s(3)]), p(&[n, n])]), "(None, None)");
+    let cat1 = Concatenate::new().axis(1);
+    assert_eq!(
+        out(&cat1, &[p(&[n, s(2), n]), p(&[n, s(4), s(3)])]),
+        "(None, 6, 3)"
+    );
+    assert!(
+        cat1.compute_output_shape(&[p(&[n, s(2), s(4)]), p(&[n, s(4), s(3)])])
+            .is_err()
+    );
+    let conv = Conv2D::new(8, [3, 3]).strides(&[2]).padding(Padding::Same);
+    assert_eq!(out(&conv, &[p(&[n, n, s(9), s(3)])]), "(None, None, 5, 8)");
+    let pool = MaxPooling2D::new(&[2, 2]);
+    assert_eq!(out(&pool, &[p(&[n, s(7), n, s(3)])]), "(None, 3, None, 3)");
+    assert_eq!(
+        out(&Embedding::new(10, 4), &[p(&[n, n])]),
+        "(None, None, 4)"
+    );
+    assert_eq!(
+        out(&GlobalAveragePooling1D::new(), &[p(&[n, n, s(4)])]),
+        "(None, 4)"
+    );
+    assert_eq!(
+        out(&rime_layers::Add::new(), &[p(&[n, s(3)]), p(&[s(2), s(1)])]),
+        "(2, 3)"
+    );
+}
+
+#[test]
+fn an_integer_input_converts_whole_floats_and_keeps_its_dtype_in_the_config() {
+    use rime_layers::config::{LayerConfig, layer_from_config};
+    use rime_layers::{CallContext, Embedding, Flatten, ModelData};
+    use rime_tensor::DType;
+    let x = Input::<f32>::with_dtype([2], DType::I64);
+    assert_eq!(x.dtype(), DType::I64);
+    let y = x
+        .apply(Embedding::new(5, 3))
+        .unwrap()
+        .apply(Flatten::new())
+        .unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    let model = Model::new(&[&x], &[&y]).unwrap();
+    let ids = Tensor::from_vec(vec![4i64, 0, 2, 2], [2, 2]).unwrap();
+    let by_ids = model
+        .apply_data(&[ModelData::from(&ids)], CallContext::INFERENCE)
+        .unwrap();
+    // whole floats given for the integer input are converted exactly
+    let as_floats = model.call(&ids.to_dtype::<f32>().unwrap(), false).unwrap();
+    assert_eq!(by_ids[0], as_floats);
+    assert_eq!(by_ids[0].shape(), &[2, 6]);
+    let err = model.call(&t(&[1.5, 0.0], &[1, 2]), false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Input { msg, .. } if msg.contains("i64") && msg.contains("1.5")),
+        "{err:?}"
+    );
+    // the dtype survives the config (Keras' name)
+    let cfg = LayerConfig::of(&model);
+    assert_eq!(cfg.config["inputs"][0]["dtype"], "int64");
+    let again = layer_from_config::<f32>(&cfg).unwrap();
+    again.set_weights(&model.get_weights()).unwrap();
+    assert_eq!(
+        again
+            .apply_data(&[ModelData::from(&ids)], CallContext::INFERENCE)
+            .unwrap(),
+        by_ids
+    );
+}

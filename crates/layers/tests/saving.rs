@@ -456,3 +456,94 @@ fn a_sequential_built_by_calling_it_reloads_with_its_weights() {
     assert!(loaded.weights().is_empty());
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn configs_with_plain_shapes_still_load_and_unknown_dims_write_null() {
+    use rime_layers::config::{LayerConfig, layer_from_config};
+    use rime_tensor::PartialShape;
+    // the shape fields as files written before unknown dimensions hold
+    // them: plain sizes (the layer configs themselves did not change)
+    let dense = |name: &str, units: usize| {
+        serde_json::to_value(LayerConfig::of(&Dense::<f32>::new(units).named(name))).unwrap()
+    };
+    let old_sequential = |input_shape: serde_json::Value, build: serde_json::Value| LayerConfig {
+        class_name: "Sequential".into(),
+        config: serde_json::json!({
+            "name": "old_seq",
+            "input_shape": input_shape,
+            "build_input_shape": build,
+            "layers": [dense("a", 3), dense("b", 2)],
+        }),
+    };
+    for cfg in [
+        old_sequential(serde_json::json!([4]), serde_json::Value::Null),
+        old_sequential(serde_json::Value::Null, serde_json::json!([4])),
+    ] {
+        let model = layer_from_config::<f32>(&cfg).unwrap();
+        assert_eq!(model.weights()[0].shape(), [4, 3]);
+        assert_eq!(
+            model
+                .compute_output_shape(&[PartialShape::batched([4])])
+                .unwrap(),
+            vec![PartialShape::from([None, Some(2)])]
+        );
+        assert_eq!(
+            model
+                .call(&Tensor::ones([3, 4]).unwrap(), false)
+                .unwrap()
+                .shape(),
+            &[3, 2]
+        );
+    }
+    let old_functional = LayerConfig {
+        class_name: "Functional".into(),
+        config: serde_json::json!({
+            "name": "old_fun",
+            "inputs": [{"name": "x", "shape": [4]}],
+            "layers": [["a", dense("a", 3)]],
+            "nodes": [{"layer": "a", "inbound": [{"node": null, "index": 0}]}],
+            "outputs": [{"node": 0, "index": 0}],
+        }),
+    };
+    let model = layer_from_config::<f32>(&old_functional).unwrap();
+    assert_eq!(
+        model
+            .call(&Tensor::ones([2, 4]).unwrap(), false)
+            .unwrap()
+            .shape(),
+        &[2, 3]
+    );
+
+    // unknown dimensions are written as Keras' `null` and read back
+    let x = Input::<f32>::named("tokens", [None, Some(3)]);
+    let y = x.apply(Dense::new(2).named("proj")).unwrap();
+    let model = Model::new(&[&x], &[&y]).unwrap();
+    let cfg = LayerConfig::of(&model);
+    assert_eq!(
+        cfg.config["inputs"][0]["shape"],
+        serde_json::json!([null, 3])
+    );
+    let again = layer_from_config::<f32>(&cfg).unwrap();
+    assert_eq!(again.get_config(), model.get_config());
+    assert_eq!(
+        again
+            .call(&Tensor::ones([2, 5, 3]).unwrap(), false)
+            .unwrap()
+            .shape(),
+        &[2, 5, 2]
+    );
+    let seq = Sequential::<f32>::new()
+        .add(Dense::new(2).named("proj"))
+        .with_input_shape([None, Some(3)])
+        .unwrap();
+    let cfg = LayerConfig::of(&seq);
+    assert_eq!(cfg.config["input_shape"], serde_json::json!([null, 3]));
+    let again = layer_from_config::<f32>(&cfg).unwrap();
+    assert_eq!(
+        again
+            .call(&Tensor::ones([1, 7, 3]).unwrap(), false)
+            .unwrap()
+            .shape(),
+        &[1, 7, 2]
+    );
+}

@@ -8,14 +8,15 @@ use rand::seq::SliceRandom;
 use rime_tensor::{Element, Tensor};
 
 use super::data_err;
-use crate::{Result, Target};
+use crate::{ModelData, Result, Target};
 
 /// One batch: the feature tensors (the model's inputs) and the targets,
 /// each with the batch's samples along axis 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch<T: Element = f32> {
-    /// One tensor per model input.
-    pub inputs: Vec<Tensor<T>>,
+    /// One tensor per model input: float features, or integer ids
+    /// ([`ModelData`]).
+    pub inputs: Vec<ModelData<T>>,
     /// One target per model output (empty for unlabelled data): float
     /// values or integer class indices ([`Target`]).
     pub targets: Vec<Target<T>>,
@@ -50,7 +51,7 @@ type MapFn<T> = Arc<dyn Fn(Batch<T>) -> Result<Batch<T>> + Send + Sync>;
 /// batches after they are gathered.
 #[derive(Clone)]
 pub struct Dataset<T: Element = f32> {
-    inputs: Vec<Tensor<T>>,
+    inputs: Vec<ModelData<T>>,
     targets: Vec<Target<T>>,
     indices: Arc<[usize]>,
     batch_size: usize,
@@ -93,7 +94,8 @@ impl<T: Element> Dataset<T> {
     /// One feature tensor and one target with the same number of samples
     /// (first axis). The target is a float tensor or an integer tensor of
     /// class indices (`i64` or `i32`, kept as integers: see [`Target`]).
-    /// Batch size 32, no shuffling.
+    /// Batch size 32, no shuffling. Integer features (token ids):
+    /// [`from_data`](Dataset::from_data).
     ///
     /// ```
     /// use rime_layers::data::Dataset;
@@ -106,21 +108,39 @@ impl<T: Element> Dataset<T> {
     /// # Ok::<(), rime_layers::Error>(())
     /// ```
     pub fn from_tensors(x: Tensor<T>, y: impl Into<Target<T>>) -> Result<Self> {
-        Self::from_many(vec![x], vec![y.into()])
+        Self::from_many([ModelData::Float(x)], [y.into()])
     }
 
-    /// Features only (for `predict`).
-    pub fn from_features(x: Tensor<T>) -> Result<Self> {
-        Self::from_many(vec![x], Vec::<Target<T>>::new())
+    /// [`from_tensors`](Dataset::from_tensors) for features of any kind:
+    /// float features or integer ids (`i64`, `i32`), kept as integers so
+    /// that they reach a model's `Embedding` exactly (see [`ModelData`]).
+    ///
+    /// ```
+    /// use rime_layers::data::Dataset;
+    /// use rime_tensor::Tensor;
+    /// let ids = Tensor::from_vec(vec![4i64, 1, 0, 7, 7, 2], [3, 2])?;
+    /// let data = Dataset::<f32>::from_data(ids, Tensor::vector(vec![1i64, 0, 1]))?;
+    /// let batch = data.to_batch()?;
+    /// assert_eq!(batch.inputs[0].as_int().unwrap().to_vec(), vec![4, 1, 0, 7, 7, 2]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn from_data(x: impl Into<ModelData<T>>, y: impl Into<Target<T>>) -> Result<Self> {
+        Self::from_many([x.into()], [y.into()])
+    }
+
+    /// Features only (for `predict`): a float tensor, or integer ids.
+    pub fn from_features(x: impl Into<ModelData<T>>) -> Result<Self> {
+        Self::from_many([x.into()], Vec::<Target<T>>::new())
     }
 
     /// Several feature tensors (a multi-input model) and several targets
-    /// (a multi-output model; float or integer tensors, or [`Target`]s);
-    /// all with the same number of samples.
+    /// (a multi-output model); each a float or integer tensor, or
+    /// [`ModelData`]; all with the same number of samples.
     pub fn from_many(
-        inputs: Vec<Tensor<T>>,
+        inputs: impl IntoIterator<Item = impl Into<ModelData<T>>>,
         targets: impl IntoIterator<Item = impl Into<Target<T>>>,
     ) -> Result<Self> {
+        let inputs: Vec<ModelData<T>> = inputs.into_iter().map(Into::into).collect();
         let targets: Vec<Target<T>> = targets.into_iter().map(Into::into).collect();
         let Some(first) = inputs.first() else {
             return Err(data_err("dataset", "needs at least one feature tensor"));
@@ -390,9 +410,7 @@ impl<T: Element> Producer<T> {
         let inputs = self.data.inputs.iter();
         let targets = self.data.targets.iter();
         let mut batch = Batch {
-            inputs: inputs
-                .map(|t| Ok(t.index_select(0, idx)?))
-                .collect::<Result<_>>()?,
+            inputs: inputs.map(|t| t.index_select(idx)).collect::<Result<_>>()?,
             targets: targets
                 .map(|t| t.index_select(idx))
                 .collect::<Result<_>>()?,

@@ -611,7 +611,7 @@ fn update_metrics<T: Element>(
 }
 
 fn run_inference<T: Element>(model: &dyn Layer<T>, batch: &Batch<T>) -> Result<Vec<Tensor<T>>> {
-    model.apply(&batch.inputs, CallContext::new(false))
+    model.apply_data(&batch.inputs, CallContext::new(false))
 }
 
 /// Loss (plus the model's regularization losses) and metrics over `data`

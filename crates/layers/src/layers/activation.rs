@@ -1,6 +1,6 @@
 //! `Activation` (`ActivationLayer` in Rust): applies an activation function.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::single_shape;
@@ -77,7 +77,7 @@ impl<T: Element> Layer<T> for ActivationLayer<T> {
         Ok(vec![self.config.activation.apply(x)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         Ok(vec![single_shape(&self.base, input_shapes, 0)?.clone()])
     }
 

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{constraint, invalid, resolve_axis, single_shape, validate_regularizers};
@@ -244,13 +244,13 @@ impl<T: Element> BatchNormalization<T> {
         self.moving_variance.get()
     }
 
-    /// (axis, features) for an input of this shape, checked against the
-    /// shape the layer was built for (Keras' input spec).
-    fn check(&self, shapes: &[Shape]) -> Result<(usize, usize)> {
+    /// The axis for an input of this shape, checked against the shape the
+    /// layer was built for (Keras' input spec; an unknown size fits).
+    fn check(&self, shapes: &[PartialShape]) -> Result<usize> {
         let s = single_shape(&self.base, shapes, 1)?;
         let axis = resolve_axis(&self.base, shapes, self.config.axis, s.rank())?;
         if let Some(&(rank, a, n)) = self.built.get()
-            && (s.rank() != rank || s[a] != n)
+            && (s.rank() != rank || s[a].is_some_and(|d| d != n))
         {
             return Err(self.base.bad_input(
                 shapes,
@@ -259,7 +259,7 @@ impl<T: Element> BatchNormalization<T> {
                 ),
             ));
         }
-        Ok((axis, s[axis]))
+        Ok(axis)
     }
 
     /// `moving = moving · momentum + batch · (1 - momentum)` for both
@@ -294,10 +294,13 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         "BatchNormalization"
     }
 
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         let c = &self.config;
         c.validate()?;
-        let (axis, n) = self.check(input_shapes)?;
+        let axis = self.check(input_shapes)?;
+        let n = self
+            .base
+            .known_dim(input_shapes, 0, axis, "to size its statistics")?;
         if c.scale {
             let gamma = self.base.add_weight(
                 WeightSpec::new("gamma", [n])
@@ -333,7 +336,8 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        let (axis, n) = self.check(&[x.shape().clone()])?;
+        let axis = self.check(&[x.shape().into()])?;
+        let n = x.dims()[axis];
         let (moving_mean, moving_variance) =
             match (self.moving_mean.get(), self.moving_variance.get()) {
                 (Some(m), Some(v)) => (m, v),
@@ -381,7 +385,7 @@ impl<T: Element> Layer<T> for BatchNormalization<T> {
         Ok(vec![y])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.check(input_shapes)?;
         Ok(input_shapes.to_vec())
     }

@@ -1,6 +1,8 @@
 //! `Concatenate`: joins its inputs along one axis.
 
-use rime_tensor::{Element, Shape, Tensor};
+use std::ops::Not;
+
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{resolve_axis, shapes_of};
@@ -79,7 +81,8 @@ impl<T: Element> Concatenate<T> {
     }
 
     /// The resolved axis, after checking the shapes fit together.
-    fn check(&self, shapes: &[Shape]) -> Result<usize> {
+    /// Unknown (`None`) dimensions fit any size.
+    fn check(&self, shapes: &[PartialShape]) -> Result<usize> {
         let Some(first) = shapes.first() else {
             return Err(self.base.bad_input(shapes, "needs at least one input"));
         };
@@ -89,7 +92,11 @@ impl<T: Element> Concatenate<T> {
                 .bad_input(shapes, "inputs must have the same rank"));
         }
         let axis = resolve_axis(&self.base, shapes, self.config.axis, first.rank())?;
-        let fits = |s: &Shape| (0..s.rank()).all(|i| i == axis || s[i] == first[i]);
+        let fits = |s: &PartialShape| {
+            (0..s.rank()).all(|i| {
+                i == axis || matches!((s[i], first[i]), (Some(a), Some(b)) if a != b).not()
+            })
+        };
         if !shapes.iter().all(fits) {
             return Err(self.base.bad_input(
                 shapes,
@@ -110,16 +117,26 @@ impl<T: Element> Layer<T> for Concatenate<T> {
     }
 
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        let axis = self.check(&shapes_of(inputs))?;
+        let shapes: Vec<PartialShape> = shapes_of(inputs).iter().map(Into::into).collect();
+        let axis = self.check(&shapes)?;
         let refs: Vec<&Tensor<T>> = inputs.iter().collect();
         Ok(vec![Tensor::concat(&refs, axis as isize)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    /// The concatenation axis is the sum of the inputs' sizes (unknown if
+    /// one is); another axis takes the size any input knows.
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let axis = self.check(input_shapes)?;
-        let mut dims = input_shapes[0].dims().to_vec();
-        dims[axis] = input_shapes.iter().map(|s| s[axis]).sum();
-        Ok(vec![Shape::from(dims)])
+        let dims = (0..input_shapes[0].rank()).map(|i| {
+            if i == axis {
+                input_shapes
+                    .iter()
+                    .try_fold(0usize, |acc, s| acc.checked_add(s[i]?))
+            } else {
+                input_shapes.iter().find_map(|s| s[i])
+            }
+        });
+        Ok(vec![PartialShape::new(dims)])
     }
 
     fn get_config(&self) -> serde_json::Value {

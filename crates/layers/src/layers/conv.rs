@@ -6,10 +6,10 @@
 
 use rime_tape::Variable;
 use rime_tensor::ops::conv::{conv_output_size, conv_transpose_output_size};
-use rime_tensor::{Conv1dOptions, Conv2dOptions, Element, Shape, Tensor};
+use rime_tensor::{Conv1dOptions, Conv2dOptions, Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{at_build, constraint, invalid, validate_regularizers};
+use super::common::{at_build, constraint, invalid, known_output, validate_regularizers};
 use super::depthwise_conv2d::DepthwiseConv2DConfig;
 use super::flatten::DataFormat;
 use crate::activations::Activation;
@@ -227,8 +227,8 @@ impl<T: Element> ConvCore<T> {
         self.bias.get()
     }
 
-    /// The input channels of a valid input shape.
-    fn channels(&self, shapes: &[Shape]) -> Result<usize> {
+    /// The input channels of a valid input shape (`None`: unknown).
+    fn channels(&self, shapes: &[PartialShape]) -> Result<Option<usize>> {
         let rank = self.kind.spatial() + 2;
         match shapes {
             [s] if s.rank() == rank => Ok(s[rank - 1]),
@@ -239,16 +239,33 @@ impl<T: Element> ConvCore<T> {
         }
     }
 
-    fn output_channels(&self, c_in: usize) -> usize {
+    /// The output channels for `c_in` input channels (unknown for a
+    /// depthwise convolution of unknown channels).
+    fn output_channels(
+        &self,
+        shapes: &[PartialShape],
+        c_in: Option<usize>,
+    ) -> Result<Option<usize>> {
         match self.kind {
-            ConvKind::Depthwise => c_in * self.config.filters,
-            _ => self.config.filters,
+            ConvKind::Depthwise => c_in
+                .map(|c| {
+                    c.checked_mul(self.config.filters)
+                        .ok_or_else(|| self.base.bad_input(shapes, "output channels overflow"))
+                })
+                .transpose(),
+            _ => Ok(Some(self.config.filters)),
         }
     }
 
-    pub(crate) fn build(&self, shapes: &[Shape]) -> Result<()> {
+    pub(crate) fn build(&self, shapes: &[PartialShape]) -> Result<()> {
         Self::checked(self.kind, self.config.clone()).map_err(|e| at_build(&self.base, e))?;
-        let c_in = self.channels(shapes)?;
+        self.channels(shapes)?;
+        let c_in = self.base.known_dim(
+            shapes,
+            0,
+            self.kind.spatial() + 1,
+            "(the input channels) to size its kernel",
+        )?;
         let c = &self.config;
         if c_in == 0 || !c_in.is_multiple_of(c.groups) {
             return Err(self.base.bad_input(
@@ -273,8 +290,11 @@ impl<T: Element> ConvCore<T> {
         )?;
         self.kernel.set(kernel);
         if c.use_bias {
+            let c_out = self
+                .output_channels(shapes, Some(c_in))?
+                .unwrap_or(c.filters);
             let bias = self.base.add_weight(
-                WeightSpec::new("bias", [self.output_channels(c_in)])
+                WeightSpec::new("bias", [c_out])
                     .initializer(c.bias_initializer.clone())
                     .regularizer(c.bias_regularizer)
                     .constraint(constraint(c.bias_constraint)),
@@ -301,20 +321,25 @@ impl<T: Element> ConvCore<T> {
         }
     }
 
-    pub(crate) fn output_shape(&self, shapes: &[Shape]) -> Result<Shape> {
+    /// An unknown spatial size gives an unknown output size.
+    pub(crate) fn output_shape(&self, shapes: &[PartialShape]) -> Result<PartialShape> {
         Self::checked(self.kind, self.config.clone()).map_err(|e| at_build(&self.base, e))?;
         let c_in = self.channels(shapes)?;
         let s = &shapes[0];
         let c = &self.config;
         let mut dims = vec![s[0]];
         for i in 0..self.kind.spatial() {
-            let (n, k, st, d) = (s[i + 1], c.kernel_size[i], c.strides[i], c.dilation_rate[i]);
+            let (k, st, d) = (c.kernel_size[i], c.strides[i], c.dilation_rate[i]);
+            let Some(n) = s[i + 1] else {
+                dims.push(None);
+                continue;
+            };
             let out = if self.kind == ConvKind::Transpose {
                 conv_transpose_output_size(n, k, st, d, c.padding.into())
             } else {
                 conv_output_size(n, k, st, d, c.padding.into()).map(|(o, _)| o)
             };
-            dims.push(out.ok_or_else(|| {
+            dims.push(Some(out.ok_or_else(|| {
                 self.base.bad_input(
                     shapes,
                     format!(
@@ -322,17 +347,18 @@ impl<T: Element> ConvCore<T> {
                         c.kernel_size, c.dilation_rate
                     ),
                 )
-            })?);
+            })?));
         }
-        dims.push(self.output_channels(c_in));
-        Ok(Shape::from(dims))
+        dims.push(self.output_channels(shapes, c_in)?);
+        Ok(PartialShape::from(dims))
     }
 
     pub(crate) fn call(&self, inputs: &[Tensor<T>]) -> Result<Tensor<T>> {
         let x = self.base.single(inputs)?;
         let kernel = self.kernel.get().ok_or_else(|| self.base.not_built())?;
-        let shapes = [x.shape().clone()];
-        let c_in = self.channels(&shapes)?;
+        let shapes = [PartialShape::from(x.shape())];
+        self.channels(&shapes)?;
+        let c_in = x.dims()[x.rank() - 1]; // the rank was checked
         let k = kernel.value();
         let built_for = match self.kind {
             ConvKind::Conv1D | ConvKind::Conv2D => k.dims()[k.rank() - 2] * self.config.groups,
@@ -360,6 +386,7 @@ impl<T: Element> ConvCore<T> {
             ConvKind::Depthwise => x.depthwise_conv2d(&k, &opts)?,
             ConvKind::Transpose => {
                 let out = self.output_shape(&shapes)?;
+                let out = known_output(&self.base, &[x.shape().clone()], out)?;
                 x.conv2d_transpose(&k, [out[1], out[2]], &opts)?
             }
         };
@@ -457,13 +484,16 @@ macro_rules! conv_layer {
             fn class_name(&self) -> &'static str {
                 self.core.kind.class()
             }
-            fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+            fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
                 self.core.build(input_shapes)
             }
             fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
                 Ok(vec![self.core.call(inputs)?])
             }
-            fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+            fn compute_output_shape(
+                &self,
+                input_shapes: &[PartialShape],
+            ) -> Result<Vec<PartialShape>> {
                 Ok(vec![self.core.output_shape(input_shapes)?])
             }
             fn get_config(&self) -> serde_json::Value {
@@ -548,11 +578,15 @@ plain_conv_layer!(Conv1D, ConvKind::Conv1D);
 ///
 /// ```
 /// use rime_layers::{Conv2D, Layer, activations::Activation, layers::Padding};
-/// use rime_tensor::{Shape, Tensor};
+/// use rime_tensor::{PartialShape, Tensor};
 /// let conv = Conv2D::new(32, [3, 3]).activation(Activation::Relu);
 /// assert_eq!(conv.call(&Tensor::<f32>::ones([1, 28, 28, 1])?, false)?.shape(), &[1, 26, 26, 32]);
 /// let s = Conv2D::<f32>::new(8, [3, 3]).strides(&[2]).padding(Padding::Same);
-/// assert_eq!(s.compute_output_shape(&[Shape::from([1, 7, 8, 3])])?, vec![Shape::from([1, 4, 4, 8])]);
+/// let out = s.compute_output_shape(&[PartialShape::batched([7, 8, 3])])?;
+/// assert_eq!(out[0].to_string(), "(None, 4, 4, 8)");
+/// // any size, once the channels are known
+/// let out = s.compute_output_shape(&[PartialShape::from([None, None, None, Some(3)])])?;
+/// assert_eq!(out[0].to_string(), "(None, None, None, 8)");
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Conv2D<T: Element = f32> {

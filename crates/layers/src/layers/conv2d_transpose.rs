@@ -2,7 +2,7 @@
 //! `Conv2D`), upsampling by its strides.
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 
 use super::conv::{ConvConfig, ConvCore, ConvKind, Padding, plain_conv_layer};
 use crate::activations::Activation;

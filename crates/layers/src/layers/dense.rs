@@ -1,7 +1,7 @@
 //! `Dense`: `activation(x · kernel + bias)` over the last axis.
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{check_size, constraint};
@@ -190,7 +190,7 @@ impl<T: Element> Layer<T> for Dense<T> {
         "Dense"
     }
 
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         if self.config.units == 0 || self.config.units > super::common::MAX_SIZE {
             return Err(self.base.bad_input(
                 input_shapes,
@@ -245,13 +245,9 @@ impl<T: Element> Layer<T> for Dense<T> {
         Ok(vec![y])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         match input_shapes {
-            [s] if s.rank() >= 1 => {
-                let mut d = s.dims().to_vec();
-                *d.last_mut().expect("rank >= 1") = self.config.units;
-                Ok(vec![Shape::from(d)])
-            }
+            [s] if s.rank() >= 1 => Ok(vec![s.with_dim(s.rank() - 1, Some(self.config.units))]),
             _ => Err(self
                 .base
                 .bad_input(input_shapes, "expects one input of rank >= 1")),

@@ -2,7 +2,7 @@
 //! `depth_multiplier` filters (a grouped convolution, one channel a group).
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::conv::{ConvConfig, ConvCore, ConvKind, Padding, conv_layer};

@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
-use rime_tensor::{Element, Rng, Shape, Tensor, seeded_rng};
+use rime_tensor::{Element, PartialShape, Rng, Tensor, seeded_rng};
 use serde::{Deserialize, Serialize};
 
-use super::common::{at_build, invalid, single_shape};
+use super::common::{at_build, invalid, known_output, single_shape};
 use crate::initializers::next_seed;
 use crate::{CallContext, Layer, LayerBase, Result};
 
@@ -132,8 +132,9 @@ impl<T: Element> Dropout<T> {
         &self.config
     }
 
-    /// The mask's shape for an input of this shape.
-    fn mask_shape(&self, x: &Shape) -> Result<Shape> {
+    /// The mask's shape for an input of this shape (unknown input sizes
+    /// fit any noise size).
+    fn mask_shape(&self, x: &PartialShape) -> Result<PartialShape> {
         let Some(ns) = &self.config.noise_shape else {
             return Ok(x.clone());
         };
@@ -148,13 +149,13 @@ impl<T: Element> Dropout<T> {
         }
         ns.iter()
             .zip(x.dims())
-            .map(|(n, &d)| match n {
-                None => Ok(d),
-                Some(n) if *n == d || *n == 1 => Ok(*n),
-                Some(_) => Err(bad()),
+            .map(|(n, &d)| match (n, d) {
+                (None, d) => Ok(d),
+                (Some(n), Some(d)) if *n != d && *n != 1 => Err(bad()),
+                (Some(n), _) => Ok(Some(*n)),
             })
-            .collect::<Result<Vec<usize>>>()
-            .map(Shape::from)
+            .collect::<Result<Vec<Option<usize>>>>()
+            .map(PartialShape::from)
     }
 }
 
@@ -167,7 +168,7 @@ impl<T: Element> Layer<T> for Dropout<T> {
         "Dropout"
     }
 
-    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
     }
 
@@ -181,7 +182,8 @@ impl<T: Element> Layer<T> for Dropout<T> {
         if !ctx.training || rate == 0.0 {
             return Ok(vec![x.clone()]);
         }
-        let shape = self.mask_shape(x.shape())?;
+        let shape = self.mask_shape(&x.shape().into())?;
+        let shape = known_output(&self.base, &[x.shape().clone()], shape)?;
         // drawn in f64 so f32 and f64 layers with one seed drop alike
         let u = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,7 +198,7 @@ impl<T: Element> Layer<T> for Dropout<T> {
         Ok(vec![x.mul(&Tensor::from_vec(mask, shape)?)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.build(input_shapes)?;
         let s = single_shape(&self.base, input_shapes, 0)?;
         self.mask_shape(s)?;

@@ -3,14 +3,14 @@
 use std::sync::OnceLock;
 
 use rime_tape::Variable;
-use rime_tensor::{Element, IntElement, Shape, Tensor};
+use rime_tensor::{Element, IntElement, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{at_build, check_size, constraint, single_shape, validate_regularizers};
 use crate::constraints::WeightConstraint;
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{CallContext, Layer, LayerBase, Result, WeightSpec};
+use crate::{CallContext, Error, Layer, LayerBase, ModelData, Result, WeightSpec};
 
 /// Embedding's constructor arguments (Keras names and defaults).
 ///
@@ -167,19 +167,28 @@ impl<T: Element> Embedding<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn lookup<I: IntElement>(&self, ids: &Tensor<I>) -> Result<Tensor<T>> {
-        self.ensure_built(&[ids.shape().clone()])?;
+        self.ensure_built(&[ids.shape().into()])?;
+        self.gather_rows(ids)
+    }
+
+    /// The rows of the built table at `ids`, each checked to be in
+    /// `0..input_dim` first (an error changes nothing).
+    fn gather_rows<I: IntElement>(&self, ids: &Tensor<I>) -> Result<Tensor<T>> {
         let table = self.embeddings.get().ok_or_else(|| self.base.not_built())?;
         let n = self.config.input_dim;
-        if let Some((pos, bad)) = ids
+        if let Some((position, bad)) = ids
             .as_slice()
             .iter()
             .enumerate()
             .find(|(_, v)| v.to_usize().is_none_or(|i| i >= n))
         {
-            return Err(self.base.bad_input(
-                &[ids.shape().clone()],
-                format!("id {bad} at flat position {pos} is out of range for input_dim {n}"),
-            ));
+            return Err(Error::IndexOutOfBounds {
+                layer: self.base.name().to_string(),
+                index: bad.to_i64().unwrap_or(i64::MAX),
+                position,
+                bound: n,
+                shape: ids.shape().clone(),
+            });
         }
         Ok(table.value().gather(0, ids)?)
     }
@@ -198,12 +207,14 @@ impl<T: Element> Embedding<T> {
                         format!("index {f} at flat position {pos} is not a whole number"),
                     ))
                 } else if f < 0.0 || f >= n as f64 {
-                    Err(self.base.bad_input(
-                        &[x.shape().clone()],
-                        format!(
-                            "index {f} at flat position {pos} is out of range for input_dim {n}"
-                        ),
-                    ))
+                    Err(Error::IndexOutOfBounds {
+                        layer: self.base.name().to_string(),
+                        // a whole number: saturating, exact below 2^63
+                        index: f as i64,
+                        position: pos,
+                        bound: n,
+                        shape: x.shape().clone(),
+                    })
                 } else {
                     Ok(f as usize)
                 }
@@ -221,7 +232,7 @@ impl<T: Element> Layer<T> for Embedding<T> {
         "Embedding"
     }
 
-    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))?;
         let c = &self.config;
         let table = self.base.add_weight(
@@ -243,11 +254,24 @@ impl<T: Element> Layer<T> for Embedding<T> {
         Ok(vec![table.value().index_select(0, &ids)?.reshape(dims)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    /// Integer ids are looked up as they are: they never pass through
+    /// floats.
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        match inputs {
+            [ModelData::Int(ids)] => Ok(vec![self.gather_rows(ids)?]),
+            [ModelData::Float(x)] => self.call_with(std::slice::from_ref(x), ctx),
+            _ => Err(self.base.bad_input(
+                &inputs.iter().map(|d| d.shape().clone()).collect::<Vec<_>>(),
+                format!("expects one input, got {}", inputs.len()),
+            )),
+        }
+    }
+
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let s = single_shape(&self.base, input_shapes, 0)?;
         let mut d = s.dims().to_vec();
-        d.push(self.config.output_dim);
-        Ok(vec![Shape::from(d)])
+        d.push(Some(self.config.output_dim));
+        Ok(vec![PartialShape::from(d)])
     }
 
     fn get_config(&self) -> serde_json::Value {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{invalid, single_shape};
@@ -191,19 +191,18 @@ impl<T: Element> EmbeddingTranspose<T> {
         self.bias.get()
     }
 
-    fn check(&self, input_shapes: &[Shape]) -> Result<()> {
+    /// The last axis must be the tied embedding's `output_dim` (or not yet
+    /// known).
+    fn check(&self, input_shapes: &[PartialShape]) -> Result<()> {
         let s = single_shape(&self.base, input_shapes, 1)?;
         let want = self.embedding.config().output_dim;
-        if s[s.rank() - 1] != want {
-            return Err(self.base.bad_input(
+        match s[s.rank() - 1] {
+            Some(got) if got != want => Err(self.base.bad_input(
                 input_shapes,
-                format!(
-                    "the last axis must be the tied embedding's output_dim {want}, got {}",
-                    s[s.rank() - 1]
-                ),
-            ));
+                format!("the last axis must be the tied embedding's output_dim {want}, got {got}"),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -216,7 +215,7 @@ impl<T: Element> Layer<T> for EmbeddingTranspose<T> {
         "EmbeddingTranspose"
     }
 
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         self.check(input_shapes)?;
         // the table's shape does not depend on the input: build it if the
         // embedding has not been called yet
@@ -238,7 +237,7 @@ impl<T: Element> Layer<T> for EmbeddingTranspose<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        self.check(&[x.shape().clone()])?;
+        self.check(&[x.shape().into()])?;
         let table = self
             .embedding
             .embeddings()
@@ -257,11 +256,13 @@ impl<T: Element> Layer<T> for EmbeddingTranspose<T> {
         Ok(vec![self.config.activation.apply(&y)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.check(input_shapes)?;
-        let mut d = input_shapes[0].dims().to_vec();
-        *d.last_mut().expect("rank >= 1 was checked") = self.embedding.config().input_dim;
-        Ok(vec![Shape::from(d)])
+        let s = &input_shapes[0];
+        Ok(vec![s.with_dim(
+            s.rank() - 1,
+            Some(self.embedding.config().input_dim),
+        )])
     }
 
     fn get_config(&self) -> serde_json::Value {

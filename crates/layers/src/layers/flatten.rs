@@ -1,9 +1,9 @@
 //! `Flatten`: one feature axis per example.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::single_shape;
+use super::common::{example_numel, known_output, single_shape};
 use crate::{CallContext, Layer, LayerBase, Result};
 
 /// Where the channels axis of an image-like input is (Keras' `data_format`).
@@ -39,10 +39,16 @@ pub struct FlattenConfig {
 ///
 /// ```
 /// use rime_layers::{Flatten, Layer};
-/// use rime_tensor::{Shape, Tensor};
+/// use rime_tensor::{PartialShape, Tensor};
 /// let flat = Flatten::<f32>::new();
 /// assert_eq!(flat.call(&Tensor::zeros([2, 3, 4])?, false)?.shape(), &[2, 12]);
-/// assert_eq!(flat.compute_output_shape(&[Shape::from([5])])?, vec![Shape::from([5, 1])]);
+/// assert_eq!(flat.compute_output_shape(&[PartialShape::from([5])])?, vec![PartialShape::from([5, 1])]);
+/// // before any batch is seen (Keras' `(None, 7, 7, 64)` → `(None, 3136)`)
+/// let out = flat.compute_output_shape(&[PartialShape::batched([7, 7, 64])])?;
+/// assert_eq!(out[0].to_string(), "(None, 3136)");
+/// // an unknown axis makes the product unknown
+/// let out = flat.compute_output_shape(&[PartialShape::from([None, None, Some(4)])])?;
+/// assert_eq!(out[0].to_string(), "(None, None)");
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Flatten<T: Element = f32> {
@@ -92,7 +98,8 @@ impl<T: Element> Layer<T> for Flatten<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        let out = self.compute_output_shape(&[x.shape().clone()])?.remove(0);
+        let out = self.compute_output_shape(&[x.shape().into()])?.remove(0);
+        let out = known_output(&self.base, &[x.shape().clone()], out)?;
         let rank = x.rank();
         let x = if self.config.data_format == DataFormat::ChannelsFirst && rank > 2 {
             let mut perm: Vec<usize> = vec![0];
@@ -105,9 +112,12 @@ impl<T: Element> Layer<T> for Flatten<T> {
         Ok(vec![x.reshape(out)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    /// `(batch, product of the other axes)`: Flatten of `(None, 7, 7, 64)`
+    /// is `(None, 3136)`; the product is unknown if one of its axes is.
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let s = single_shape(&self.base, input_shapes, 1)?;
-        Ok(vec![Shape::from([s[0], s[1..].iter().product()])])
+        let n = example_numel(&self.base, input_shapes, s)?;
+        Ok(vec![PartialShape::from([s[0], n])])
     }
 
     fn get_config(&self) -> serde_json::Value {

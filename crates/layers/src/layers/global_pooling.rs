@@ -1,6 +1,6 @@
 //! Global average and max pooling, 1-D and 2-D: one value per channel.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::invalid;
@@ -71,7 +71,7 @@ macro_rules! global_pooling_layer {
             }
             fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
                 let x = self.base.single(inputs)?;
-                self.compute_output_shape(&[x.shape().clone()])?;
+                self.compute_output_shape(&[x.shape().into()])?;
                 let keep = self.config.keepdims;
                 Ok(vec![if $max {
                     x.global_max_pool(keep)?
@@ -79,16 +79,19 @@ macro_rules! global_pooling_layer {
                     x.global_avg_pool(keep)?
                 }])
             }
-            fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+            fn compute_output_shape(
+                &self,
+                input_shapes: &[PartialShape],
+            ) -> Result<Vec<PartialShape>> {
                 let rank = $spatial + 2;
                 match input_shapes {
                     [s] if s.rank() == rank => {
                         let mut d = vec![s[0]];
                         if self.config.keepdims {
-                            d.extend(std::iter::repeat_n(1, $spatial));
+                            d.extend(std::iter::repeat_n(Some(1), $spatial));
                         }
                         d.push(s[rank - 1]);
-                        Ok(vec![Shape::from(d)])
+                        Ok(vec![PartialShape::from(d)])
                     }
                     _ => Err(self.base.bad_input(
                         input_shapes,

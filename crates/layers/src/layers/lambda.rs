@@ -60,6 +60,12 @@ fn registered<T: Element>(function: &str) -> Option<Arc<LambdaFn<T>>> {
 /// let y = norm.call(&Tensor::from_vec(vec![3.0, 4.0], [1, 2])?, false)?;
 /// assert_eq!(y.to_vec(), vec![0.6, 0.8]);
 /// assert_eq!(norm.fresh()?.call(&Tensor::from_vec(vec![0.0, 2.0], [1, 2])?, false)?.to_vec(), vec![0.0, 1.0]);
+/// // in a model built for any batch size, the output shape comes from the
+/// // default `compute_output_shape` (two probe sizes for unknown axes)
+/// let x = rime_layers::Input::<f32>::new([2]);
+/// assert_eq!(x.apply(norm)?.shape().to_string(), "(None, 2)");
+/// let rows = Lambda::new("first_row", |xs: &[Tensor]| Ok(vec![xs[0].index_select(0, &[0])?]));
+/// assert_eq!(x.apply(rows)?.shape().to_string(), "(1, 2)");
 /// # Ok::<(), rime_layers::Error>(())
 /// ```
 pub struct Lambda<T: Element = f32> {

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use rime_tape::Variable;
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::common::{constraint, invalid, resolve_axis, single_shape, validate_regularizers};
@@ -204,7 +204,7 @@ impl<T: Element> LayerNormalization<T> {
 
     /// The resolved, sorted axes for an input of this shape, checked against
     /// the shape the layer was built for.
-    fn check(&self, shapes: &[Shape]) -> Result<Vec<usize>> {
+    fn check(&self, shapes: &[PartialShape]) -> Result<Vec<usize>> {
         let s = single_shape(&self.base, shapes, 1)?;
         let mut axes = Vec::with_capacity(self.config.axis.len());
         for &a in &self.config.axis {
@@ -219,8 +219,11 @@ impl<T: Element> LayerNormalization<T> {
         }
         axes.sort_unstable();
         if let Some((rank, built_axes, sizes)) = self.built.get() {
-            let now: Vec<usize> = axes.iter().map(|&a| s[a]).collect();
-            if s.rank() != *rank || &now != sizes {
+            let fits = axes
+                .iter()
+                .zip(sizes)
+                .all(|(&a, &n)| s[a].is_none_or(|d| d == n));
+            if s.rank() != *rank || !fits {
                 return Err(self.base.bad_input(
                     shapes,
                     format!(
@@ -242,12 +245,18 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
         "LayerNormalization"
     }
 
-    fn build(&self, input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, input_shapes: &[PartialShape]) -> Result<()> {
         let c = &self.config;
         c.validate()?;
         let axes = self.check(input_shapes)?;
         let s = &input_shapes[0];
-        let sizes: Vec<usize> = axes.iter().map(|&a| s[a]).collect();
+        let sizes: Vec<usize> = axes
+            .iter()
+            .map(|&a| {
+                self.base
+                    .known_dim(input_shapes, 0, a, "to size its scale and offset")
+            })
+            .collect::<Result<_>>()?;
         if c.scale {
             let gamma = self.base.add_weight(
                 WeightSpec::new("gamma", sizes.clone())
@@ -272,7 +281,7 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
 
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        let axes = self.check(&[x.shape().clone()])?;
+        let axes = self.check(&[x.shape().into()])?;
         let mut bshape = vec![1; x.rank()];
         for &a in &axes {
             bshape[a] = x.dims()[a];
@@ -295,7 +304,7 @@ impl<T: Element> Layer<T> for LayerNormalization<T> {
         Ok(vec![x.mul(&inv)?.add(&shift)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.check(input_shapes)?;
         Ok(input_shapes.to_vec())
     }

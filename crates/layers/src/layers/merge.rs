@@ -3,7 +3,7 @@
 //! or 1, aligned on the right; a lower-rank input gets size-1 axes after
 //! its batch axis) and fold one binary op over them.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::shapes_of;
@@ -71,7 +71,10 @@ macro_rules! merge_layer {
             fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
                 Ok(vec![merge(&self.base, inputs, |a, b| a.$op(b))?])
             }
-            fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+            fn compute_output_shape(
+                &self,
+                input_shapes: &[PartialShape],
+            ) -> Result<Vec<PartialShape>> {
                 Ok(vec![merge_output_shape(&self.base, input_shapes)?])
             }
             fn get_config(&self) -> serde_json::Value {
@@ -99,20 +102,27 @@ merge_layer!(
 /// The output shape of Keras' elementwise merge layers (`Add`,
 /// `Multiply`): at least one input, each of rank >= 1, one batch size, and
 /// the non-batch axes aligned on the right and broadcast where one of them
-/// is 1.
-fn merge_output_shape<T: Element>(base: &LayerBase<T>, shapes: &[Shape]) -> Result<Shape> {
+/// is 1. An axis unknown (`None`) in any input is unknown in the output
+/// (Keras).
+fn merge_output_shape<T: Element>(
+    base: &LayerBase<T>,
+    shapes: &[PartialShape],
+) -> Result<PartialShape> {
     if shapes.is_empty() {
         return Err(base.bad_input(shapes, "a merge layer needs at least one input"));
     }
     if shapes.iter().any(|s| s.rank() == 0) {
         return Err(base.bad_input(shapes, "every input needs a batch axis (rank >= 1)"));
     }
-    let batch = shapes[0][0];
-    if shapes.iter().any(|s| s[0] != batch) {
-        return Err(base.bad_input(shapes, "inputs have different batch sizes"));
+    let mut batch = None;
+    for b in shapes.iter().filter_map(|s| s[0]) {
+        if batch.is_some_and(|a| a != b) {
+            return Err(base.bad_input(shapes, "inputs have different batch sizes"));
+        }
+        batch = Some(b);
     }
     // the non-batch axes, right-aligned
-    let mut out: Vec<usize> = shapes[0][1..].to_vec();
+    let mut out: Vec<Option<usize>> = shapes[0][1..].to_vec();
     for s in &shapes[1..] {
         let other = &s[1..];
         let (long, short) = if other.len() > out.len() {
@@ -125,8 +135,9 @@ fn merge_output_shape<T: Element>(base: &LayerBase<T>, shapes: &[Shape]) -> Resu
         for (k, &j) in short.iter().enumerate() {
             let i = long[offset + k];
             merged[offset + k] = match (i, j) {
-                (1, j) => j,
-                (i, 1) => i,
+                (None, _) | (_, None) => None,
+                (Some(1), j) => j,
+                (i, Some(1)) => i,
                 (i, j) if i == j => i,
                 _ => {
                     return Err(base.bad_input(
@@ -140,7 +151,7 @@ fn merge_output_shape<T: Element>(base: &LayerBase<T>, shapes: &[Shape]) -> Resu
     }
     let mut dims = vec![batch];
     dims.extend(out);
-    Ok(Shape::from(dims))
+    Ok(PartialShape::from(dims))
 }
 
 /// Keras' merge: checks the shapes, gives lower-rank inputs size-1 axes
@@ -150,7 +161,7 @@ fn merge<T: Element>(
     inputs: &[Tensor<T>],
     op: impl Fn(&Tensor<T>, &Tensor<T>) -> rime_tensor::Result<Tensor<T>>,
 ) -> Result<Tensor<T>> {
-    let shapes = shapes_of(inputs);
+    let shapes: Vec<PartialShape> = shapes_of(inputs).iter().map(Into::into).collect();
     let out = merge_output_shape(base, &shapes)?;
     let rank = out.rank();
     let mut acc: Option<Tensor<T>> = None;

@@ -1,7 +1,7 @@
 //! Max and average pooling layers, 1-D and 2-D (Keras' `BasePooling`).
 
 use rime_tensor::ops::conv::conv_output_size;
-use rime_tensor::{Element, Pool2dOptions, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Pool2dOptions, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{at_build, invalid};
@@ -126,7 +126,8 @@ impl<T: Element> PoolCore<T> {
         }
     }
 
-    fn output_shape(&self, shapes: &[Shape]) -> Result<Shape> {
+    /// An unknown spatial size gives an unknown output size.
+    fn output_shape(&self, shapes: &[PartialShape]) -> Result<PartialShape> {
         self.check()?;
         let rank = self.spatial + 2;
         let s = match shapes {
@@ -142,20 +143,26 @@ impl<T: Element> PoolCore<T> {
         let mut dims = vec![s[0]];
         for i in 0..self.spatial {
             let j = i + 2 - self.spatial;
-            let out = conv_output_size(s[i + 1], o.pool_size[j], o.strides[j], 1, o.padding)
-                .ok_or_else(|| {
-                    self.base
-                        .bad_input(shapes, "pool_size does not fit the input")
-                })?;
-            dims.push(out.0);
+            let out = match s[i + 1] {
+                None => None,
+                Some(n) => Some(
+                    conv_output_size(n, o.pool_size[j], o.strides[j], 1, o.padding)
+                        .ok_or_else(|| {
+                            self.base
+                                .bad_input(shapes, "pool_size does not fit the input")
+                        })?
+                        .0,
+                ),
+            };
+            dims.push(out);
         }
         dims.push(s[rank - 1]);
-        Ok(Shape::from(dims))
+        Ok(PartialShape::from(dims))
     }
 
     fn call(&self, inputs: &[Tensor<T>]) -> Result<Tensor<T>> {
         let x = self.base.single(inputs)?;
-        self.output_shape(&[x.shape().clone()])?;
+        self.output_shape(&[x.shape().into()])?;
         let o = self.options();
         let y = if self.spatial == 1 {
             let (p, s) = (o.pool_size[1], o.strides[1]);
@@ -239,13 +246,16 @@ macro_rules! pooling_layer {
             fn class_name(&self) -> &'static str {
                 self.core.class
             }
-            fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+            fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
                 self.core.check()
             }
             fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
                 Ok(vec![self.core.call(inputs)?])
             }
-            fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+            fn compute_output_shape(
+                &self,
+                input_shapes: &[PartialShape],
+            ) -> Result<Vec<PartialShape>> {
                 Ok(vec![self.core.output_shape(input_shapes)?])
             }
             fn get_config(&self) -> serde_json::Value {

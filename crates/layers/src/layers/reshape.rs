@@ -1,9 +1,9 @@
 //! `Reshape`: a new shape for each example.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{MAX_SIZE, at_build, invalid, single_shape};
+use super::common::{MAX_SIZE, at_build, example_numel, invalid, known_output, single_shape};
 use crate::{CallContext, Layer, LayerBase, Result};
 
 /// Reshape's constructor arguments (Keras names).
@@ -97,39 +97,47 @@ impl<T: Element> Layer<T> for Reshape<T> {
         "Reshape"
     }
 
-    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
     }
 
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        let out = self.compute_output_shape(&[x.shape().clone()])?.remove(0);
+        let out = self.compute_output_shape(&[x.shape().into()])?.remove(0);
+        let out = known_output(&self.base, &[x.shape().clone()], out)?;
         Ok(vec![x.reshape(out)?])
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    /// `(batch, *target_shape)`; the `-1` axis is unknown if the input's
+    /// example size is (Keras).
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.build(input_shapes)?;
         let s = single_shape(&self.base, input_shapes, 1)?;
-        let n: usize = s[1..].iter().product();
         let t = &self.config.target_shape;
         let known: usize = t.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
-        let fits = if t.contains(&-1) {
-            known > 0 && n.is_multiple_of(known)
-        } else {
-            known == n
+        let inferred = match example_numel(&self.base, input_shapes, s)? {
+            None => None,
+            Some(n) => {
+                let fits = if t.contains(&-1) {
+                    known > 0 && n.is_multiple_of(known)
+                } else {
+                    known == n
+                };
+                if !fits {
+                    return Err(self.base.bad_input(
+                        input_shapes,
+                        format!("{n} elements per example cannot take the target shape {t:?}"),
+                    ));
+                }
+                Some(n / known.max(1))
+            }
         };
-        if !fits {
-            return Err(self.base.bad_input(
-                input_shapes,
-                format!("{n} elements per example cannot take the target shape {t:?}"),
-            ));
-        }
         let mut dims = vec![s[0]];
         dims.extend(
             t.iter()
-                .map(|&d| if d == -1 { n / known } else { d as usize }),
+                .map(|&d| if d == -1 { inferred } else { Some(d as usize) }),
         );
-        Ok(vec![Shape::from(dims)])
+        Ok(vec![PartialShape::from(dims)])
     }
 
     fn get_config(&self) -> serde_json::Value {

@@ -1,6 +1,6 @@
 //! `UpSampling2D`: nearest-neighbour upsampling (each pixel repeated).
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{at_build, invalid, resize_hw};
@@ -100,19 +100,19 @@ impl<T: Element> Layer<T> for UpSampling2D<T> {
     fn class_name(&self) -> &'static str {
         "UpSampling2D"
     }
-    fn build(&self, _input_shapes: &[Shape]) -> Result<()> {
+    fn build(&self, _input_shapes: &[PartialShape]) -> Result<()> {
         Self::validate(&self.config).map_err(|e| at_build(&self.base, e))
     }
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        self.compute_output_shape(&[x.shape().clone()])?;
+        self.compute_output_shape(&[x.shape().into()])?;
         Ok(vec![x.upsample_nearest2d(self.config.size)?])
     }
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         self.build(input_shapes)?;
-        let [sh, sw] = self.config.size;
-        resize_hw(&self.base, input_shapes, "size", |h, w| {
-            Some((h.checked_mul(sh)?, w.checked_mul(sw)?))
+        let size = self.config.size;
+        resize_hw(&self.base, input_shapes, "size", |axis, d| {
+            d.checked_mul(size[axis])
         })
     }
     fn get_config(&self) -> serde_json::Value {

@@ -1,6 +1,6 @@
 //! `ZeroPadding2D`: rows and columns of zeros around each image.
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{invalid, resize_hw};
@@ -76,17 +76,15 @@ impl<T: Element> Layer<T> for ZeroPadding2D<T> {
     }
     fn call_with(&self, inputs: &[Tensor<T>], _ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         let x = self.base.single(inputs)?;
-        self.compute_output_shape(&[x.shape().clone()])?;
+        self.compute_output_shape(&[x.shape().into()])?;
         let [[t, b], [l, r]] = self.config.padding;
         Ok(vec![x.zero_pad2d(((t, b), (l, r)))?])
     }
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let [[t, b], [l, r]] = self.config.padding;
-        resize_hw(&self.base, input_shapes, "padding", |h, w| {
-            Some((
-                h.checked_add(t)?.checked_add(b)?,
-                w.checked_add(l)?.checked_add(r)?,
-            ))
+        let pad = [(t, b), (l, r)];
+        resize_hw(&self.base, input_shapes, "padding", |axis, d| {
+            d.checked_add(pad[axis].0)?.checked_add(pad[axis].1)
         })
     }
     fn get_config(&self) -> serde_json::Value {

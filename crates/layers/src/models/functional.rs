@@ -11,19 +11,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{DType, Element, PartialShape, Tensor};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::IntoLayerRef;
 use crate::config::{LayerConfig, layer_from_config, parse};
 use crate::layer::{LayerRef, dedup_layers};
-use crate::{CallContext, Error, Layer, LayerBase, Result};
+use crate::{CallContext, Error, Layer, LayerBase, ModelData, Result};
 
 static NODE_IDS: AtomicU64 = AtomicU64::new(1);
 
 enum NodeKind<T: Element> {
-    Input { name: String },
+    Input { name: String, dtype: DType },
     Layer(LayerRef<T>),
 }
 
@@ -31,8 +31,8 @@ struct GraphNode<T: Element> {
     id: u64,
     kind: NodeKind<T>,
     inputs: Vec<SymbolicTensor<T>>,
-    /// Output shapes, batch axis 1 standing for any batch.
-    output_shapes: Vec<Shape>,
+    /// Output shapes, `None` where unknown (the batch size, at least).
+    output_shapes: Vec<PartialShape>,
 }
 
 /// A placeholder in a model graph: the `index`-th output of a layer call
@@ -58,21 +58,40 @@ impl<T: Element> SymbolicTensor<T> {
         (self.node.id, self.index)
     }
 
-    /// The shape with the batch axis shown as 1.
-    pub fn shape(&self) -> &Shape {
+    /// The shape, `None` where unknown: the batch size, and any other
+    /// dimension the model's inputs leave open (Keras' `x.shape`,
+    /// `(None, 3)`).
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Input};
+    /// let h = Input::<f32>::new([4]).apply(Dense::new(3))?;
+    /// assert_eq!(h.shape().to_string(), "(None, 3)");
+    /// assert_eq!(h.shape().dim(1), Some(3));
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn shape(&self) -> &PartialShape {
         &self.node.output_shapes[self.index]
     }
 
     /// The shape of one example (without the batch axis).
-    pub fn example_shape(&self) -> Shape {
-        Shape::from(&self.shape()[1..])
+    pub fn example_shape(&self) -> PartialShape {
+        self.shape().example()
     }
 
     /// The name of the layer (or input) that produces this tensor.
     pub fn producer(&self) -> &str {
         match &self.node.kind {
-            NodeKind::Input { name } => name,
+            NodeKind::Input { name, .. } => name,
             NodeKind::Layer(l) => l.name(),
+        }
+    }
+
+    /// The element type: an [`Input`]'s declared one (`I64`/`I32` for
+    /// token ids), the model's float type for a layer's output.
+    pub fn dtype(&self) -> DType {
+        match &self.node.kind {
+            NodeKind::Input { dtype, .. } => *dtype,
+            NodeKind::Layer(_) => T::DTYPE,
         }
     }
 
@@ -109,22 +128,70 @@ pub struct Input<T: Element = f32>(std::marker::PhantomData<T>);
 
 impl<T: Element> Input<T> {
     /// A symbolic input for examples of `shape` (without the batch axis),
-    /// named automatically (`input`, `input_1`, ...).
+    /// named automatically (`input`, `input_1`, ...). Its shape is
+    /// `(None, *shape)`: the batch size is unknown, and so is any
+    /// dimension given as `None` (`Input::new([None, Some(16)])`: sequences
+    /// of any length).
+    ///
+    /// ```
+    /// use rime_layers::{Dense, Input, Layer, Model};
+    /// use rime_tensor::Tensor;
+    /// let x = Input::<f32>::new([None, Some(4)]);
+    /// assert_eq!(x.shape().to_string(), "(None, None, 4)");
+    /// let y = x.apply(Dense::new(2))?;
+    /// assert_eq!(y.shape().to_string(), "(None, None, 2)");
+    /// let model = Model::new(&[&x], &[&y])?;
+    /// assert_eq!(model.call(&Tensor::ones([3, 5, 4])?, false)?.shape(), &[3, 5, 2]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
     #[allow(clippy::new_ret_no_self)]
-    pub fn new(shape: impl Into<Shape>) -> SymbolicTensor<T> {
+    pub fn new(shape: impl Into<PartialShape>) -> SymbolicTensor<T> {
         Self::named(crate::unique_name("input"), shape)
     }
 
     /// A named symbolic input.
-    pub fn named(name: impl Into<String>, shape: impl Into<Shape>) -> SymbolicTensor<T> {
-        let mut dims = vec![1];
-        dims.extend_from_slice(&shape.into());
+    pub fn named(name: impl Into<String>, shape: impl Into<PartialShape>) -> SymbolicTensor<T> {
+        Self::named_with_dtype(name, shape, T::DTYPE)
+    }
+
+    /// A symbolic input of integers (`DType::I64` or `DType::I32`: token
+    /// ids for an `Embedding`), Keras' `Input(shape, dtype="int32")`. The
+    /// model is then called with integer tensors (through
+    /// [`Layer::apply_data`], `TrainStep`, `fit` and datasets), which reach
+    /// the layers that take this input as integers; float values given for
+    /// it must be whole numbers and are converted exactly. A float `dtype`
+    /// means the model's float type.
+    ///
+    /// ```
+    /// use rime_layers::{CallContext, Embedding, GlobalAveragePooling1D, Input, Layer, Model, ModelData};
+    /// use rime_tensor::{DType, Tensor};
+    /// let ids = Input::<f32>::with_dtype([None], DType::I32); // any length
+    /// let h = ids.apply(Embedding::new(100, 8))?.apply(GlobalAveragePooling1D::new())?;
+    /// let model = Model::new(&[&ids], &[&h])?;
+    /// let batch = ModelData::from(Tensor::from_vec(vec![5i32, 99, 7, 0, 1, 2], [2, 3])?);
+    /// assert_eq!(model.apply_data(&[batch], CallContext::INFERENCE)?[0].shape(), &[2, 8]);
+    /// # Ok::<(), rime_layers::Error>(())
+    /// ```
+    pub fn with_dtype(shape: impl Into<PartialShape>, dtype: DType) -> SymbolicTensor<T> {
+        Self::named_with_dtype(crate::unique_name("input"), shape, dtype)
+    }
+
+    /// A named symbolic input of `dtype`.
+    pub fn named_with_dtype(
+        name: impl Into<String>,
+        shape: impl Into<PartialShape>,
+        dtype: DType,
+    ) -> SymbolicTensor<T> {
+        let dtype = if dtype.is_float() { T::DTYPE } else { dtype };
         SymbolicTensor {
             node: Arc::new(GraphNode {
                 id: NODE_IDS.fetch_add(1, Ordering::Relaxed),
-                kind: NodeKind::Input { name: name.into() },
+                kind: NodeKind::Input {
+                    name: name.into(),
+                    dtype,
+                },
                 inputs: Vec::new(),
-                output_shapes: vec![Shape::from(dims)],
+                output_shapes: vec![PartialShape::batched(shape)],
             }),
             index: 0,
         }
@@ -146,7 +213,7 @@ pub fn call_symbolic<T: Element>(
     inputs: &[&SymbolicTensor<T>],
 ) -> Result<Vec<SymbolicTensor<T>>> {
     let layer = layer.into_layer_ref();
-    let shapes: Vec<Shape> = inputs.iter().map(|t| t.shape().clone()).collect();
+    let shapes: Vec<PartialShape> = inputs.iter().map(|t| t.shape().clone()).collect();
     layer.ensure_built(&shapes)?;
     let output_shapes = layer.compute_output_shape(&shapes)?;
     let node = Arc::new(GraphNode {
@@ -234,7 +301,7 @@ impl<T: Element> Model<T> {
                 return Ok(());
             }
             match &t.node.kind {
-                NodeKind::Input { name } => Err(format!(
+                NodeKind::Input { name, .. } => Err(format!(
                     "graph disconnected: an output depends on input `{name}` {}, which is not among the model's inputs",
                     t.shape()
                 )),
@@ -315,8 +382,8 @@ impl<T: Element> Model<T> {
             })
     }
 
-    /// Output shape (batch axis 1) of each layer node, in execution order.
-    pub(crate) fn node_rows(&self) -> Vec<(LayerRef<T>, Shape)> {
+    /// Output shape of each layer node, in execution order.
+    pub(crate) fn node_rows(&self) -> Vec<(LayerRef<T>, PartialShape)> {
         let mut seen = FxHashSet::default();
         self.order
             .iter()
@@ -329,7 +396,7 @@ impl<T: Element> Model<T> {
             .collect()
     }
 
-    fn check_inputs(&self, inputs: &[Tensor<T>]) -> Result<()> {
+    fn check_inputs(&self, inputs: &[ModelData<T>]) -> Result<()> {
         let shapes = || inputs.iter().map(|t| t.shape().clone()).collect::<Vec<_>>();
         if inputs.len() != self.inputs.len() {
             return Err(self
@@ -337,7 +404,7 @@ impl<T: Element> Model<T> {
                 .bad_input(&shapes(), format!("expects {} inputs", self.inputs.len())));
         }
         for (t, s) in inputs.iter().zip(&self.inputs) {
-            if t.rank() != s.shape().rank() || t.dims()[1..] != s.shape()[1..] {
+            if !s.shape().matches(t.shape()) {
                 return Err(self.base.bad_input(
                     &shapes(),
                     format!(
@@ -352,6 +419,34 @@ impl<T: Element> Model<T> {
     }
 }
 
+impl<T: Element> Model<T> {
+    /// `x` as input `input` declares it: floats given for an integer
+    /// input become integers if they are whole numbers an `f64` holds
+    /// exactly (|x| <= 2^53), else a typed error; anything else as given.
+    fn as_declared(&self, input: &SymbolicTensor<T>, x: &ModelData<T>) -> Result<ModelData<T>> {
+        let (ModelData::Float(f), false) = (x, input.dtype().is_float()) else {
+            return Ok(x.clone());
+        };
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        let mut ints = Vec::with_capacity(f.len());
+        for (pos, v) in f.as_slice().iter().enumerate() {
+            let v = v.to_f64().unwrap_or(f64::NAN);
+            if !v.is_finite() || v.fract() != 0.0 || v.abs() > EXACT {
+                return Err(self.base.bad_input(
+                    std::slice::from_ref(f.shape()),
+                    format!(
+                        "input `{}` is declared {}: value {v} at flat position {pos} is not a whole number",
+                        input.producer(),
+                        input.dtype()
+                    ),
+                ));
+            }
+            ints.push(v as i64);
+        }
+        Ok(ModelData::Int(Tensor::from_vec(ints, f.shape().clone())?))
+    }
+}
+
 impl<T: Element> Layer<T> for Model<T> {
     fn base(&self) -> &LayerBase<T> {
         &self.base
@@ -362,23 +457,28 @@ impl<T: Element> Layer<T> for Model<T> {
     }
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let data: Vec<ModelData<T>> = inputs.iter().cloned().map(ModelData::Float).collect();
+        self.call_data_with(&data, ctx)
+    }
+
+    /// Each input reaches the layers that take it as given (integer ids
+    /// as integers), after conversion to an integer [`Input`]'s dtype.
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
         self.check_inputs(inputs)?;
-        let mut values: FxHashMap<Key, Tensor<T>> = self
-            .inputs
-            .iter()
-            .map(|s| s.key())
-            .zip(inputs.iter().cloned())
-            .collect();
+        let mut values: FxHashMap<Key, ModelData<T>> = FxHashMap::default();
+        for (s, x) in self.inputs.iter().zip(inputs) {
+            values.insert(s.key(), self.as_declared(s, x)?);
+        }
         for node in &self.order {
             let NodeKind::Layer(layer) = &node.kind else {
                 continue;
             };
-            let args: Vec<Tensor<T>> = node
+            let args: Vec<ModelData<T>> = node
                 .inputs
                 .iter()
                 .map(|s| values[&s.key()].clone())
                 .collect();
-            let outs = layer.apply(&args, ctx)?;
+            let outs = layer.apply_data(&args, ctx)?;
             if outs.len() != node.output_shapes.len() {
                 return Err(Error::Graph {
                     model: self.name().to_string(),
@@ -391,24 +491,24 @@ impl<T: Element> Layer<T> for Model<T> {
                 });
             }
             for (i, o) in outs.into_iter().enumerate() {
-                values.insert((node.id, i), o);
+                values.insert((node.id, i), ModelData::Float(o));
             }
         }
-        Ok(self
-            .outputs
+        // an output that is an input as given (an identity model)
+        self.outputs
             .iter()
-            .map(|s| values[&s.key()].clone())
-            .collect())
+            .map(|s| values[&s.key()].to_float())
+            .collect()
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         if input_shapes.len() != self.inputs.len() {
             return Err(self.base.bad_input(
                 input_shapes,
                 format!("expects {} inputs", self.inputs.len()),
             ));
         }
-        let mut shapes: FxHashMap<Key, Shape> = self
+        let mut shapes: FxHashMap<Key, PartialShape> = self
             .inputs
             .iter()
             .map(|s| s.key())
@@ -418,7 +518,7 @@ impl<T: Element> Layer<T> for Model<T> {
             let NodeKind::Layer(layer) = &node.kind else {
                 continue;
             };
-            let args: Vec<Shape> = node
+            let args: Vec<PartialShape> = node
                 .inputs
                 .iter()
                 .map(|s| shapes[&s.key()].clone())
@@ -474,7 +574,34 @@ struct TensorRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct InputConfig {
     name: String,
-    shape: Vec<usize>,
+    /// One example's shape, `null` for an unknown dimension (files from
+    /// before unknown dimensions hold plain sizes and read as is).
+    shape: Vec<Option<usize>>,
+    /// Keras' name of an integer input's dtype (`"int32"`, `"int64"`);
+    /// absent for the model's float type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dtype: Option<String>,
+}
+
+/// Keras' dtype names of integer inputs.
+fn int_dtype_name(dtype: DType) -> Option<String> {
+    match dtype {
+        DType::I32 => Some("int32".into()),
+        DType::I64 => Some("int64".into()),
+        DType::F32 | DType::F64 => None,
+    }
+}
+
+fn int_dtype_from_name(name: Option<&str>) -> Result<DType> {
+    match name {
+        None | Some("float32" | "float64") => Ok(DType::F32),
+        Some("int32") => Ok(DType::I32),
+        Some("int64") => Ok(DType::I64),
+        Some(other) => Err(Error::Config {
+            class: "Functional".into(),
+            msg: format!("input dtype `{other}` is not supported (float32, float64, int32, int64)"),
+        }),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -518,6 +645,7 @@ impl<T: Element> Model<T> {
                 .map(|s| InputConfig {
                     name: s.producer().to_string(),
                     shape: s.example_shape().to_vec(),
+                    dtype: int_dtype_name(s.dtype()),
                 })
                 .collect(),
             layers: self
@@ -531,7 +659,7 @@ impl<T: Element> Model<T> {
                 .map(|n| NodeConfig {
                     layer: match &n.kind {
                         NodeKind::Layer(l) => l.name().to_string(),
-                        NodeKind::Input { name } => name.clone(),
+                        NodeKind::Input { name, .. } => name.clone(),
                     },
                     inbound: n.inputs.iter().map(|t| self.tensor_ref(t)).collect(),
                 })
@@ -546,7 +674,7 @@ impl<T: Element> Model<T> {
         let new_inputs: Vec<SymbolicTensor<T>> = self
             .inputs
             .iter()
-            .map(|s| Input::named(s.producer(), s.example_shape()))
+            .map(|s| Input::named_with_dtype(s.producer(), s.example_shape(), s.dtype()))
             .collect();
         let mut tensors: FxHashMap<Key, SymbolicTensor<T>> = self
             .inputs
@@ -595,8 +723,15 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Mode
     let inputs: Vec<SymbolicTensor<T>> = cfg
         .inputs
         .iter()
-        .map(|i| Input::named(i.name.clone(), i.shape.clone()))
-        .collect();
+        .map(|i| {
+            let dtype = int_dtype_from_name(i.dtype.as_deref())?;
+            Ok(Input::named_with_dtype(
+                i.name.clone(),
+                i.shape.clone(),
+                dtype,
+            ))
+        })
+        .collect::<Result<_>>()?;
     let mut outs: Vec<Vec<SymbolicTensor<T>>> = Vec::new();
     let resolve = |r: &TensorRef, outs: &[Vec<SymbolicTensor<T>>]| -> Result<SymbolicTensor<T>> {
         match r.node {

@@ -2,13 +2,13 @@
 
 use std::sync::RwLock;
 
-use rime_tensor::{Element, Shape, Tensor};
+use rime_tensor::{Element, PartialShape, Shape, Tensor};
 use serde_json::json;
 
 use super::IntoLayerRef;
 use crate::config::{LayerConfig, layer_from_config, parse};
 use crate::layer::LayerRef;
-use crate::{CallContext, Error, Layer, LayerBase, Result};
+use crate::{CallContext, Error, Layer, LayerBase, ModelData, Result};
 
 /// A linear stack of layers, each fed the previous one's output.
 ///
@@ -30,12 +30,13 @@ use crate::{CallContext, Error, Layer, LayerBase, Result};
 pub struct Sequential<T: Element = f32> {
     base: LayerBase<T>,
     layers: RwLock<Vec<LayerRef<T>>>,
-    /// Shape of one example, if declared: layers are then built at once.
-    input_shape: RwLock<Option<Shape>>,
+    /// Shape of one example, if declared (dimensions may be unknown):
+    /// layers are then built at once, for an unknown batch size.
+    input_shape: RwLock<Option<PartialShape>>,
     /// Shape of one example of the first successful call (Keras'
     /// `build_input_shape`): saved in the config so that a model built by
     /// calling it is rebuilt with its weights.
-    build_shape: RwLock<Option<Shape>>,
+    build_shape: RwLock<Option<PartialShape>>,
 }
 
 impl<T: Element> Default for Sequential<T> {
@@ -63,15 +64,26 @@ impl<T: Element> Sequential<T> {
     }
 
     /// Declares the shape of one example (without the batch axis), like a
-    /// Keras `Input`: every layer is built now and `summary` shows shapes.
+    /// Keras `Input`: every layer is built now, for an unknown batch size
+    /// (`(None, 3)`), and `summary` shows shapes. Dimensions a layer does
+    /// not size weights by may be unknown too (`[None, Some(8)]`: any
+    /// sequence length).
     ///
     /// ```
     /// use rime_layers::{Dense, Layer, Sequential};
+    /// use rime_tensor::{PartialShape, Tensor};
     /// let model = Sequential::<f32>::new().add(Dense::new(4)).with_input_shape([3])?;
     /// assert!(model.layers()[0].built());
+    /// assert_eq!(
+    ///     model.compute_output_shape(&[PartialShape::batched([3])])?[0].to_string(),
+    ///     "(None, 4)"
+    /// );
+    /// for batch in [1, 3, 7] {
+    ///     assert_eq!(model.call(&Tensor::ones([batch, 3])?, false)?.shape(), &[batch, 4]);
+    /// }
     /// # Ok::<(), rime_layers::Error>(())
     /// ```
-    pub fn with_input_shape(self, shape: impl Into<Shape>) -> Result<Self> {
+    pub fn with_input_shape(self, shape: impl Into<PartialShape>) -> Result<Self> {
         let shape = shape.into();
         *self.input_shape.write().unwrap_or_else(|p| p.into_inner()) = Some(shape);
         self.output_shapes()?;
@@ -107,28 +119,27 @@ impl<T: Element> Sequential<T> {
     }
 
     /// The declared example shape, if any.
-    pub fn input_shape(&self) -> Option<Shape> {
+    pub fn input_shape(&self) -> Option<PartialShape> {
         self.input_shape
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Each layer's output shape (batch axis 1 standing for any batch), if
-    /// the input shape is declared; builds the layers.
-    pub(crate) fn output_shapes(&self) -> Result<Option<Vec<Shape>>> {
-        match self.input_shape() {
+    /// Each layer's output shape (the batch size unknown), if the input
+    /// shape is declared or the model was built by a call; builds the
+    /// layers.
+    pub(crate) fn output_shapes(&self) -> Result<Option<Vec<PartialShape>>> {
+        match self.input_shape().or_else(|| self.build_shape()) {
             Some(example) => self.build_for(&example).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Builds every layer for examples of this shape; each layer's output
-    /// shape (batch axis 1).
-    fn build_for(&self, example: &Shape) -> Result<Vec<Shape>> {
-        let mut dims = vec![1];
-        dims.extend_from_slice(example);
-        let mut shape = Shape::from(dims);
+    /// Builds every layer for examples of this shape and an unknown batch
+    /// size; each layer's output shape.
+    fn build_for(&self, example: &PartialShape) -> Result<Vec<PartialShape>> {
+        let mut shape = PartialShape::batched(example);
         let mut out = Vec::new();
         for l in self.layers() {
             l.ensure_built(std::slice::from_ref(&shape))?;
@@ -138,7 +149,7 @@ impl<T: Element> Sequential<T> {
         Ok(out)
     }
 
-    fn build_shape(&self) -> Option<Shape> {
+    fn build_shape(&self) -> Option<PartialShape> {
         self.build_shape
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -146,7 +157,51 @@ impl<T: Element> Sequential<T> {
     }
 }
 
-fn single_shape<T: Element>(l: &dyn Layer<T>, mut shapes: Vec<Shape>) -> Result<Shape> {
+impl<T: Element> Sequential<T> {
+    /// The forward pass: `first` calls the first layer on the model's
+    /// input (of shape `input`), each next layer gets the previous output.
+    fn run(
+        &self,
+        input: &Shape,
+        first: impl FnOnce(&LayerRef<T>) -> Result<Vec<Tensor<T>>>,
+        ctx: CallContext,
+    ) -> Result<Vec<Tensor<T>>> {
+        let layers = self.layers();
+        let Some((head, rest)) = layers.split_first() else {
+            return Err(Error::Graph {
+                model: self.name().to_string(),
+                msg: "has no layers".into(),
+            });
+        };
+        let one = |l: &LayerRef<T>, mut out: Vec<Tensor<T>>| {
+            if out.len() != 1 {
+                return Err(Error::Graph {
+                    model: self.name().to_string(),
+                    msg: format!(
+                        "layer `{}` returned {} outputs; Sequential needs one",
+                        l.name(),
+                        out.len()
+                    ),
+                });
+            }
+            Ok(out.remove(0))
+        };
+        let mut x = one(head, first(head)?)?;
+        for l in rest {
+            x = one(l, l.apply(std::slice::from_ref(&x), ctx)?)?;
+        }
+        let mut recorded = self.build_shape.write().unwrap_or_else(|p| p.into_inner());
+        if recorded.is_none() && input.rank() >= 1 {
+            *recorded = Some(PartialShape::from(&input[1..]));
+        }
+        Ok(vec![x])
+    }
+}
+
+fn single_shape<T: Element>(
+    l: &dyn Layer<T>,
+    mut shapes: Vec<PartialShape>,
+) -> Result<PartialShape> {
     if shapes.len() != 1 {
         return Err(Error::Graph {
             model: "sequential".into(),
@@ -170,30 +225,29 @@ impl<T: Element> Layer<T> for Sequential<T> {
     }
 
     fn call_with(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        let mut x = self.base.single(inputs)?.clone();
-        let example = (x.rank() >= 1).then(|| Shape::from(&x.dims()[1..]));
-        for l in self.layers() {
-            let mut out = l.apply(std::slice::from_ref(&x), ctx)?;
-            if out.len() != 1 {
-                return Err(Error::Graph {
-                    model: self.name().to_string(),
-                    msg: format!(
-                        "layer `{}` returned {} outputs; Sequential needs one",
-                        l.name(),
-                        out.len()
-                    ),
-                });
-            }
-            x = out.remove(0);
+        let x = self.base.single(inputs)?;
+        if self.layers().is_empty() {
+            return Ok(vec![x.clone()]);
         }
-        let mut first = self.build_shape.write().unwrap_or_else(|p| p.into_inner());
-        if first.is_none() {
-            *first = example;
-        }
-        Ok(vec![x])
+        self.run(x.shape(), |first| first.apply(inputs, ctx), ctx)
     }
 
-    fn compute_output_shape(&self, input_shapes: &[Shape]) -> Result<Vec<Shape>> {
+    /// Integer ids go to the first layer as they are (an `Embedding` reads
+    /// them exactly; another layer casts them, as in Keras).
+    fn call_data_with(&self, inputs: &[ModelData<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
+        let [x] = inputs else {
+            let shapes: Vec<_> = inputs.iter().map(|d| d.shape().clone()).collect();
+            return Err(self
+                .base
+                .bad_input(&shapes, format!("expects one input, got {}", inputs.len())));
+        };
+        if self.layers().is_empty() {
+            return Ok(vec![x.to_float()?]);
+        }
+        self.run(x.shape(), |first| first.apply_data(inputs, ctx), ctx)
+    }
+
+    fn compute_output_shape(&self, input_shapes: &[PartialShape]) -> Result<Vec<PartialShape>> {
         let mut shape = match input_shapes {
             [s] => s.clone(),
             _ => return Err(self.base.bad_input(input_shapes, "expects one input")),
@@ -231,6 +285,7 @@ impl<T: Element> Layer<T> for Sequential<T> {
             .collect();
         json!({
             "name": self.name(),
+            // one example's shape, `null` for an unknown dimension
             "input_shape": self.input_shape().map(|s| s.to_vec()),
             "build_input_shape": self.build_shape().map(|s| s.to_vec()),
             "layers": layers,
@@ -285,9 +340,10 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequ
     #[derive(serde::Deserialize)]
     struct Cfg {
         name: Option<String>,
-        input_shape: Option<Vec<usize>>,
+        // files before unknown dimensions hold plain sizes: they read as is
+        input_shape: Option<Vec<Option<usize>>>,
         #[serde(default)]
-        build_input_shape: Option<Vec<usize>>,
+        build_input_shape: Option<Vec<Option<usize>>>,
         layers: Vec<LayerConfig>,
     }
     let cfg: Cfg = parse("Sequential", config)?;
@@ -316,7 +372,7 @@ pub(crate) fn from_config<T: Element>(config: &serde_json::Value) -> Result<Sequ
     match (cfg.input_shape, cfg.build_input_shape) {
         (Some(s), _) => model.with_input_shape(s),
         (None, Some(s)) => {
-            let s = Shape::from(s);
+            let s = PartialShape::from(s);
             model.build_for(&s)?;
             *model.build_shape.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
             Ok(model)

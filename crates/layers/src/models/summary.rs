@@ -2,25 +2,18 @@
 
 use std::fmt::Write;
 
-use rime_tensor::{Element, Shape};
+use rime_tensor::{Element, PartialShape};
 
 use super::{Model, Sequential};
 use crate::Layer;
 use crate::layer::LayerRef;
 
-/// Keras' rendering of a shape with an unknown batch: `(None, 64)`.
-fn shape_text(s: Option<&Shape>) -> String {
+/// Keras' rendering of a shape with an unknown batch: `(None, 64)`; `?`
+/// for a layer whose shapes are not known (a model never built).
+fn shape_text(s: Option<&PartialShape>) -> String {
     match s {
         None => "?".into(),
-        Some(s) => {
-            let mut parts = vec!["None".to_string()];
-            parts.extend(s[1..].iter().map(|d| d.to_string()));
-            if parts.len() == 1 {
-                "(None,)".into()
-            } else {
-                format!("({})", parts.join(", "))
-            }
-        }
+        Some(s) => s.to_string(),
     }
 }
 
@@ -51,7 +44,7 @@ fn bytes_text(n: usize) -> String {
 }
 
 /// The rows of a model: (layer, output shape if known).
-fn rows<T: Element>(model: &dyn Layer<T>) -> Vec<(LayerRef<T>, Option<Shape>)> {
+fn rows<T: Element>(model: &dyn Layer<T>) -> Vec<(LayerRef<T>, Option<PartialShape>)> {
     let any: &dyn std::any::Any = model;
     if let Some(inner) = any.downcast_ref::<LayerRef<T>>() {
         return rows(&**inner);
@@ -202,7 +195,8 @@ mod tests {
         assert_eq!(grouped(1234567), "1,234,567");
         assert_eq!(bytes_text(0), "0.00 B");
         assert_eq!(bytes_text(203_560), "198.79 KB");
-        assert_eq!(shape_text(Some(&Shape::from([1, 64]))), "(None, 64)");
-        assert_eq!(shape_text(Some(&Shape::from([1]))), "(None,)");
+        assert_eq!(shape_text(Some(&PartialShape::batched([64]))), "(None, 64)");
+        assert_eq!(shape_text(Some(&PartialShape::from([None]))), "(None,)");
+        assert_eq!(shape_text(None), "?");
     }
 }
