@@ -80,6 +80,29 @@ pub(crate) fn par_tasks(tasks: usize, f: impl Fn(usize) + Sync) {
     Team::run(tasks, &f);
 }
 
+/// Hands `job` to the pool that helps callers from outside any rayon pool:
+/// `threads() - 1` workers, since the caller works too. Handing it to the
+/// global pool (`threads()` workers) ran three threads on two cores: the
+/// worker without a task spun in `sched_yield` against the two with one
+/// (`perf record`: 3 threads on 2 cores, ~10% of a two-thread batch-128 MLP
+/// step in `sched_yield` and task switches; with the helpers' pool, 2
+/// threads and about half the system time). Falls
+/// back to the global pool if the helpers' threads cannot be started.
+fn helpers(job: impl FnOnce() + Send + 'static) {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads().saturating_sub(1).max(1))
+            .thread_name(|i| format!("rime-kernels-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.spawn(job),
+        None => rayon::spawn(job),
+    }
+}
+
 /// The state a caller shares with the workers it invites to a
 /// [`par_tasks`] call.
 struct Team {
@@ -125,7 +148,7 @@ impl Team {
         let guard = TeamGuard(&team);
         for _ in 1..threads().min(tasks) {
             let team = Arc::clone(&team);
-            rayon::spawn(move || {
+            helpers(move || {
                 if team.enter() {
                     let ran =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| team.work()));
