@@ -22,6 +22,26 @@ struct Geometry {
     out: Shape,
 }
 
+/// [`geometry`] for two matrices (rank 2 exactly), for `op`.
+fn matrix_geometry<T>(
+    op: &'static str,
+    a: &Shape,
+    b: &Shape,
+    ta: bool,
+    tb: bool,
+) -> Result<Geometry> {
+    for s in [a, b] {
+        if s.rank() != 2 {
+            return Err(Error::Rank {
+                op,
+                expected: "rank 2",
+                shape: s.clone(),
+            });
+        }
+    }
+    geometry::<T>(a, b, ta, tb)
+}
+
 /// Validates the shapes of `op(a) · op(b)` and the output's size for `T`
 /// (checked arithmetic: the output buffer and the kernels' bounds rely on it).
 fn geometry<T>(a: &Shape, b: &Shape, ta: bool, tb: bool) -> Result<Geometry> {
@@ -235,16 +255,13 @@ impl<T: Element> Tensor<T> {
         rows: Option<&[Range<usize>]>,
         cols: Option<&[Range<usize>]>,
     ) -> Result<Tensor<T>> {
-        for s in [self.shape(), rhs.shape()] {
-            if s.rank() != 2 {
-                return Err(Error::Rank {
-                    op: "matmul_t_blocks",
-                    expected: "rank 2",
-                    shape: s.clone(),
-                });
-            }
-        }
-        let g = geometry::<T>(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
+        let g = matrix_geometry::<T>(
+            "matmul_t_blocks",
+            self.shape(),
+            rhs.shape(),
+            transpose_a,
+            transpose_b,
+        )?;
         let (m, k, n) = (g.m, g.k, g.n);
         let all_rows = 0..m;
         let all_cols = 0..n;
@@ -333,16 +350,13 @@ impl<T: Element> Tensor<T> {
         rows: Range<usize>,
         out: &mut [T],
     ) -> Result<()> {
-        for s in [self.shape(), rhs.shape()] {
-            if s.rank() != 2 {
-                return Err(Error::Rank {
-                    op: "matmul_t_rows_into",
-                    expected: "rank 2",
-                    shape: s.clone(),
-                });
-            }
-        }
-        let g = geometry::<T>(self.shape(), rhs.shape(), transpose_a, transpose_b)?;
+        let g = matrix_geometry::<T>(
+            "matmul_t_rows_into",
+            self.shape(),
+            rhs.shape(),
+            transpose_a,
+            transpose_b,
+        )?;
         let (m, k, n) = (g.m, g.k, g.n);
         if rows.start > rows.end || rows.end > m {
             return Err(Error::InvalidArgument {
