@@ -236,11 +236,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
     /// an outermost call starts, so a layer called twice in one forward
     /// pass keeps both calls' losses (Keras).
     fn apply(&self, inputs: &[Tensor<T>], ctx: CallContext) -> Result<Vec<Tensor<T>>> {
-        if !self.built() {
-            let shapes: Vec<PartialShape> = inputs.iter().map(|t| t.shape().into()).collect();
-            self.ensure_built(&shapes)?;
-        }
-        let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
+        let call = NestedCall::begin(self, || inputs.iter().map(|t| t.shape().into()), ctx)?;
         self.call_with(inputs, call.ctx)
     }
 
@@ -273,11 +269,7 @@ pub trait Layer<T: Element = f32>: std::any::Any + Send + Sync {
         {
             return self.apply(&floats, ctx);
         }
-        if !self.built() {
-            let shapes: Vec<PartialShape> = inputs.iter().map(|d| d.shape().into()).collect();
-            self.ensure_built(&shapes)?;
-        }
-        let call = NestedCall::enter(ctx.within(self.trainable()), || clear_losses_deep(self));
+        let call = NestedCall::begin(self, || inputs.iter().map(|d| d.shape().into()), ctx)?;
         self.call_data_with(inputs, call.ctx)
     }
 
@@ -456,6 +448,23 @@ struct NestedCall {
 }
 
 impl NestedCall {
+    /// The call of `layer` as [`Layer::apply`] and [`Layer::apply_data`]
+    /// make it: the layer built for the inputs' `shapes` if it is not yet,
+    /// then entered within its own flag and the enclosing call's.
+    fn begin<T, L, S>(layer: &L, shapes: impl FnOnce() -> S, ctx: CallContext) -> Result<Self>
+    where
+        T: Element,
+        L: Layer<T> + ?Sized,
+        S: Iterator<Item = PartialShape>,
+    {
+        if !layer.built() {
+            layer.ensure_built(&shapes().collect::<Vec<_>>())?;
+        }
+        Ok(NestedCall::enter(ctx.within(layer.trainable()), || {
+            clear_losses_deep(layer)
+        }))
+    }
+
     /// Runs `on_outermost` first if no `apply` is running on this thread.
     fn enter(ctx: CallContext, on_outermost: impl FnOnce()) -> NestedCall {
         let previous = ENCLOSING.with(|e| e.get());
