@@ -160,7 +160,7 @@ pub(crate) fn max_pool2d_grad<T: Element>(
             cols[window(g, 0, ox).1].fill(true);
         }
     }
-    per_image(n, image, g, |b, dx| {
+    let fill = |b: usize, dx: &mut [MaybeUninit<T>]| {
         if disjoint {
             for (iy, row) in dx.chunks_mut(iw * c).enumerate() {
                 for (ix, px) in row.chunks_mut(c).enumerate() {
@@ -220,7 +220,11 @@ pub(crate) fn max_pool2d_grad<T: Element>(
                 }
             },
         )
-    })
+    };
+    // SAFETY: `fill` zeroes what no window covers (everything, when windows
+    // overlap), and `route` writes every element a window covers: a covered
+    // (iy, ix) lies in the window of the oy covering iy and the ox covering ix.
+    unsafe { per_image(n, image, g, fill) }
 }
 
 /// One window element's share of the max-pool gradient, per channel:
@@ -250,12 +254,11 @@ unsafe fn route<T: Element, const ADD: bool>(
         let was_open = open[k] > T::zero();
         let add = if was_open & eq { d[k] } else { T::zero() };
         // SAFETY: read only with ADD, when t is initialized (the contract).
-        let prev = if ADD {
-            unsafe { t[k].assume_init() }
+        t[k].write(if ADD {
+            (unsafe { t[k].assume_init() }) + add
         } else {
-            T::zero()
-        };
-        t[k].write(if ADD { prev + add } else { add });
+            add
+        });
         open[k] = if was_open & !eq { T::one() } else { T::zero() };
     }
 }
@@ -320,7 +323,7 @@ pub(crate) fn avg_pool2d<T: Element>(x: &[T], g: &Pool2dGeometry) -> Vec<T> {
 pub(crate) fn avg_pool2d_grad<T: Element>(dy: &[T], g: &Pool2dGeometry) -> Vec<T> {
     let [n, ih, iw, c] = g.input;
     let [oh, ow] = g.output;
-    per_image(n, ih * iw * c, g, |b, dx| {
+    let fill = |b: usize, dx: &mut [MaybeUninit<T>]| {
         let dx = zeroed(dx);
         vectorized(
             #[inline(always)]
@@ -343,13 +346,18 @@ pub(crate) fn avg_pool2d_grad<T: Element>(dy: &[T], g: &Pool2dGeometry) -> Vec<T
                 }
             },
         )
-    })
+    };
+    // SAFETY: `fill` zeroes its whole image first.
+    unsafe { per_image(n, ih * iw * c, g, fill) }
 }
 
 /// An input-shaped buffer filled image by image by `f(b, image)` (images
-/// in parallel when the work is large). `f` must initialize every element
-/// of its image ([`zeroed`] first when it accumulates).
-fn per_image<T: Element>(
+/// in parallel when the work is large).
+///
+/// # Safety
+/// `f` initializes every element of the image it is given ([`zeroed`]
+/// first when it accumulates).
+unsafe fn per_image<T: Element>(
     n: usize,
     image: usize,
     g: &Pool2dGeometry,
@@ -365,7 +373,8 @@ fn per_image<T: Element>(
             f(b, d);
         }
     }
-    // SAFETY: `f` initialized every element of each of the n images.
+    // SAFETY: `f` initialized every element of each of the n images (the
+    // contract).
     unsafe { dx.set_len(n * image) };
     dx
 }
