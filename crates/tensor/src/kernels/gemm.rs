@@ -163,6 +163,55 @@ pub(crate) fn gemm<T: Element>(
     gemm_part(m == 1 || n == 1, m, k, n, a, b, c, ldc, parallel)
 }
 
+/// What a product does to each finished piece of its output while it is
+/// still in cache (a layer's bias add and activation): called once for
+/// every row segment `C[i, j0..j0 + len]` as `epilogue(i, j0, segment)`,
+/// after every element of the segment holds its final product. Segments
+/// are disjoint and cover C; which segments, in which order and on which
+/// thread is up to the product, so an epilogue must depend only on its
+/// arguments.
+#[allow(dead_code)] // the fused dense op's (in progress)
+pub(crate) type Epilogue<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
+
+/// [`gemm`] followed by `epilogue` over every row of C (see [`Epilogue`]).
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
+#[allow(dead_code)] // the fused dense op's (in progress)
+pub(crate) fn gemm_epilogue<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+    epilogue: Epilogue<'_, T>,
+) {
+    gemm(m, k, n, a, b, c, ldc, parallel);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = &mut c[..(m - 1) * ldc + n];
+    // SAFETY: `gemm` wrote every element of the m rows' first n columns,
+    // and the segments below are exactly those (the gaps between rows,
+    // never handed out, stay as they were).
+    let row = |i: usize, row: &mut [MaybeUninit<T>]| {
+        epilogue(i, 0, unsafe { super::assume_init_mut(&mut row[..n]) })
+    };
+    if parallel && super::parallel(m * n) {
+        let per = m.div_ceil(4 * super::threads());
+        super::par_chunks(c, per * ldc, |t, rows| {
+            for (r, chunk) in rows.chunks_mut(ldc).enumerate() {
+                row(t * per + r, chunk);
+            }
+        });
+    } else {
+        for (i, chunk) in c.chunks_mut(ldc).enumerate() {
+            row(i, chunk);
+        }
+    }
+}
+
 /// A block of a product (all of it, or some rows and columns), computed so
 /// that each element gets the same value as in the whole product: by the
 /// matrix-vector kernels when the whole product is one row or column
@@ -630,6 +679,55 @@ mod tests {
                 // SAFETY: initialized above (and written by gemm)
                 let c: Vec<f64> = c.into_iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(c, naive(m, k, n, &a, ta, &b, tb), "{m}x{k}x{n} {ta} {tb}");
+            }
+        }
+    }
+
+    /// The epilogue sees every element of C exactly once, after its
+    /// product is final, with its row and column (serial and split products,
+    /// C with a row stride wider than n).
+    #[test]
+    fn epilogue_visits_each_finished_element_once() {
+        for &(m, k, n, parallel) in &[
+            (300, 70, 200, true),
+            (128, 784, 256, true),
+            (20, 300, 600, true),
+            (33, 17, 9, false),
+            (1, 40, 30, true),
+            (5, 0, 7, true),
+        ] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 31) % 17) as f64 - 8.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let ldc = n + 3;
+            let mut c = vec![MaybeUninit::new(f64::NAN); m * ldc];
+            let bias: Vec<f64> = (0..n).map(|j| j as f64 * 0.5).collect();
+            // C + bias, then 1000·row + column added to prove where it ran
+            let epilogue = |i: usize, j0: usize, seg: &mut [f64]| {
+                for (j, v) in seg.iter_mut().enumerate() {
+                    *v = (*v + bias[j0 + j]).max(0.0) + 1e6 * (i * n + j0 + j) as f64;
+                }
+            };
+            let (ma, mb) = (MatRef::new(&a, m, k, false), MatRef::new(&b, k, n, false));
+            gemm_epilogue(m, k, n, ma, mb, &mut c, ldc, parallel, &epilogue);
+            let want = naive(m, k, n, &a, false, &b, false);
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: initialized above (and written by gemm)
+                    let got = unsafe { c[i * ldc + j].assume_init() };
+                    let product = (want[i * n + j] + bias[j]).max(0.0);
+                    assert_eq!(
+                        got,
+                        product + 1e6 * (i * n + j) as f64,
+                        "{m}x{k}x{n} ({i}, {j})"
+                    );
+                }
+                for j in n..ldc.min(m * ldc - i * ldc) {
+                    // SAFETY: initialized above
+                    assert!(
+                        unsafe { c[i * ldc + j].assume_init() }.is_nan(),
+                        "gap touched"
+                    );
+                }
             }
         }
     }
