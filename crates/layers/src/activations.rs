@@ -1,6 +1,6 @@
 //! Activation functions by name, as Keras' `activation="relu"` arguments.
 
-use rime_tensor::{Element, Tensor};
+use rime_tensor::{DenseActivation, Element, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -42,6 +42,25 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The form in which [`Tensor::dense`] applies this activation inside
+    /// the product (`None`: it is applied as a separate op).
+    ///
+    /// ```
+    /// use rime_layers::activations::Activation;
+    /// use rime_tensor::DenseActivation;
+    /// assert_eq!(Activation::Relu.fused(), Some(DenseActivation::Relu));
+    /// assert_eq!(Activation::Softmax.fused(), None);
+    /// ```
+    pub fn fused(&self) -> Option<DenseActivation> {
+        match self {
+            Activation::Linear => Some(DenseActivation::Linear),
+            Activation::Relu => Some(DenseActivation::Relu),
+            Activation::Sigmoid => Some(DenseActivation::Sigmoid),
+            Activation::Tanh => Some(DenseActivation::Tanh),
+            _ => None,
+        }
+    }
+
     /// Applies the activation (recorded on active tapes).
     pub fn apply<T: Element>(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         Ok(match self {

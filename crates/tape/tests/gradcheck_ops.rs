@@ -764,3 +764,77 @@ fn cnn_gradient_penalty() {
     let report = gradcheck(penalty, &[k, w], &GradcheckOptions::default()).unwrap();
     assert_eq!(report.checked, 54 + 24);
 }
+
+// ---- the fused dense op (rules/dense.rs) ----
+
+const DENSE_ACTIVATIONS: [rime_tensor::DenseActivation; 4] = [
+    rime_tensor::DenseActivation::Linear,
+    rime_tensor::DenseActivation::Relu,
+    rime_tensor::DenseActivation::Sigmoid,
+    rime_tensor::DenseActivation::Tanh,
+];
+
+/// `(x, kernel, bias) ↦` the gradients of `<dense(x, kernel, bias), ct>`
+/// for all three, folded into one scalar: differentiating it checks the
+/// second derivatives through the rule (its ops recorded by gradcheck's
+/// tape).
+fn dense_inner_gradients(
+    v: &[Tensor<f64>],
+    act: rime_tensor::DenseActivation,
+    ct: &Tensor<f64>,
+) -> rime_tape::Result<Tensor<f64>> {
+    let tape = GradientTape::new();
+    for x in v {
+        tape.watch(x);
+    }
+    let y = v[0].dense(&v[1], Some(&v[2]), act)?;
+    let g = tape.gradient_with(
+        &[&y],
+        &[&v[0], &v[1], &v[2]],
+        rime_tape::GradientOptions {
+            output_gradients: Some(std::slice::from_ref(ct)),
+            unconnected: rime_tape::UnconnectedGradients::Zero,
+        },
+    )?;
+    let [Some(dx), Some(dw), Some(db)] = [g[0].clone(), g[1].clone(), g[2].clone()] else {
+        unreachable!("zero-filled")
+    };
+    Ok(dx
+        .sin()
+        .sum_all()
+        .add(&dw.square().sum_all())?
+        .add(&db.mul(&db.sin())?.sum_all())?)
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// First and second derivatives of `dense` for every activation, with
+    /// and without a bias; relu only away from its kink (`|z| >= 1e-3`).
+    #[test]
+    fn dense_first_and_second_order(
+        (x, w, b, ct) in (1usize..=4, 1usize..=4, 1usize..=4).prop_flat_map(|(m, k, n)| {
+            (
+                filled(vec![m, k], -1.5, 1.5),
+                filled(vec![k, n], -1.5, 1.5),
+                filled(vec![n], -1.0, 1.0),
+                filled(vec![m, n], -1.0, 1.0),
+            )
+        })
+    ) {
+        // with and without the bias
+        let p = x.matmul(&w).unwrap();
+        let z = p.add(&b).unwrap();
+        let near_kink = z.as_slice().iter().chain(p.as_slice()).any(|v| v.abs() < 1e-3);
+        for act in DENSE_ACTIVATIONS {
+            if act == rime_tensor::DenseActivation::Relu && near_kink {
+                continue;
+            }
+            let inputs = [x.clone(), w.clone(), b.clone()];
+            check(&format!("dense {act:?}"), move |v| Ok(v[0].dense(&v[1], Some(&v[2]), act)?.sin()), &inputs)?;
+            check(&format!("dense {act:?} without bias"), move |v| Ok(v[0].dense(&v[1], None, act)?.sin()), &inputs[..2])?;
+            let ct = ct.clone();
+            check(&format!("d/d(x, w, b) grads of dense {act:?}"), move |v| dense_inner_gradients(v, act, &ct), &inputs)?;
+        }
+    }
+}

@@ -312,3 +312,254 @@ mod deferred {
         assert!(bad.is_err());
     }
 }
+
+// ---- the fused dense op against the unfused op chain, bit for bit ----
+
+mod dense {
+    use proptest::prelude::*;
+    use rime_tape::{
+        DeferredGradient, GradientOptions, GradientTape, TrainableMask, UnconnectedGradients,
+        Variable,
+    };
+    use rime_tensor::{DenseActivation, Element, Error as TensorError, Tensor};
+
+    const ACTIVATIONS: [DenseActivation; 4] = [
+        DenseActivation::Linear,
+        DenseActivation::Relu,
+        DenseActivation::Sigmoid,
+        DenseActivation::Tanh,
+    ];
+
+    /// Bit patterns, every NaN as one value: Rust leaves the sign and
+    /// payload of a NaN result unspecified (LLVM may swap the operands of
+    /// an add, and x86 returns the first operand's NaN), so the same
+    /// formula may give either NaN; every other value (-0 included) is
+    /// compared bit for bit.
+    trait Bits: Element {
+        fn bits(t: &Tensor<Self>) -> Vec<u64>;
+    }
+    impl Bits for f32 {
+        fn bits(t: &Tensor<f32>) -> Vec<u64> {
+            let canonical = |v: &f32| {
+                if v.is_nan() {
+                    u64::MAX
+                } else {
+                    v.to_bits() as u64
+                }
+            };
+            t.to_vec().iter().map(canonical).collect()
+        }
+    }
+    impl Bits for f64 {
+        fn bits(t: &Tensor<f64>) -> Vec<u64> {
+            let canonical = |v: &f64| if v.is_nan() { u64::MAX } else { v.to_bits() };
+            t.to_vec().iter().map(canonical).collect()
+        }
+    }
+
+    fn unfused<T: Element>(
+        x: &Tensor<T>,
+        w: &Tensor<T>,
+        b: Option<&Tensor<T>>,
+        act: DenseActivation,
+    ) -> Tensor<T> {
+        let mut z = x.matmul(w).unwrap();
+        if let Some(b) = b {
+            z = z.add(b).unwrap();
+        }
+        match act {
+            DenseActivation::Linear => z,
+            DenseActivation::Relu => z.relu(),
+            DenseActivation::Sigmoid => z.sigmoid(),
+            DenseActivation::Tanh => z.tanh(),
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    /// The output and the gradients (x, kernel, bias) of `<f(x, w, b), ct>`.
+    fn forward_backward<T: Element>(
+        f: impl Fn(&Tensor<T>, &Tensor<T>, Option<&Tensor<T>>) -> Tensor<T>,
+        x: &Tensor<T>,
+        w: &Tensor<T>,
+        b: Option<&Tensor<T>>,
+        ct: &Tensor<T>,
+    ) -> Vec<Tensor<T>> {
+        let tape = GradientTape::new();
+        let mut sources = vec![x, w];
+        sources.extend(b);
+        for s in &sources {
+            tape.watch(*s);
+        }
+        let y = f(x, w, b);
+        let grads = tape
+            .gradient_with(
+                &[&y],
+                &sources,
+                GradientOptions {
+                    output_gradients: Some(std::slice::from_ref(ct)),
+                    unconnected: UnconnectedGradients::Zero,
+                },
+            )
+            .unwrap();
+        let mut out = vec![y];
+        out.extend(grads.into_iter().map(|g| g.unwrap()));
+        out
+    }
+
+    fn compare<T: Bits>(m: usize, k: usize, n: usize, values: &[f64]) {
+        let mut v = values.iter().cycle().map(|&v| T::of(v));
+        let mut take = |shape: &[usize]| {
+            let len = shape.iter().product();
+            Tensor::from_vec(v.by_ref().take(len).collect(), shape).unwrap()
+        };
+        let (x, w, b, ct) = (take(&[m, k]), take(&[k, n]), take(&[n]), take(&[m, n]));
+        for act in ACTIVATIONS {
+            for bias in [Some(&b), None] {
+                let fused =
+                    forward_backward(|x, w, b| x.dense(w, b, act).unwrap(), &x, &w, bias, &ct);
+                let want = forward_backward(|x, w, b| unfused(x, w, b, act), &x, &w, bias, &ct);
+                for (i, (g, w)) in fused.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        T::bits(g),
+                        T::bits(w),
+                        "{} {act:?} bias {} {m}x{k}x{n}: {}",
+                        T::DTYPE,
+                        bias.is_some(),
+                        ["y", "dx", "dkernel", "dbias"][i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// Mostly ordinary values, with signed zeros, NaN and infinities.
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            40 => -2.0..2.0f64,
+            2 => Just(0.0),
+            2 => Just(-0.0),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fused_matches_the_op_chain_bit_for_bit(
+            (m, k, n, values) in (1usize..=24, 0usize..=20, 1usize..=40)
+                .prop_flat_map(|(m, k, n)| (Just(m), Just(k), Just(n), prop::collection::vec(value(), 64)))
+        ) {
+            compare::<f32>(m, k, n, &values);
+            compare::<f64>(m, k, n, &values);
+        }
+    }
+
+    /// Products large enough for the parallel kernels, and relu's edge
+    /// values (-0 and NaN after the bias add, 0 · inf).
+    #[test]
+    fn fused_matches_at_large_shapes_and_relu_edges() {
+        let values: Vec<f64> = (0..997)
+            .map(|i| (i * 37 % 101) as f64 / 50.0 - 1.0)
+            .collect();
+        compare::<f32>(150, 130, 140, &values);
+        compare::<f64>(1, 300, 257, &values);
+        compare::<f64>(129, 64, 1, &values);
+        let edges = [0.0, -0.0, 1.0, f64::NAN, -1.0, f64::INFINITY, -0.0, 0.5];
+        compare::<f32>(3, 2, 4, &edges);
+        compare::<f64>(5, 1, 3, &edges);
+    }
+
+    #[test]
+    fn bad_shapes_are_typed_errors_and_record_nothing() {
+        let w = Variable::new("w", Tensor::<f64>::ones([3, 2]).unwrap());
+        let x = Tensor::<f64>::ones([4, 3]).unwrap();
+        let tape = GradientTape::new();
+        let wv = w.value(); // one read, used by every call below
+        let e = x
+            .dense(
+                &wv,
+                Some(&Tensor::ones([3]).unwrap()),
+                DenseActivation::Relu,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, TensorError::ShapeMismatch { op: "dense", .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("[3, 2]") && e.to_string().contains("[3]"),
+            "{e}"
+        );
+        let e = x.dense(&x, None, DenseActivation::Tanh).unwrap_err();
+        assert!(
+            matches!(e, TensorError::ShapeMismatch { op: "dense", .. }),
+            "{e}"
+        );
+        let e = wv.dense(&wv, None, DenseActivation::Tanh).unwrap_err();
+        assert!(
+            matches!(e, TensorError::ShapeMismatch { op: "dense", .. }),
+            "{e}"
+        );
+        // the failed ops left no node: the read's only use is the one below
+        // (a second use would make its gradient a computed one)
+        let y = x.dense(&wv, None, DenseActivation::Tanh).unwrap();
+        let g = tape.gradient_deferred(&y.sum_all(), &[&w]).unwrap();
+        assert!(matches!(g[0], Some(DeferredGradient::Product(_))));
+    }
+
+    /// The kernel's gradient stays a deferred product (the optimizer's
+    /// fused path), with the bits of the computed gradient; the bias and
+    /// the input get theirs; masks are honoured.
+    #[test]
+    fn the_kernel_gradient_is_deferred() {
+        let iota = |shape: [usize; 2], s: f64| {
+            Tensor::<f64>::from_vec(
+                (0..shape[0] * shape[1])
+                    .map(|i| (i as f64 * s).sin())
+                    .collect(),
+                shape,
+            )
+            .unwrap()
+        };
+        for act in ACTIVATIONS {
+            for mask in [
+                None,
+                Some(TrainableMask::freeze_rows(1..3)),
+                Some(TrainableMask::cols(0..1)),
+            ] {
+                let w = Variable::new("w", iota([5, 3], 0.3));
+                w.set_mask(mask).unwrap();
+                let b = Variable::new("b", Tensor::vector(vec![0.1, -0.2, 0.3]));
+                let xv = Variable::new("x", iota([7, 5], 0.7));
+                let loss = || {
+                    xv.value()
+                        .dense(&w.value(), Some(&b.value()), act)
+                        .unwrap()
+                        .square()
+                        .sum_all()
+                };
+                let tape = GradientTape::new();
+                let got = tape.gradient_deferred(&loss(), &[&w, &b, &xv]).unwrap();
+                let tape = GradientTape::new();
+                let want = tape.gradient(&loss(), &[&w, &b, &xv]).unwrap();
+                for (k, (g, want)) in got.into_iter().zip(want).enumerate() {
+                    let g = g.unwrap();
+                    // the kernel and the input are products, the bias is not
+                    assert_eq!(
+                        matches!(g, DeferredGradient::Product(_)),
+                        k != 1,
+                        "{act:?} {k}"
+                    );
+                    let g = g.into_tensor().unwrap();
+                    assert_eq!(
+                        f64::bits(&g),
+                        f64::bits(&want.unwrap()),
+                        "{act:?} source {k}"
+                    );
+                }
+            }
+        }
+    }
+}

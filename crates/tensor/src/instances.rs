@@ -48,8 +48,8 @@ use std::ops::Range;
 use crate::ops::arith::Comparison;
 use crate::ops::reduce::ReduceKind;
 use crate::{
-    BinaryOp, Conv1dOptions, Conv2dGeometry, Conv2dOptions, Element, Pool2dGeometry, Result,
-    Tensor, UnaryOp,
+    BinaryOp, Conv1dOptions, Conv2dGeometry, Conv2dOptions, DenseActivation, Element,
+    Pool2dGeometry, Result, Tensor, UnaryOp,
 };
 
 /// The implementor of every crate's table: the generic bodies, instantiated
@@ -160,6 +160,14 @@ pub(crate) trait Table<T: Element>: Sync {
         rows: Range<usize>,
         out: &mut [T],
     ) -> Result<()>;
+    // ops/dense.rs
+    fn dense(
+        &self,
+        x: &Tensor<T>,
+        kernel: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        activation: DenseActivation,
+    ) -> Result<Tensor<T>>;
     // ops/conv.rs
     fn conv2d_with(
         &self,
@@ -304,6 +312,15 @@ impl<T: Element> Table<T> for Native<T> {
         out: &mut [T],
     ) -> Result<()> {
         x.matmul_t_rows_into_native(rhs, transpose_a, transpose_b, rows, out)
+    }
+    fn dense(
+        &self,
+        x: &Tensor<T>,
+        kernel: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        activation: DenseActivation,
+    ) -> Result<Tensor<T>> {
+        x.dense_native(kernel, bias, activation)
     }
     fn conv2d_with(
         &self,

@@ -56,6 +56,7 @@ pub use error::{Error, Result};
 pub use kernels::simd::{VectorLoop, vectorized, vectorized_loop};
 pub use ops::arith::BinaryOp;
 pub use ops::conv::{Conv1dOptions, Conv2dGeometry, Conv2dOptions, ConvOp, Padding};
+pub use ops::dense::DenseActivation;
 pub use ops::index::{IndexOp, Indices};
 pub use ops::layout::LayoutOp;
 pub use ops::nn::NnOp;

@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 
 use crate::ops::arith::BinaryOp;
 use crate::ops::conv::ConvOp;
+use crate::ops::dense::DenseActivation;
 use crate::ops::index::IndexOp;
 use crate::ops::layout::LayoutOp;
 use crate::ops::nn::NnOp;
@@ -50,6 +51,12 @@ pub enum Op {
         transpose_a: bool,
         /// Whether `b` is used transposed.
         transpose_b: bool,
+    },
+    /// `activation(x · kernel + bias)` for 2-D `x` (`ops/dense.rs`):
+    /// inputs `[x, kernel, bias]`, or `[x, kernel]` without a bias.
+    Dense {
+        /// The activation applied after the bias add.
+        activation: DenseActivation,
     },
     /// Convolutions and their gradients (`ops/conv.rs`).
     Conv(ConvOp),

@@ -232,11 +232,20 @@ impl<T: Element> Layer<T> for Dense<T> {
                 format!("was built for inputs with last axis {input_dim}"),
             ));
         }
-        let mut y = x.matmul(&kernel.value())?;
-        if let Some(bias) = self.bias.get() {
-            y = y.add(&bias.value())?;
-        }
-        let y = self.config.activation.apply(&y)?;
+        // read in the unfused order: kernel, then bias
+        let kernel = kernel.value();
+        let bias = self.bias.get().map(|b| b.value());
+        let y = match self.config.activation.fused() {
+            // one op: the bias add and activation run in the product's epilogue
+            Some(act) if x.rank() == 2 => x.dense(&kernel, bias.as_ref(), act)?,
+            _ => {
+                let mut y = x.matmul(&kernel)?;
+                if let Some(bias) = &bias {
+                    y = y.add(bias)?;
+                }
+                self.config.activation.apply(&y)?
+            }
+        };
         if let Some(r) = &self.config.activity_regularizer {
             // Keras divides the activity penalty by the batch size
             let batch = T::of(y.dims().first().copied().unwrap_or(1).max(1) as f64);

@@ -72,7 +72,7 @@ pub(super) fn backward<T: Element>(ta: bool, tb: bool, c: &Ctx<'_, T>) -> Result
 
 /// The product restricted to the trainable rows or columns of `mask`, when
 /// that is possible and allowed (2-D, structured, nothing else recording).
-fn masked_block<T: Element>(
+pub(super) fn masked_block<T: Element>(
     mask: Option<&ResolvedMask>,
     l: &Tensor<T>,
     r: &Tensor<T>,

@@ -14,6 +14,7 @@
 
 mod arith;
 mod conv;
+pub(crate) mod dense;
 mod index;
 mod layout;
 pub(crate) mod matmul;
@@ -264,6 +265,7 @@ fn apply<T: Element>(op: &Op, ctx: &Ctx<'_, T>, sink: &mut Sink<'_>) -> Result<(
             transpose_a,
             transpose_b,
         } => matmul::backward(*transpose_a, *transpose_b, ctx)?,
+        Op::Dense { activation } => dense::backward(*activation, ctx)?,
         Op::Conv(c) => conv::backward(c, ctx)?,
         Op::Pool(p) => pool::backward(p, ctx)?,
         other => {

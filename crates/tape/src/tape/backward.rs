@@ -166,8 +166,11 @@ impl GradientTape {
                 acc.add(slots[0], g, premasked)?;
                 continue;
             }
-            if !deferred_at.is_empty() && matches!(node.op, NodeOp::Tensor(Op::MatMul { .. })) {
-                defer_products(
+            // after deferring a dense op's weight gradient, its other
+            // gradients follow from the dz already computed
+            let mut rest: Option<(NodeOp, DynTensor)> = None;
+            if !deferred_at.is_empty() && is_product(&node.op) {
+                rest = defer_products(
                     &st,
                     node,
                     i,
@@ -176,7 +179,7 @@ impl GradientTape {
                     &deferred_at,
                     &mut needs,
                     &mut deferred,
-                );
+                )?;
                 if needs.is_empty() {
                     continue;
                 }
@@ -190,11 +193,15 @@ impl GradientTape {
             }
             inputs.clear();
             let output = st.io(node, &mut inputs);
+            let (op, g) = match &rest {
+                Some((op, dz)) => (op, dz),
+                None => (&node.op, &g),
+            };
             rules::backward(
-                &node.op,
+                op,
                 &inputs,
                 output,
-                &g,
+                g,
                 &needs,
                 &hints,
                 &mut |k, value, premasked| acc.add(slots[k], value, premasked),
@@ -306,7 +313,7 @@ fn deferrable<T: Element>(
             }
         }
     }
-    let is_matmul = |i: usize| matches!(st.nodes[i].op, NodeOp::Tensor(Op::MatMul { .. }));
+    let is_matmul = |i: usize| is_product(&st.nodes[i].op);
     for (&l, &k) in &leaf_source {
         let Some(&(1, Some((i, pos)))) = leaf_uses.get(&l) else {
             continue;
@@ -328,10 +335,20 @@ fn deferrable<T: Element>(
     found
 }
 
+/// Whether a node is a matrix product whose two first inputs' gradients
+/// are products (`deferrable`): a matmul, or a dense op (whose bias, its
+/// third input, is never a 2-D source).
+fn is_product(op: &NodeOp) -> bool {
+    matches!(op, NodeOp::Tensor(Op::MatMul { .. } | Op::Dense { .. }))
+}
+
 /// At a matrix product whose input makes a deferrable source's only
 /// contribution: records that contribution as a [`GradientProduct`] and
 /// takes the input out of `needs` (if the shapes do not allow it, the
-/// input stays and its gradient is computed as usual).
+/// input stays and its gradient is computed as usual). For a dense op the
+/// product's right factor is `dz = dy ⊙ act'(y)`; then returns the op
+/// and gradient that give the node's other gradients from that `dz` (a
+/// linear dense op, `dz`).
 #[allow(clippy::too_many_arguments)]
 fn defer_products<T: Element>(
     st: &TapeState,
@@ -342,24 +359,35 @@ fn defer_products<T: Element>(
     deferred_at: &FxHashMap<(usize, usize), usize>,
     needs: &mut rules::InputSet,
     deferred: &mut FxHashMap<usize, GradientProduct<T>>,
-) {
-    let NodeOp::Tensor(Op::MatMul {
-        transpose_a,
-        transpose_b,
-    }) = node.op
-    else {
-        return;
+) -> Result<Option<(NodeOp, DynTensor)>> {
+    let (transpose_a, transpose_b, activation) = match node.op {
+        NodeOp::Tensor(Op::MatMul {
+            transpose_a,
+            transpose_b,
+        }) => (transpose_a, transpose_b, None),
+        NodeOp::Tensor(Op::Dense { activation }) => (false, false, Some(activation)),
+        _ => return Ok(None),
     };
+    if !(0..2).any(|pos| deferred_at.contains_key(&(i, pos))) {
+        return Ok(None);
+    }
+    let mut inputs = Vec::new();
+    let output = st.io(node, &mut inputs);
+    let (Some(g), Some(a), Some(b)) = (
+        T::from_dyn(g),
+        inputs.first().and_then(|t| T::from_dyn(t)),
+        inputs.get(1).and_then(|t| T::from_dyn(t)),
+    ) else {
+        return Ok(None);
+    };
+    let dz = match (activation, T::from_dyn(output)) {
+        (Some(act), Some(y)) => Some(rules::dense::pre_activation_grad(act, y, g)?),
+        _ => None,
+    };
+    let g = dz.as_ref().unwrap_or(g);
+    let mut any = false;
     for pos in 0..2 {
         let Some(&k) = deferred_at.get(&(i, pos)) else {
-            continue;
-        };
-        let mut inputs = Vec::new();
-        st.io(node, &mut inputs);
-        let (Some(g), [a, b]) = (T::from_dyn(g), inputs.as_slice()) else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (T::from_dyn(a), T::from_dyn(b)) else {
             continue;
         };
         let operands = rules::matmul::gradient_product(transpose_a, transpose_b, pos, a, b, g);
@@ -367,8 +395,18 @@ fn defer_products<T: Element>(
         {
             deferred.insert(k, p);
             needs.remove(pos);
+            any = true;
         }
     }
+    Ok(match dz {
+        Some(dz) if any => Some((
+            NodeOp::Tensor(Op::Dense {
+                activation: rime_tensor::DenseActivation::Linear,
+            }),
+            T::into_dyn(dz),
+        )),
+        _ => None,
+    })
 }
 
 /// The gradients accumulated so far for the leaves and the node outputs,

@@ -170,12 +170,10 @@ pub(crate) fn gemm<T: Element>(
 /// are disjoint and cover C; which segments, in which order and on which
 /// thread is up to the product, so an epilogue must depend only on its
 /// arguments.
-#[allow(dead_code)] // the fused dense op's (in progress)
 pub(crate) type Epilogue<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
 
 /// [`gemm`] followed by `epilogue` over every row of C (see [`Epilogue`]).
 #[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
-#[allow(dead_code)] // the fused dense op's (in progress)
 pub(crate) fn gemm_epilogue<T: Element>(
     m: usize,
     k: usize,

@@ -5,6 +5,7 @@
 
 pub mod arith;
 pub mod conv;
+pub mod dense;
 pub mod index;
 pub mod layout;
 pub mod matmul;

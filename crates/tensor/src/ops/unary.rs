@@ -57,7 +57,7 @@ pub enum UnaryOp {
 /// `1 / (1 + e^-x)` without overflow: with `e = exp(-|x|)`, `1 / (1 + e)`
 /// for `x >= 0` and `e / (1 + e)` below (branch-free, so it vectorizes).
 #[inline(always)]
-fn sigmoid<T: Element>(x: T) -> T {
+pub(crate) fn sigmoid<T: Element>(x: T) -> T {
     let e = (-x.abs()).exp_v();
     let r = T::one() / (T::one() + e);
     if x >= T::zero() { r } else { e * r }

@@ -1,0 +1,300 @@
+//! The fused dense op, `activation(x · kernel + bias)`, recorded as one op:
+//! the bias add and the activation run in the product's epilogue, on each
+//! finished row segment of the output while it is in cache, instead of as
+//! two more passes over the output. Gradient rule: rime-tape
+//! `rules/dense.rs`.
+
+use crate::kernels::gemm::{self, MatRef};
+use crate::kernels::{self, vectorized};
+use crate::ops::unary::sigmoid;
+use crate::record::{Op, record};
+use crate::{Element, Error, Result, Shape, Tensor};
+
+/// The activations [`Tensor::dense`] fuses: those whose derivative is a
+/// function of the output `y`, so that the gradient needs only `y`.
+///
+/// ```
+/// use rime_tensor::DenseActivation;
+/// assert_eq!(DenseActivation::Relu.name(), "relu");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenseActivation {
+    /// `z` (derivative 1).
+    Linear,
+    /// `max(z, 0)`, as [`Tensor::relu`] (derivative `y > 0`).
+    Relu,
+    /// `1 / (1 + e^-z)`, as [`Tensor::sigmoid`] (derivative `y (1 - y)`).
+    Sigmoid,
+    /// `tanh(z)`, as [`Tensor::tanh`] (derivative `1 - y²`).
+    Tanh,
+}
+
+impl DenseActivation {
+    /// The activation's name (Keras').
+    pub fn name(self) -> &'static str {
+        match self {
+            DenseActivation::Linear => "linear",
+            DenseActivation::Relu => "relu",
+            DenseActivation::Sigmoid => "sigmoid",
+            DenseActivation::Tanh => "tanh",
+        }
+    }
+}
+
+/// `seg[j] = f(seg[j] + bias[j])` (or `f(seg[j])` without a bias): the
+/// unfused ops' `add` then activation, element for element.
+#[inline(always)]
+fn bias_then<T: Element>(seg: &mut [T], bias: Option<&[T]>, f: impl Fn(T) -> T) {
+    match bias {
+        Some(b) => {
+            for (v, &b) in seg.iter_mut().zip(b) {
+                *v = f(*v + b);
+            }
+        }
+        None => {
+            for v in seg {
+                *v = f(*v);
+            }
+        }
+    }
+}
+
+/// The epilogue for `activation`: each row segment `C[i, j0..]` gets the
+/// bias columns `j0..` and the activation, with the same formulas as
+/// `Tensor::add` and the unary activation kernels, so the bits agree.
+fn run_epilogue<T: Element>(seg: &mut [T], bias: Option<&[T]>, activation: DenseActivation) {
+    let zero = T::zero();
+    match activation {
+        DenseActivation::Linear => vectorized(
+            #[inline(always)]
+            || bias_then(seg, bias, |v| v),
+        ),
+        DenseActivation::Relu => vectorized(
+            #[inline(always)]
+            || bias_then(seg, bias, |v| if v > zero { v } else { zero }),
+        ),
+        DenseActivation::Sigmoid => vectorized(
+            #[inline(always)]
+            || bias_then(seg, bias, sigmoid),
+        ),
+        DenseActivation::Tanh => vectorized(
+            #[inline(always)]
+            || bias_then(seg, bias, |v| v.tanh_v()),
+        ),
+    }
+}
+
+/// Validates the shapes of `dense(x, kernel, bias)`; returns `(m, k, n)`
+/// and the output shape (its byte size checked for `T`).
+fn dense_geometry<T>(
+    x: &Shape,
+    kernel: &Shape,
+    bias: Option<&Shape>,
+) -> Result<(usize, usize, usize, Shape)> {
+    for s in [x, kernel] {
+        if s.rank() != 2 {
+            return Err(Error::Rank {
+                op: "dense",
+                expected: "rank 2 (input [batch, in], kernel [in, out])",
+                shape: s.clone(),
+            });
+        }
+    }
+    let (m, k, n) = (x[0], x[1], kernel[1]);
+    if kernel[0] != k {
+        return Err(Error::ShapeMismatch {
+            op: "dense",
+            lhs: x.clone(),
+            rhs: kernel.clone(),
+            msg: format!(
+                "the input's last axis ({k}) differs from the kernel's first ({})",
+                kernel[0]
+            ),
+        });
+    }
+    if let Some(b) = bias
+        && (b.rank() != 1 || b[0] != n)
+    {
+        return Err(Error::ShapeMismatch {
+            op: "dense",
+            lhs: kernel.clone(),
+            rhs: b.clone(),
+            msg: format!("the bias must have shape [{n}] (the kernel's last axis)"),
+        });
+    }
+    let out = Shape::from(&[m, n][..]);
+    out.checked_len::<T>("dense")?;
+    Ok((m, k, n, out))
+}
+
+impl<T: Element> Tensor<T> {
+    /// A dense layer's computation, `activation(self · kernel + bias)`, as
+    /// one op: `self` is `[batch, in]`, `kernel` `[in, out]`, `bias` `[out]`.
+    /// The bias add and the activation run on each piece of the product as
+    /// it is finished, not as separate passes; the values are those of
+    /// `self.matmul(kernel)?.add(bias)?` followed by the activation, bit
+    /// for bit. Recorded on tapes as one op (`Op::Dense`), whose gradient
+    /// needs only the output.
+    ///
+    /// ```
+    /// use rime_tensor::{DenseActivation, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, -3.0, 1.0], [2, 2])?;
+    /// let w = Tensor::from_vec(vec![1.0f32, -1.0, 1.0, 1.0], [2, 2])?;
+    /// let b = Tensor::vector(vec![0.5f32, -0.5]);
+    /// let y = x.dense(&w, Some(&b), DenseActivation::Relu)?;
+    /// assert_eq!(y.to_vec(), vec![3.5, 0.5, 0.0, 3.5]);
+    /// assert_eq!(y.to_vec(), x.matmul(&w)?.add(&b)?.relu().to_vec());
+    /// // shapes that do not fit are typed errors
+    /// assert!(x.dense(&w, Some(&Tensor::vector(vec![1.0f32; 3])), DenseActivation::Relu).is_err());
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn dense(
+        &self,
+        kernel: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        activation: DenseActivation,
+    ) -> Result<Tensor<T>> {
+        crate::instances::table::<T>().dense(self, kernel, bias, activation)
+    }
+
+    pub(crate) fn dense_native(
+        &self,
+        kernel: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        activation: DenseActivation,
+    ) -> Result<Tensor<T>> {
+        let (m, k, n, shape) =
+            dense_geometry::<T>(self.shape(), kernel.shape(), bias.map(|b| b.shape()))?;
+        let len = m * n;
+        let mut out = kernels::try_buffer("dense", len)?;
+        let a = MatRef::new(self.as_slice(), m, k, false);
+        let b = MatRef::new(kernel.as_slice(), k, n, false);
+        let c = &mut out.spare_capacity_mut()[..len];
+        let bias_data = bias.map(|b| b.as_slice());
+        if bias.is_none() && activation == DenseActivation::Linear {
+            gemm::gemm(m, k, n, a, b, c, n, true);
+        } else {
+            let epilogue = |_i: usize, j0: usize, seg: &mut [T]| {
+                run_epilogue(seg, bias_data.map(|b| &b[j0..j0 + seg.len()]), activation)
+            };
+            gemm::gemm_epilogue(m, k, n, a, b, c, n, true, &epilogue);
+        }
+        // SAFETY: `out` has capacity `len` (reserved above), and the
+        // product writes every element of its `m×n` output (as in
+        // `matmul_t`); the epilogue only rewrites elements.
+        unsafe { out.set_len(len) };
+        let out = Tensor::from_parts(out, shape);
+        match bias {
+            Some(bias) => record(|| Op::Dense { activation }, &[self, kernel, bias], &out),
+            None => record(|| Op::Dense { activation }, &[self, kernel], &out),
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bit patterns, every NaN as one value (Rust leaves a NaN result's
+    /// sign and payload unspecified).
+    fn bits<T: Element>(t: &Tensor<T>) -> Vec<u64> {
+        let canonical = |v: f64| if v.is_nan() { u64::MAX } else { v.to_bits() };
+        t.as_slice()
+            .iter()
+            .map(|v| canonical(v.to_f64().unwrap_or(f64::NAN)))
+            .collect()
+    }
+
+    #[test]
+    fn matches_unfused_ops_with_edge_values() {
+        // NaN, -0, +0, infinities after the product and the bias
+        let x = Tensor::from_vec(
+            vec![1.0f64, 0.0, -1.0, 0.0, 0.0, 1.0, f64::NAN, 0.0],
+            [4, 2],
+        )
+        .unwrap();
+        let w =
+            Tensor::from_vec(vec![-0.0f64, 1.0, f64::INFINITY, 2.0, -3.0, -0.0], [2, 3]).unwrap();
+        let b = Tensor::vector(vec![-0.0f64, 0.0, f64::NEG_INFINITY]);
+        for act in [
+            DenseActivation::Linear,
+            DenseActivation::Relu,
+            DenseActivation::Sigmoid,
+            DenseActivation::Tanh,
+        ] {
+            let unfused = |z: Tensor<f64>| match act {
+                DenseActivation::Linear => z,
+                DenseActivation::Relu => z.relu(),
+                DenseActivation::Sigmoid => z.sigmoid(),
+                DenseActivation::Tanh => z.tanh(),
+            };
+            let p = x.matmul(&w).unwrap();
+            let want = unfused(p.add(&b).unwrap());
+            let got = x.dense(&w, Some(&b), act).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{act:?}");
+            let want = unfused(p);
+            let got = x.dense(&w, None, act).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{act:?} without bias");
+        }
+        // relu of -0 is +0, of NaN is +0
+        let z = Tensor::from_vec(vec![-0.0f32, f32::NAN], [1, 2]).unwrap();
+        let y = z
+            .dense(&Tensor::eye(2).unwrap(), None, DenseActivation::Relu)
+            .unwrap();
+        assert_eq!(y.as_slice()[0].to_bits(), 0.0f32.to_bits());
+        assert_eq!(y.as_slice()[1].to_bits(), 0.0f32.to_bits());
+    }
+
+    #[test]
+    fn bad_shapes_are_typed_errors() {
+        let x = Tensor::<f32>::zeros([2, 3]).unwrap();
+        let w = Tensor::<f32>::zeros([3, 4]).unwrap();
+        let r = DenseActivation::Relu;
+        let e = x.dense(&x, None, r).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { op: "dense", .. }), "{e}");
+        assert!(e.to_string().contains("[2, 3]"), "{e}");
+        let e = x
+            .dense(&w, Some(&Tensor::zeros([3]).unwrap()), r)
+            .unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { op: "dense", .. }), "{e}");
+        assert!(e.to_string().contains("[3, 4]") && e.to_string().contains("[3]"));
+        let e = x
+            .dense(&w, Some(&Tensor::zeros([1, 4]).unwrap()), r)
+            .unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { op: "dense", .. }), "{e}");
+        let e = Tensor::<f32>::zeros([3])
+            .unwrap()
+            .dense(&w, None, r)
+            .unwrap_err();
+        assert!(matches!(e, Error::Rank { op: "dense", .. }), "{e}");
+        let e = x
+            .dense(&Tensor::zeros([1, 3, 4]).unwrap(), None, r)
+            .unwrap_err();
+        assert!(matches!(e, Error::Rank { op: "dense", .. }), "{e}");
+    }
+
+    #[test]
+    fn empty_shapes() {
+        let b = Tensor::vector(vec![1.0f32, -2.0]);
+        let y = Tensor::<f32>::zeros([3, 0])
+            .unwrap()
+            .dense(
+                &Tensor::zeros([0, 2]).unwrap(),
+                Some(&b),
+                DenseActivation::Relu,
+            )
+            .unwrap();
+        assert_eq!(y.to_vec(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        let y = Tensor::<f32>::zeros([0, 4])
+            .unwrap()
+            .dense(
+                &Tensor::zeros([4, 2]).unwrap(),
+                Some(&b),
+                DenseActivation::Tanh,
+            )
+            .unwrap();
+        assert_eq!(y.shape(), &[0, 2]);
+    }
+}
