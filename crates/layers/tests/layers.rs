@@ -102,6 +102,62 @@ fn dense_gradients_match_finite_differences() {
     }
 }
 
+/// Dense records one fused op for rank-2 inputs and the fusible
+/// activations: the same bits as the unfused matmul, add and activation,
+/// forward and backward, and its kernel gradient stays a deferred product
+/// (the optimizer's fused update path).
+#[test]
+fn dense_fuses_product_bias_and_activation_with_the_unfused_bits() {
+    let x = Tensor::from_vec(
+        (0..28).map(|i| (i as f32 * 0.37).sin() * 2.0).collect(),
+        [7, 4],
+    )
+    .unwrap();
+    for act in [
+        Activation::Linear,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu, // not fusible: the unfused path
+    ] {
+        for use_bias in [true, false] {
+            let d = Dense::<f32>::new(5).activation(act).use_bias(use_bias);
+            d.call(&x, false).unwrap();
+            let vars = d.trainable_weights();
+            let mut w = vec![
+                Tensor::from_vec((0..20).map(|i| (i as f32 * 0.71).cos()).collect(), [4, 5])
+                    .unwrap(),
+            ];
+            if use_bias {
+                w.push(Tensor::vector(vec![0.3f32, -0.2, 0.0, -0.0, 1.5]));
+            }
+            d.set_weights(&w).unwrap();
+            let tape = GradientTape::new();
+            let y = d.call(&x, true).unwrap();
+            let loss = y.square().sum_all();
+            let deferred = tape.gradient_deferred(&loss, &vars).unwrap();
+            assert!(
+                matches!(deferred[0], Some(rime_tape::DeferredGradient::Product(_))),
+                "{act:?}: the kernel gradient is deferred"
+            );
+            // the unfused chain on the same variables
+            let tape = GradientTape::new();
+            let mut z = x.matmul(&vars[0].value()).unwrap();
+            if use_bias {
+                z = z.add(&vars[1].value()).unwrap();
+            }
+            let want_y = act.apply(&z).unwrap();
+            let want = tape.gradient(&want_y.square().sum_all(), &vars).unwrap();
+            let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want_y), "{act:?} forward");
+            for (g, w) in deferred.into_iter().zip(want) {
+                let g = g.unwrap().into_tensor().unwrap();
+                assert_eq!(bits(&g), bits(&w.unwrap()), "{act:?} gradient");
+            }
+        }
+    }
+}
+
 #[test]
 fn dense_rejects_inputs_it_was_not_built_for() {
     let d = Dense::<f32>::new(3).named("head");
