@@ -466,6 +466,10 @@ mod dense {
         compare::<f32>(150, 130, 140, &values);
         compare::<f64>(1, 300, 257, &values);
         compare::<f64>(129, 64, 1, &values);
+        // the bias gradient's one-pass form at its limit (256 rows, enough
+        // elements for `sum_to`'s parallel path) and the ops beyond it
+        compare::<f32>(256, 3, 2100, &values);
+        compare::<f64>(300, 5, 7, &values);
         let edges = [0.0, -0.0, 1.0, f64::NAN, -1.0, f64::INFINITY, -0.0, 0.5];
         compare::<f32>(3, 2, 4, &edges);
         compare::<f64>(5, 1, 3, &edges);

@@ -168,6 +168,12 @@ pub(crate) trait Table<T: Element>: Sync {
         bias: Option<&Tensor<T>>,
         activation: DenseActivation,
     ) -> Result<Tensor<T>>;
+    fn dense_grad_z_and_bias(
+        &self,
+        y: &Tensor<T>,
+        dy: &Tensor<T>,
+        activation: DenseActivation,
+    ) -> Result<Option<(Tensor<T>, Tensor<T>)>>;
     // ops/conv.rs
     fn conv2d_with(
         &self,
@@ -321,6 +327,14 @@ impl<T: Element> Table<T> for Native<T> {
         activation: DenseActivation,
     ) -> Result<Tensor<T>> {
         x.dense_native(kernel, bias, activation)
+    }
+    fn dense_grad_z_and_bias(
+        &self,
+        y: &Tensor<T>,
+        dy: &Tensor<T>,
+        activation: DenseActivation,
+    ) -> Result<Option<(Tensor<T>, Tensor<T>)>> {
+        y.dense_grad_z_and_bias_native(dy, activation)
     }
     fn conv2d_with(
         &self,

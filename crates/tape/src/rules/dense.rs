@@ -11,9 +11,8 @@ use super::matmul::masked_block;
 use super::{Ctx, Grads};
 use crate::{Error, Result};
 
-/// `dz = dy ⊙ act'(z)` from the output `y = act(z)`: also what the
-/// engine's deferred weight gradient multiplies by (`tape/backward.rs`).
-pub(crate) fn pre_activation_grad<T: Element>(
+/// `dz = dy ⊙ act'(z)` from the output `y = act(z)`, in recorded ops.
+fn pre_activation_grad<T: Element>(
     activation: DenseActivation,
     y: &Tensor<T>,
     dy: &Tensor<T>,
@@ -32,12 +31,37 @@ pub(crate) fn pre_activation_grad<T: Element>(
     })
 }
 
+/// `dz` and, when `bias` is given (its gradient is needed), the bias
+/// gradient `Σ_rows dz` (also what the engine's deferred weight gradient
+/// multiplies by, `tape/backward.rs`): in one pass over `dy` when no tape records this
+/// computation (then no higher derivative needs the ops) and that pass
+/// gives the ops' bits (`Tensor::dense_grad_z_and_bias`), else by the ops.
+pub(crate) fn output_grads<T: Element>(
+    activation: DenseActivation,
+    y: &Tensor<T>,
+    dy: &Tensor<T>,
+    bias: Option<&Tensor<T>>,
+) -> Result<(Tensor<T>, Option<Tensor<T>>)> {
+    let Some(b) = bias else {
+        return Ok((pre_activation_grad(activation, y, dy)?, None));
+    };
+    if !rime_tensor::record::is_recording()
+        && let Some((dz, db)) = y.dense_grad_z_and_bias(dy, activation)?
+    {
+        return Ok((dz, Some(db)));
+    }
+    let dz = pre_activation_grad(activation, y, dy)?;
+    let db = dz.sum_to(b.shape())?;
+    Ok((dz, Some(db)))
+}
+
 pub(super) fn backward<T: Element>(
     activation: DenseActivation,
     c: &Ctx<'_, T>,
 ) -> Result<Grads<T>> {
     let (x, w) = (c.x[0], c.x[1]);
-    let dz = pre_activation_grad(activation, c.y, c.dy)?;
+    let bias = c.x.get(2).copied().filter(|_| c.needs(2));
+    let (dz, db) = output_grads(activation, c.y, c.dy, bias)?;
     let mut out = Grads::new();
     // (left, right, transpose_left, transpose_right) of each product
     for (i, (l, r, tl, tr)) in [(0, (&dz, w, false, true)), (1, (x, &dz, true, false))] {
@@ -51,8 +75,8 @@ pub(super) fn backward<T: Element>(
         };
         out.push(g);
     }
-    if let Some(b) = c.x.get(2) {
-        out.push(c.grad_if(2, || dz.sum_to(b.shape()))?);
+    if c.x.len() == 3 {
+        out.push(db);
     }
     Ok(out)
 }

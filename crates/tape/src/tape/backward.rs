@@ -167,10 +167,12 @@ impl GradientTape {
                 continue;
             }
             // after deferring a dense op's weight gradient, its other
-            // gradients follow from the dz already computed
+            // gradients follow from the dz already computed (and the bias
+            // gradient may have come with it)
             let mut rest: Option<(NodeOp, DynTensor)> = None;
             if !deferred_at.is_empty() && is_product(&node.op) {
-                rest = defer_products(
+                let bias;
+                (rest, bias) = defer_products(
                     &st,
                     node,
                     i,
@@ -180,6 +182,10 @@ impl GradientTape {
                     &mut needs,
                     &mut deferred,
                 )?;
+                if let Some(db) = bias {
+                    acc.add(slots[2], db, false)?;
+                    needs.remove(2);
+                }
                 if needs.is_empty() {
                     continue;
                 }
@@ -348,8 +354,9 @@ fn is_product(op: &NodeOp) -> bool {
 /// input stays and its gradient is computed as usual). For a dense op the
 /// product's right factor is `dz = dy ⊙ act'(y)`; then returns the op
 /// and gradient that give the node's other gradients from that `dz` (a
-/// linear dense op, `dz`).
-#[allow(clippy::too_many_arguments)]
+/// linear dense op, `dz`), and the bias gradient if it was computed with
+/// `dz`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn defer_products<T: Element>(
     st: &TapeState,
     node: &Node,
@@ -359,17 +366,17 @@ fn defer_products<T: Element>(
     deferred_at: &FxHashMap<(usize, usize), usize>,
     needs: &mut rules::InputSet,
     deferred: &mut FxHashMap<usize, GradientProduct<T>>,
-) -> Result<Option<(NodeOp, DynTensor)>> {
+) -> Result<(Option<(NodeOp, DynTensor)>, Option<DynTensor>)> {
     let (transpose_a, transpose_b, activation) = match node.op {
         NodeOp::Tensor(Op::MatMul {
             transpose_a,
             transpose_b,
         }) => (transpose_a, transpose_b, None),
         NodeOp::Tensor(Op::Dense { activation }) => (false, false, Some(activation)),
-        _ => return Ok(None),
+        _ => return Ok((None, None)),
     };
     if !(0..2).any(|pos| deferred_at.contains_key(&(i, pos))) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let mut inputs = Vec::new();
     let output = st.io(node, &mut inputs);
@@ -378,11 +385,18 @@ fn defer_products<T: Element>(
         inputs.first().and_then(|t| T::from_dyn(t)),
         inputs.get(1).and_then(|t| T::from_dyn(t)),
     ) else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let dz = match (activation, T::from_dyn(output)) {
-        (Some(act), Some(y)) => Some(rules::dense::pre_activation_grad(act, y, g)?),
-        _ => None,
+    let bias = inputs
+        .get(2)
+        .and_then(|t| T::from_dyn(t))
+        .filter(|_| needs.contains(2));
+    let (dz, db) = match (activation, T::from_dyn(output)) {
+        (Some(act), Some(y)) => {
+            let (dz, db) = rules::dense::output_grads(act, y, g, bias)?;
+            (Some(dz), db)
+        }
+        _ => (None, None),
     };
     let g = dz.as_ref().unwrap_or(g);
     let mut any = false;
@@ -399,13 +413,16 @@ fn defer_products<T: Element>(
         }
     }
     Ok(match dz {
-        Some(dz) if any => Some((
-            NodeOp::Tensor(Op::Dense {
-                activation: rime_tensor::DenseActivation::Linear,
-            }),
-            T::into_dyn(dz),
-        )),
-        _ => None,
+        Some(dz) if any => (
+            Some((
+                NodeOp::Tensor(Op::Dense {
+                    activation: rime_tensor::DenseActivation::Linear,
+                }),
+                T::into_dyn(dz),
+            )),
+            db.map(T::into_dyn),
+        ),
+        _ => (None, None),
     })
 }
 

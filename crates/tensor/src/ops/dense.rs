@@ -4,6 +4,8 @@
 //! two more passes over the output. Gradient rule: rime-tape
 //! `rules/dense.rs`.
 
+use std::mem::MaybeUninit;
+
 use crate::kernels::gemm::{self, MatRef};
 use crate::kernels::{self, vectorized};
 use crate::ops::unary::sigmoid;
@@ -193,6 +195,132 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+/// Rows up to which [`Tensor::dense_grad_z_and_bias`] sums the bias
+/// gradient in its pass: the rows that `sum_to` folds as one block
+/// (`kernels::reduce`'s `COL_BLOCK`: `0 + (((r0 + r1) + r2) + ...)`
+/// column by column), so that the sum has the same bits.
+const ONE_BLOCK_ROWS: usize = 256;
+
+/// `dz[i, j] = f(dy[i, j], y[i, j])` for each row, and `db[j] = 0 + Σ_i
+/// dz[i, j]` summed in row order, in one pass.
+#[inline(always)]
+fn grad_rows<T: Element>(
+    y: &[T],
+    dy: &[T],
+    dz: &mut [MaybeUninit<T>],
+    db: &mut [T],
+    f: impl Fn(T, T) -> T,
+) {
+    let n = db.len();
+    let rows = y.chunks_exact(n).zip(dy.chunks_exact(n));
+    for (i, ((yr, dr), zr)) in rows.zip(dz.chunks_exact_mut(n)).enumerate() {
+        let cols = zr.iter_mut().zip(dr).zip(yr).zip(db.iter_mut());
+        if i == 0 {
+            for (((z, &d), &y), b) in cols {
+                *b = *z.write(f(d, y));
+            }
+        } else {
+            for (((z, &d), &y), b) in cols {
+                *b += *z.write(f(d, y));
+            }
+        }
+    }
+    let zero = T::zero();
+    for b in db {
+        *b = zero + *b;
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The first-order gradient through a dense op's activation and bias
+    /// in one pass over `dy`: `dz = dy ⊙ act'(y)` from the op's output
+    /// `self` (`y`), and the bias gradient `Σ_rows dz`, each with the bits
+    /// of the recorded ops (`relu_grad`, or the sigmoid/tanh formula, then
+    /// `sum_to`). `Ok(None)` when the single pass would not give those
+    /// bits or saves nothing: a linear activation (`dz` is `dy`), more
+    /// than 256 rows (`sum_to` folds blocks of rows in a tree) or one
+    /// column (it folds the column with several accumulators); use the
+    /// ops then. Not recorded on tapes (a gradient rule uses it when no
+    /// tape records the backward pass).
+    ///
+    /// ```
+    /// use rime_tensor::{DenseActivation, Tensor};
+    /// let y = Tensor::from_vec(vec![0.0f32, 2.0, 1.0, 0.0], [2, 2])?;
+    /// let dy = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2])?;
+    /// let (dz, db) = y.dense_grad_z_and_bias(&dy, DenseActivation::Relu)?.unwrap();
+    /// assert_eq!(dz.to_vec(), vec![0.0, 2.0, 3.0, 0.0]);
+    /// assert_eq!(db.to_vec(), vec![3.0, 2.0]);
+    /// # Ok::<(), rime_tensor::Error>(())
+    /// ```
+    pub fn dense_grad_z_and_bias(
+        &self,
+        dy: &Tensor<T>,
+        activation: DenseActivation,
+    ) -> Result<Option<(Tensor<T>, Tensor<T>)>> {
+        crate::instances::table::<T>().dense_grad_z_and_bias(self, dy, activation)
+    }
+
+    pub(crate) fn dense_grad_z_and_bias_native(
+        &self,
+        dy: &Tensor<T>,
+        activation: DenseActivation,
+    ) -> Result<Option<(Tensor<T>, Tensor<T>)>> {
+        const OP: &str = "dense_grad_z_and_bias";
+        if self.rank() != 2 {
+            return Err(Error::Rank {
+                op: OP,
+                expected: "rank 2 (a dense op's output)",
+                shape: self.shape().clone(),
+            });
+        }
+        if self.shape() != dy.shape() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().clone(),
+                rhs: dy.shape().clone(),
+                msg: "the output and its gradient must have the same shape".into(),
+            });
+        }
+        let (m, n) = (self.dims()[0], self.dims()[1]);
+        if activation == DenseActivation::Linear || m == 0 || m > ONE_BLOCK_ROWS || n < 2 {
+            return Ok(None);
+        }
+        let (y, g) = (self.as_slice(), dy.as_slice());
+        // m * n is the length of `self`, a valid tensor
+        let mut dz = kernels::try_buffer(OP, m * n)?;
+        let mut db = kernels::try_filled(OP, n, T::zero())?;
+        let (z, b) = (&mut dz.spare_capacity_mut()[..m * n], &mut db[..]);
+        let one = T::one();
+        // the recorded ops' formulas (`relu_grad`, `rules/dense.rs`)
+        match activation {
+            DenseActivation::Relu => vectorized(
+                #[inline(always)]
+                || {
+                    grad_rows(y, g, z, b, |d, y| {
+                        d * if y > T::zero() { one } else { T::zero() }
+                    })
+                },
+            ),
+            DenseActivation::Sigmoid => vectorized(
+                #[inline(always)]
+                || grad_rows(y, g, z, b, |d, y| d * (y * (one - y))),
+            ),
+            DenseActivation::Tanh => vectorized(
+                #[inline(always)]
+                || grad_rows(y, g, z, b, |d, y| d * (one - y * y)),
+            ),
+            _ => return Ok(None),
+        }
+        // SAFETY: `dz` has capacity m * n (reserved above), and
+        // `grad_rows` wrote each of its m rows of n elements.
+        unsafe { dz.set_len(m * n) };
+        Ok(Some((
+            Tensor::from_parts(dz, self.shape().clone()),
+            Tensor::from_parts(db, Shape::from(&[n][..])),
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +401,67 @@ mod tests {
             .dense(&Tensor::zeros([1, 3, 4]).unwrap(), None, r)
             .unwrap_err();
         assert!(matches!(e, Error::Rank { op: "dense", .. }), "{e}");
+    }
+
+    #[test]
+    fn one_pass_bias_gradient_has_the_ops_bits() {
+        let vals = [0.5f32, -0.0, 0.0, f32::NAN, -1.5, 2.0, 0.25, -3.0, 1.0];
+        let data = |len: usize, s: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| vals[(i * s + i / 7) % vals.len()] * (1.0 + i as f32 / 64.0))
+                .collect()
+        };
+        for (m, n) in [(1, 2), (2, 3), (7, 33), (256, 5), (256, 2100)] {
+            let z = Tensor::from_vec(data(m * n, 5), [m, n]).unwrap();
+            let dy = Tensor::from_vec(data(m * n, 3), [m, n]).unwrap();
+            let b = Tensor::<f32>::zeros([n]).unwrap();
+            for (act, y) in [
+                (DenseActivation::Relu, z.relu()),
+                (DenseActivation::Sigmoid, z.sigmoid()),
+                (DenseActivation::Tanh, z.tanh()),
+            ] {
+                let want_dz = match act {
+                    DenseActivation::Relu => dy.relu_grad(&y).unwrap(),
+                    DenseActivation::Sigmoid => {
+                        dy.mul(&y.mul(&y.rsub_scalar(1.0)).unwrap()).unwrap()
+                    }
+                    _ => dy.mul(&y.square().rsub_scalar(1.0)).unwrap(),
+                };
+                let want_db = want_dz.sum_to(b.shape()).unwrap();
+                let (dz, db) = y.dense_grad_z_and_bias(&dy, act).unwrap().unwrap();
+                assert_eq!(bits(&dz), bits(&want_dz), "{act:?} {m}x{n}");
+                assert_eq!(bits(&db), bits(&want_db), "{act:?} {m}x{n}");
+            }
+        }
+        // the shapes it leaves to the ops, and bad ones
+        let y = Tensor::<f32>::ones([257, 2]).unwrap();
+        assert!(
+            y.dense_grad_z_and_bias(&y, DenseActivation::Relu)
+                .unwrap()
+                .is_none()
+        );
+        let y = Tensor::<f32>::ones([4, 1]).unwrap();
+        assert!(
+            y.dense_grad_z_and_bias(&y, DenseActivation::Relu)
+                .unwrap()
+                .is_none()
+        );
+        let y = Tensor::<f32>::ones([4, 2]).unwrap();
+        assert!(
+            y.dense_grad_z_and_bias(&y, DenseActivation::Linear)
+                .unwrap()
+                .is_none()
+        );
+        let dy = Tensor::<f32>::ones([2, 4]).unwrap();
+        assert!(matches!(
+            y.dense_grad_z_and_bias(&dy, DenseActivation::Tanh),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let v = Tensor::<f32>::ones([4]).unwrap();
+        assert!(matches!(
+            v.dense_grad_z_and_bias(&v, DenseActivation::Tanh),
+            Err(Error::Rank { .. })
+        ));
     }
 
     #[test]
