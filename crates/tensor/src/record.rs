@@ -51,10 +51,11 @@ pub enum Op {
         /// Whether `b` is used transposed.
         transpose_b: bool,
     },
-    /// Convolutions and their gradients (`ops/conv.rs`).
-    Conv(ConvOp),
-    /// Pooling and its gradients (`ops/pool.rs`).
-    Pool(PoolOp),
+    /// Convolutions and their gradients (`ops/conv.rs`); boxed, as the
+    /// geometry is large and every recorded op moves an `Op`.
+    Conv(Box<ConvOp>),
+    /// Pooling and its gradients (`ops/pool.rs`); boxed like `Conv`.
+    Pool(Box<PoolOp>),
     /// Element type conversion: input `[x]` of dtype `from`.
     Cast {
         /// Input dtype.
@@ -63,6 +64,10 @@ pub enum Op {
         to: DType,
     },
 }
+
+// Every recorded op moves its `Op` through the hook into a tape node: its
+// large attributes (geometries, per-axis lists) are boxed to keep it small.
+const _: () = assert!(std::mem::size_of::<Op>() <= 32);
 
 /// A borrowed tensor of either element type: what the hook sees of an op's
 /// inputs and output (a tape clones only what it keeps).
