@@ -142,12 +142,28 @@ pub(crate) fn record<T: Scalar>(
     output: &Tensor<T>,
 ) {
     if is_recording() {
+        // a float type's tensors are all recorded, an integer type's none
         let Some(out) = T::recorded(output) else {
             return;
         };
-        let refs: SmallVec<[DynRef<'_>; 4]> =
-            inputs.iter().filter_map(|t| T::recorded(t)).collect();
-        record_dyn(op(), &refs, out);
+        // the usual one or two inputs on the stack, without a collect
+        match inputs {
+            [a] => {
+                if let Some(a) = T::recorded(a) {
+                    record_dyn(op(), &[a], out);
+                }
+            }
+            [a, b] => {
+                if let (Some(a), Some(b)) = (T::recorded(a), T::recorded(b)) {
+                    record_dyn(op(), &[a, b], out);
+                }
+            }
+            _ => {
+                let refs: SmallVec<[DynRef<'_>; 4]> =
+                    inputs.iter().filter_map(|t| T::recorded(t)).collect();
+                record_dyn(op(), &refs, out);
+            }
+        }
     }
 }
 

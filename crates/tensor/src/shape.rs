@@ -24,8 +24,18 @@ pub(crate) type Dims = SmallVec<[usize; 4]>;
 /// assert_eq!(&s[..], &[2, 3, 4]);
 /// assert_eq!(format!("{s}"), "[2, 3, 4]");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Eq, Hash, Default)]
 pub struct Shape(pub(crate) Dims);
+
+// Compared inline, element by element: shapes are short and every op
+// compares some (a call to `memcmp` costs more than the comparison).
+impl PartialEq for Shape {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0[..], &other.0[..]);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    }
+}
 
 impl Shape {
     /// The rank-0 (scalar) shape.

@@ -202,15 +202,16 @@ impl TapeState {
         }
         self.values.push(output);
         let output = self.values.len() as u32 - 1;
-        // built whole, with its final fields: writing placeholders and then
-        // the fields makes the copy into the vector read a half-written
-        // word back (a store-forwarding stall on every op)
-        self.nodes.push(Node {
+        // the node is built in place, after the vector has room for it:
+        // built on the stack across `push`'s possible growth and then
+        // copied, its three indices were read back as one word (a
+        // store-forwarding stall on every op)
+        self.nodes.extend(std::iter::once_with(|| Node {
             op,
             start,
             n_inputs,
             output,
-        });
+        }));
     }
 
     /// Where the gradients of a node's inputs go.
