@@ -140,6 +140,7 @@ pub(crate) unsafe fn own_gemm<T: Element>(
                     c,
                     u(rsc),
                     beta == T::one(),
+                    None,
                 )
             };
         }
@@ -147,6 +148,15 @@ pub(crate) unsafe fn own_gemm<T: Element>(
     let _ = (m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     false
 }
+
+/// What a product does to each finished piece of its output while it is
+/// still in cache (a layer's bias add and activation): called once for
+/// every row segment `C[i, j0..j0 + len]` as `epilogue(i, j0, segment)`,
+/// after every element of the segment holds its final product. Segments
+/// are disjoint and cover C; which segments, in which order and on which
+/// thread is up to the product, so an epilogue must depend only on its
+/// arguments.
+pub(crate) type Epilogue<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
 
 /// `C[m×n] (row stride ldc) = A[m×k] · B[k×n]`, overwriting C.
 #[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
@@ -163,10 +173,30 @@ pub(crate) fn gemm<T: Element>(
     gemm_part(m == 1 || n == 1, m, k, n, a, b, c, ldc, parallel)
 }
 
+/// [`gemm`], handing every finished row segment of C to `epilogue` (see
+/// [`Epilogue`]): inside the own kernels' tasks, block by block while each
+/// is in cache; after the product on the other paths.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: dims, operands with strides
+#[allow(dead_code)] // the fused dense op's (in progress)
+pub(crate) fn gemm_epilogue<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+    epilogue: Epilogue<'_, T>,
+) {
+    let vector = m == 1 || n == 1;
+    gemm_part_with(vector, m, k, n, a, b, c, ldc, parallel, Some(epilogue))
+}
+
 /// A block of a product (all of it, or some rows and columns), computed so
 /// that each element gets the same value as in the whole product: by the
 /// matrix-vector kernels when the whole product is one row or column
-/// (`vector`), by matrixmultiply otherwise.
+/// (`vector`), by the blocked kernels or matrixmultiply otherwise.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_part<T: Element>(
     vector: bool,
@@ -179,9 +209,98 @@ pub(crate) fn gemm_part<T: Element>(
     ldc: usize,
     parallel: bool,
 ) {
+    gemm_part_with(vector, m, k, n, a, b, c, ldc, parallel, None)
+}
+
+/// Whether a product is split across the pool.
+fn split(parallel: bool, m: usize, k: usize, n: usize) -> bool {
+    parallel && super::threads() > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS
+}
+
+/// [`gemm_part`] with an optional epilogue.
+#[allow(clippy::too_many_arguments)]
+fn gemm_part_with<T: Element>(
+    vector: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+    epilogue: Option<Epilogue<'_, T>>,
+) {
     if m == 0 || n == 0 {
         return;
     }
+    // the own kernels, which run the epilogue inside their tasks
+    #[cfg(target_arch = "x86_64")]
+    if !vector
+        && k >= 2
+        && OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed)
+        && (epilogue.is_some() || split(parallel, m, k, n))
+    {
+        assert!(fits(a.data.len(), m, k, a.rs, a.cs));
+        assert!(fits(b.data.len(), k, n, b.rs, b.cs));
+        assert!(fits(c.len(), m, n, ldc, 1));
+        let (pa, pb, pc) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr().cast::<T>());
+        // SAFETY: A, B and C hold the matrices their strides describe
+        // (asserted above with checked arithmetic, offsets below isize::MAX
+        // as slices' are); C is exclusively borrowed, so it aliases neither
+        // operand, and the kernels write every element before any read.
+        let done = unsafe {
+            if split(parallel, m, k, n) {
+                super::blocked::gemm_par(m, k, n, pa, a.rs, a.cs, pb, b.rs, b.cs, pc, ldc, epilogue)
+            } else {
+                super::blocked::gemm(
+                    m, k, n, pa, a.rs, a.cs, pb, b.rs, b.cs, pc, ldc, false, epilogue,
+                )
+            }
+        };
+        if done {
+            return;
+        }
+    }
+    gemm_elsewhere(vector, m, k, n, a, b, c, ldc, parallel);
+    if let Some(epilogue) = epilogue {
+        let c = &mut c[..(m - 1) * ldc + n];
+        // SAFETY: the product wrote every element of the m rows' first n
+        // columns, and the segments below are exactly those (the gaps
+        // between rows, never handed out, stay as they were).
+        let row = |i: usize, row: &mut [MaybeUninit<T>]| {
+            epilogue(i, 0, unsafe { super::assume_init_mut(&mut row[..n]) })
+        };
+        if parallel && super::parallel(m * n) {
+            let per = m.div_ceil(4 * super::threads());
+            super::par_chunks(c, per * ldc, |t, rows| {
+                for (r, chunk) in rows.chunks_mut(ldc).enumerate() {
+                    row(t * per + r, chunk);
+                }
+            });
+        } else {
+            for (i, chunk) in c.chunks_mut(ldc).enumerate() {
+                row(i, chunk);
+            }
+        }
+    }
+}
+
+/// A product on the paths other than the own split kernels: the
+/// matrix-vector kernels, outer products, matrixmultiply (whose kernel call
+/// is the own serial kernel where it applies, see [`own_gemm`]).
+#[allow(clippy::too_many_arguments)]
+fn gemm_elsewhere<T: Element>(
+    vector: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+) {
     if k == 0 {
         for i in 0..m {
             write_fill(&mut c[i * ldc..i * ldc + n], T::zero());
@@ -197,58 +316,29 @@ pub(crate) fn gemm_part<T: Element>(
         return;
     }
     let threads = super::threads();
-    if parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS {
-        #[cfg(target_arch = "x86_64")]
-        if OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed) {
-            assert!(fits(a.data.len(), m, k, a.rs, a.cs));
-            assert!(fits(b.data.len(), k, n, b.rs, b.cs));
-            assert!(fits(c.len(), m, n, ldc, 1));
-            // SAFETY: A, B and C hold the matrices their strides describe
-            // (asserted above with checked arithmetic, offsets below
-            // isize::MAX as slices' are); C is exclusively borrowed.
-            let done = unsafe {
-                super::blocked::gemm_par(
-                    m,
-                    k,
-                    n,
-                    a.data.as_ptr(),
-                    a.rs,
-                    a.cs,
-                    b.data.as_ptr(),
-                    b.rs,
-                    b.cs,
-                    c.as_mut_ptr().cast::<T>(),
-                    ldc,
-                )
-            };
-            if done {
-                return;
-            }
-        }
-        if m >= n {
-            // row blocks of C, multiples of 16 rows so kernels stay full
-            let per = m.div_ceil(threads).div_ceil(16) * 16;
-            super::par_chunks(&mut c[..(m - 1) * ldc + n], per * ldc, |t, cb| {
-                let r0 = t * per;
-                let rows = per.min(m - r0);
-                gemm_serial(rows, k, n, a.rows_from(r0), b, cb, ldc);
-            });
-        } else {
-            // column blocks of C: each task writes a disjoint column range
-            let per = n.div_ceil(threads).div_ceil(16) * 16;
-            assert!(fits(c.len(), m, n, ldc, 1));
-            let cptr = SendPtr(c.as_mut_ptr().cast::<T>());
-            super::par_tasks(n.div_ceil(per), |t| {
-                let c0 = t * per;
-                let cols = per.min(n - c0);
-                let cptr = &cptr;
-                // SAFETY: C holds m rows of stride ldc (asserted above) and
-                // the tasks write disjoint column ranges of it.
-                unsafe { gemm_raw(m, k, cols, a, b.cols_from(c0), cptr.0.add(c0), ldc) };
-            });
-        }
-    } else {
+    if !split(parallel, m, k, n) {
         gemm_serial(m, k, n, a, b, c, ldc);
+    } else if m >= n {
+        // row blocks of C, multiples of 16 rows so kernels stay full
+        let per = m.div_ceil(threads).div_ceil(16) * 16;
+        super::par_chunks(&mut c[..(m - 1) * ldc + n], per * ldc, |t, cb| {
+            let r0 = t * per;
+            let rows = per.min(m - r0);
+            gemm_serial(rows, k, n, a.rows_from(r0), b, cb, ldc);
+        });
+    } else {
+        // column blocks of C: each task writes a disjoint column range
+        let per = n.div_ceil(threads).div_ceil(16) * 16;
+        assert!(fits(c.len(), m, n, ldc, 1));
+        let cptr = SendPtr(c.as_mut_ptr().cast::<T>());
+        super::par_tasks(n.div_ceil(per), |t| {
+            let c0 = t * per;
+            let cols = per.min(n - c0);
+            let cptr = &cptr;
+            // SAFETY: C holds m rows of stride ldc (asserted above) and
+            // the tasks write disjoint column ranges of it.
+            unsafe { gemm_raw(m, k, cols, a, b.cols_from(c0), cptr.0.add(c0), ldc) };
+        });
     }
 }
 
@@ -630,6 +720,55 @@ mod tests {
                 // SAFETY: initialized above (and written by gemm)
                 let c: Vec<f64> = c.into_iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(c, naive(m, k, n, &a, ta, &b, tb), "{m}x{k}x{n} {ta} {tb}");
+            }
+        }
+    }
+
+    /// The epilogue sees every element of C exactly once, after its
+    /// product is final, with its row and column (serial and split products,
+    /// C with a row stride wider than n).
+    #[test]
+    fn epilogue_visits_each_finished_element_once() {
+        for &(m, k, n, parallel) in &[
+            (300, 70, 200, true),
+            (128, 784, 256, true),
+            (20, 300, 600, true),
+            (33, 17, 9, false),
+            (1, 40, 30, true),
+            (5, 0, 7, true),
+        ] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 31) % 17) as f64 - 8.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let ldc = n + 3;
+            let mut c = vec![MaybeUninit::new(f64::NAN); m * ldc];
+            let bias: Vec<f64> = (0..n).map(|j| j as f64 * 0.5).collect();
+            // C + bias, then 1000·row + column added to prove where it ran
+            let epilogue = |i: usize, j0: usize, seg: &mut [f64]| {
+                for (j, v) in seg.iter_mut().enumerate() {
+                    *v = (*v + bias[j0 + j]).max(0.0) + 1e6 * (i * n + j0 + j) as f64;
+                }
+            };
+            let (ma, mb) = (MatRef::new(&a, m, k, false), MatRef::new(&b, k, n, false));
+            gemm_epilogue(m, k, n, ma, mb, &mut c, ldc, parallel, &epilogue);
+            let want = naive(m, k, n, &a, false, &b, false);
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: initialized above (and written by gemm)
+                    let got = unsafe { c[i * ldc + j].assume_init() };
+                    let product = (want[i * n + j] + bias[j]).max(0.0);
+                    assert_eq!(
+                        got,
+                        product + 1e6 * (i * n + j) as f64,
+                        "{m}x{k}x{n} ({i}, {j})"
+                    );
+                }
+                for j in n..ldc.min(m * ldc - i * ldc) {
+                    // SAFETY: initialized above
+                    assert!(
+                        unsafe { c[i * ldc + j].assume_init() }.is_nan(),
+                        "gap touched"
+                    );
+                }
             }
         }
     }

@@ -388,6 +388,16 @@ pub(crate) fn init_fill<T: Copy>(dst: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
     unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
+/// Views a buffer whose elements have all been written as initialized.
+///
+/// # Safety
+/// Every element of `x` is initialized.
+#[inline(always)]
+pub(crate) unsafe fn assume_init_mut<T>(x: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout; initialized (the contract).
+    unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// Views an initialized buffer as one that may be written with anything a
 /// kernel writes (only initialized values: this never de-initializes).
 #[inline(always)]
