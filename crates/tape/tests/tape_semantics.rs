@@ -277,6 +277,51 @@ fn custom_gradient_with_none_and_higher_order() -> R {
     Ok(())
 }
 
+/// The compact record (48-byte nodes, boxed per-axis attributes, a
+/// constant stored once) under load: a chain of 1000 ops with a constant
+/// operand, layout ops carrying per-axis lists, and a reduction over an
+/// axis, recorded on two nested persistent tapes; both record the same
+/// nodes, the inner one answers twice, and the outer one differentiates the
+/// inner one's gradient computation.
+#[test]
+fn long_chain_on_nested_persistent_tapes() -> R {
+    let x = t(&[0.5, -1.0, 2.0, 3.0, 0.0, 1.5], &[2, 3]);
+    let c = t(&[1.0; 6], &[2, 3]);
+    let outer = GradientTape::persistent();
+    outer.watch(&x);
+    let inner = GradientTape::persistent();
+    inner.watch(&x);
+    let mut z = x.clone();
+    for _ in 0..1000 {
+        z = z.add(&c)?;
+    }
+    // a round trip through permute, pad and slice is the identity
+    let w = z
+        .permute(&[1, 0])?
+        .pad(&[(1, 0), (0, 2)])?
+        .slice(&[1..4, 0..2])?
+        .permute(&[1, 0])?;
+    let y = w.square().sum(&[1], false)?.sum_all();
+    assert!(inner.len() > 1000);
+    assert_eq!(outer.len(), inner.len(), "both tapes record every op");
+    // y = Σ (x + 1000)², dy/dx = 2 (x + 1000)
+    let want: Vec<f64> = x.to_vec().iter().map(|v| 2.0 * (v + 1000.0)).collect();
+    let dx = inner.gradient(&y, &[&x])?[0].clone().expect("connected");
+    assert_close(&dx.to_vec(), &want, 0.0, 1e-15, "dy/dx");
+    let again = inner.gradient(&y, &[&x])?[0].clone().expect("connected");
+    assert_eq!(
+        again.to_vec(),
+        dx.to_vec(),
+        "a persistent tape answers again"
+    );
+    // the first gradient was recorded on the outer tape: d/dx Σ 2 (x + 1000) = 2
+    let d2 = outer.gradient(&dx.sum_all(), &[&x])?[0]
+        .clone()
+        .expect("connected");
+    assert_close(&d2.to_vec(), &[2.0; 6], 0.0, 1e-15, "d2y/dx2");
+    Ok(())
+}
+
 // ---- options: unconnected, seeds, several targets ------------------------------
 
 #[test]

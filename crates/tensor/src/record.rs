@@ -58,10 +58,11 @@ pub enum Op {
         /// The activation applied after the bias add.
         activation: DenseActivation,
     },
-    /// Convolutions and their gradients (`ops/conv.rs`).
-    Conv(ConvOp),
-    /// Pooling and its gradients (`ops/pool.rs`).
-    Pool(PoolOp),
+    /// Convolutions and their gradients (`ops/conv.rs`); boxed, as the
+    /// geometry is large and every recorded op moves an `Op`.
+    Conv(Box<ConvOp>),
+    /// Pooling and its gradients (`ops/pool.rs`); boxed like `Conv`.
+    Pool(Box<PoolOp>),
     /// Element type conversion: input `[x]` of dtype `from`.
     Cast {
         /// Input dtype.
@@ -70,6 +71,10 @@ pub enum Op {
         to: DType,
     },
 }
+
+// Every recorded op moves its `Op` through the hook into a tape node: its
+// large attributes (geometries, per-axis lists) are boxed to keep it small.
+const _: () = assert!(std::mem::size_of::<Op>() <= 32);
 
 /// A borrowed tensor of either element type: what the hook sees of an op's
 /// inputs and output (a tape clones only what it keeps).
@@ -144,12 +149,28 @@ pub(crate) fn record<T: Scalar>(
     output: &Tensor<T>,
 ) {
     if is_recording() {
+        // a float type's tensors are all recorded, an integer type's none
         let Some(out) = T::recorded(output) else {
             return;
         };
-        let refs: SmallVec<[DynRef<'_>; 4]> =
-            inputs.iter().filter_map(|t| T::recorded(t)).collect();
-        record_dyn(op(), &refs, out);
+        // the usual one or two inputs on the stack, without a collect
+        match inputs {
+            [a] => {
+                if let Some(a) = T::recorded(a) {
+                    record_dyn(op(), &[a], out);
+                }
+            }
+            [a, b] => {
+                if let (Some(a), Some(b)) = (T::recorded(a), T::recorded(b)) {
+                    record_dyn(op(), &[a, b], out);
+                }
+            }
+            _ => {
+                let refs: SmallVec<[DynRef<'_>; 4]> =
+                    inputs.iter().filter_map(|t| T::recorded(t)).collect();
+                record_dyn(op(), &refs, out);
+            }
+        }
     }
 }
 

@@ -24,8 +24,40 @@ pub(crate) type Dims = SmallVec<[usize; 4]>;
 /// assert_eq!(&s[..], &[2, 3, 4]);
 /// assert_eq!(format!("{s}"), "[2, 3, 4]");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Eq, Default)]
 pub struct Shape(pub(crate) Dims);
+
+// Compared and cloned inline: shapes are short and every op compares or
+// clones some (calls to `memcmp` and `SmallVec::extend` cost more than the
+// work itself).
+impl PartialEq for Shape {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0[..], &other.0[..]);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    }
+}
+
+impl std::hash::Hash for Shape {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state); // consistent with `eq`: the dimensions
+    }
+}
+
+impl Clone for Shape {
+    #[inline]
+    fn clone(&self) -> Self {
+        let buf = match self.0[..] {
+            [] => [0; 4],
+            [a] => [a, 0, 0, 0],
+            [a, b] => [a, b, 0, 0],
+            [a, b, c] => [a, b, c, 0],
+            [a, b, c, d] => [a, b, c, d],
+            _ => return Shape(self.0.clone()),
+        };
+        Shape(Dims::from_buf_and_len(buf, self.0.len()))
+    }
+}
 
 impl Shape {
     /// The rank-0 (scalar) shape.
@@ -311,6 +343,31 @@ mod tests {
             b(&[2], &[3]),
             Err(Error::Broadcast { op: "t", .. })
         ));
+    }
+
+    /// The hand-written clone, equality and hash agree with the dimensions,
+    /// inline (rank <= 4) and spilled.
+    #[test]
+    fn clone_eq_hash_by_dims() {
+        use std::hash::{BuildHasher, RandomState};
+        let h = RandomState::new();
+        for rank in 0..7 {
+            let dims: Vec<usize> = (1..=rank).collect();
+            let s = Shape::from(dims.as_slice());
+            let c = s.clone();
+            assert_eq!(&c[..], &dims[..]);
+            assert!(c == s && h.hash_one(&c) == h.hash_one(&s));
+            let mut other = dims.clone();
+            other.push(1);
+            let longer = Shape::from(other.as_slice());
+            assert!(longer != s, "rank differs");
+            if rank > 0 {
+                other.truncate(rank);
+                other[rank - 1] += 1;
+                let changed = Shape::from(other.as_slice());
+                assert!(changed != s, "a dimension differs");
+            }
+        }
     }
 
     #[test]

@@ -21,11 +21,34 @@ pub struct TensorId(u64);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Ids a thread takes from [`NEXT_ID`] at once.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// The rest of this thread's block of ids: `(next, end)`.
+    static THREAD_IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 impl TensorId {
     /// A fresh, process-unique id. rime-tape also uses these to name variables.
+    ///
+    /// Each thread takes ids from the global counter a block at a time (an
+    /// atomic add, a full barrier, on every small op cost more than the
+    /// op's recording), so the ids one thread makes grow in the order it
+    /// makes them.
     #[inline]
     pub fn fresh() -> TensorId {
-        TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+        THREAD_IDS.with(|ids| {
+            let (next, end) = ids.get();
+            let (id, end) = if next < end {
+                (next, end)
+            } else {
+                let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                (start, start + ID_BLOCK)
+            };
+            ids.set((id + 1, end));
+            TensorId(id)
+        })
     }
 
     /// The id as an integer (for hashing and display).
@@ -554,6 +577,32 @@ impl<T: Scalar> PartialEq for Tensor<T> {
 mod tests {
     use super::*;
     use approx::assert_relative_eq;
+
+    /// Ids taken a block per thread stay unique across threads, and grow
+    /// in creation order within a thread (across block boundaries).
+    #[test]
+    fn ids_unique_across_threads_and_ordered_within_one() {
+        let per_thread = 3 * ID_BLOCK as usize + 5;
+        let runs: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..per_thread)
+                            .map(|_| TensorId::fresh().as_u64())
+                            .collect::<Vec<u64>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for run in &runs {
+            assert!(run.windows(2).all(|w| w[0] < w[1]), "ordered in a thread");
+        }
+        let mut all: Vec<u64> = runs.concat();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4 * per_thread, "unique across threads");
+    }
 
     #[test]
     fn constructors() {

@@ -45,10 +45,15 @@ pub(crate) type CustomBackward = dyn Fn(
 pub(crate) enum NodeOp {
     Tensor(Op),
     ReadVariable,
-    Custom {
-        name: Arc<str>,
-        backward: Rc<CustomBackward>,
-    },
+    /// Behind one pointer, so that a node stays as small as a tensor op's.
+    Custom(Rc<CustomOp>),
+}
+
+/// A recorded custom-gradient op: its name (for errors) and its backward
+/// function.
+pub(crate) struct CustomOp {
+    pub(crate) name: Arc<str>,
+    pub(crate) backward: Rc<CustomBackward>,
 }
 
 /// One gradient per input (`None`: not needed, or no dependence).
@@ -186,9 +191,9 @@ pub(crate) fn backward(
 ) -> Result<()> {
     match op {
         NodeOp::ReadVariable => sink(0, dy.clone(), false),
-        NodeOp::Custom { name, backward } => {
-            let grads = backward(inputs, output, dy)?;
-            check_custom(name, inputs, &grads)?;
+        NodeOp::Custom(custom) => {
+            let grads = (custom.backward)(inputs, output, dy)?;
+            check_custom(&custom.name, inputs, &grads)?;
             for (k, g) in grads.into_iter().enumerate() {
                 if let (true, Some(g)) = (needs.contains(k), g) {
                     sink(k, g, false)?;

@@ -48,8 +48,8 @@ use smallvec::SmallVec;
 
 use crate::deferred::DeferredGradient;
 use crate::mask::ResolvedMask;
-use crate::rules::CustomBackward;
 use crate::rules::{self, NodeOp};
+use crate::rules::{CustomBackward, CustomOp};
 use crate::variable::{AnyVariable, Variable, VariableElement};
 use crate::{Error, Result};
 pub(crate) use backward::apply_mask;

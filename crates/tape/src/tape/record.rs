@@ -28,6 +28,10 @@ pub(crate) struct Node {
     pub(crate) output: u32,
 }
 
+// Every recorded op moves a node into the tape: it stays small (a tensor
+// op's attributes inline, large ones boxed by rime-tensor's `Op`).
+const _: () = assert!(std::mem::size_of::<Node>() <= 48);
+
 /// `input_ix` entry of an input that is not stored.
 pub(crate) const NOT_STORED: u32 = u32::MAX;
 
@@ -198,18 +202,16 @@ impl TapeState {
         }
         self.values.push(output);
         let output = self.values.len() as u32 - 1;
-        // the indices are written in place: building the whole node first
-        // and copying it costs a store-forwarding stall on every op
-        self.nodes.push(Node {
+        // the node is built in place, after the vector has room for it:
+        // built on the stack across `push`'s possible growth and then
+        // copied, its three indices were read back as one word (a
+        // store-forwarding stall on every op)
+        self.nodes.extend(std::iter::once_with(|| Node {
             op,
-            start: 0,
-            n_inputs: 0,
-            output: 0,
-        });
-        let node = self.nodes.last_mut().expect("just pushed");
-        node.start = start;
-        node.n_inputs = n_inputs;
-        node.output = output;
+            start,
+            n_inputs,
+            output,
+        }));
     }
 
     /// Where the gradients of a node's inputs go.
@@ -402,15 +404,12 @@ pub(crate) fn record_custom(
             DynTensor::F64(t) => DynRef::F64(t),
         })
         .collect();
+    let custom = Rc::new(CustomOp { name, backward });
     for_each_recording_tape(|_, st| {
         let Some(start) = st.stage_inputs(&refs) else {
             return;
         };
-        let op = NodeOp::Custom {
-            name: name.clone(),
-            backward: backward.clone(),
-        };
-        st.push(op, start, &refs, output.clone());
+        st.push(NodeOp::Custom(custom.clone()), start, &refs, output.clone());
     });
 }
 

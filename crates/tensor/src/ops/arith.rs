@@ -89,7 +89,11 @@ impl<T: Element> Tensor<T> {
     }
 
     pub(crate) fn binary_native(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
-        let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
+        let shape = if self.shape() == rhs.shape() {
+            self.shape().clone()
+        } else {
+            broadcast_shapes(op.name(), self.shape(), rhs.shape())?
+        };
         let (a, sa, b, sb) = (self.as_slice(), self.shape(), rhs.as_slice(), rhs.shape());
         let name = op.name();
         // one kernel per op, each with its own inlined closure

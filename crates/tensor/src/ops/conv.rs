@@ -436,7 +436,7 @@ impl<T: Element> Tensor<T> {
         let out = kernel::conv2d_forward(self.as_slice(), kernel.as_slice(), g);
         let out = Tensor::from_parts(out, g.output_shape());
         record(
-            || Op::Conv(ConvOp::Conv2d(g.clone())),
+            || Op::Conv(Box::new(ConvOp::Conv2d(g.clone()))),
             &[self, kernel],
             &out,
         );
@@ -477,7 +477,7 @@ impl<T: Element> Tensor<T> {
         let out = kernel::conv2d_backprop_input(self.as_slice(), kernel.as_slice(), g);
         let out = Tensor::from_parts(out, g.input_shape());
         record(
-            || Op::Conv(ConvOp::Conv2dBackpropInput(g.clone())),
+            || Op::Conv(Box::new(ConvOp::Conv2dBackpropInput(g.clone()))),
             &[self, kernel],
             &out,
         );
@@ -500,7 +500,7 @@ impl<T: Element> Tensor<T> {
     pub fn conv2d_backprop_filter(&self, dy: &Tensor<T>, g: &Conv2dGeometry) -> Result<Tensor<T>> {
         let out = self.backprop_filter(dy, g, None)?;
         record(
-            || Op::Conv(ConvOp::Conv2dBackpropFilter(g.clone())),
+            || Op::Conv(Box::new(ConvOp::Conv2dBackpropFilter(g.clone()))),
             &[self, dy],
             &out,
         );

@@ -18,7 +18,7 @@ pub enum LayoutOp {
     /// Axes reordered: output axis `j` is input axis `perm[j]`.
     Permute {
         /// The permutation.
-        perm: SmallVec<[usize; 4]>,
+        perm: Box<[usize]>,
     },
     /// Broadcast up to the output's shape.
     BroadcastTo,
@@ -30,12 +30,12 @@ pub enum LayoutOp {
     /// The sub-block `ranges` (one per axis) of the input.
     Slice {
         /// One range per axis.
-        ranges: SmallVec<[Range<usize>; 4]>,
+        ranges: Box<[Range<usize>]>,
     },
     /// The input placed in a zero tensor with `widths[i] = (before, after)`.
     Pad {
         /// Zeros added before and after, per axis.
-        widths: SmallVec<[(usize, usize); 4]>,
+        widths: Box<[(usize, usize)]>,
     },
 }
 
@@ -495,7 +495,11 @@ impl<T: Scalar> Tensor<T> {
         );
         let out = Tensor::from_parts(out, shape);
         record(
-            || Op::Layout(LayoutOp::Slice { ranges: full }),
+            || {
+                Op::Layout(LayoutOp::Slice {
+                    ranges: full.as_slice().into(),
+                })
+            },
             &[self],
             &out,
         );
@@ -577,7 +581,15 @@ impl<T: Scalar> Tensor<T> {
             &dst,
         );
         let out = Tensor::from_parts(out, shape);
-        record(|| Op::Layout(LayoutOp::Pad { widths: w }), &[self], &out);
+        record(
+            || {
+                Op::Layout(LayoutOp::Pad {
+                    widths: w.as_slice().into(),
+                })
+            },
+            &[self],
+            &out,
+        );
         Ok(out)
     }
 

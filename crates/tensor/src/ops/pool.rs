@@ -205,7 +205,11 @@ impl<T: Element> Tensor<T> {
     pub(crate) fn max_pool2d_with_native(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
         g.expect("max_pool2d", "input", self.shape(), g.input_shape())?;
         let out = Tensor::from_parts(kernel::max_pool2d(self.as_slice(), g), g.output_shape());
-        record(|| Op::Pool(PoolOp::MaxPool2d(g.clone())), &[self], &out);
+        record(
+            || Op::Pool(Box::new(PoolOp::MaxPool2d(g.clone()))),
+            &[self],
+            &out,
+        );
         Ok(out)
     }
 
@@ -266,7 +270,7 @@ impl<T: Element> Tensor<T> {
         let dx = kernel::max_pool2d_grad(self.as_slice(), pooled, dy.as_slice(), g);
         let out = Tensor::from_parts(dx, g.input_shape());
         record(
-            || Op::Pool(PoolOp::MaxPool2dGrad(g.clone())),
+            || Op::Pool(Box::new(PoolOp::MaxPool2dGrad(g.clone()))),
             &[self, dy],
             &out,
         );
@@ -301,7 +305,7 @@ impl<T: Element> Tensor<T> {
         let y = kernel::max_pool2d_gradgrad(self.as_slice(), gg.as_slice(), g);
         let out = Tensor::from_parts(y, g.output_shape());
         record(
-            || Op::Pool(PoolOp::MaxPool2dGradGrad(g.clone())),
+            || Op::Pool(Box::new(PoolOp::MaxPool2dGradGrad(g.clone()))),
             &[self, gg],
             &out,
         );
@@ -332,7 +336,11 @@ impl<T: Element> Tensor<T> {
     pub(crate) fn avg_pool2d_with_native(&self, g: &Pool2dGeometry) -> Result<Tensor<T>> {
         g.expect("avg_pool2d", "input", self.shape(), g.input_shape())?;
         let out = Tensor::from_parts(kernel::avg_pool2d(self.as_slice(), g), g.output_shape());
-        record(|| Op::Pool(PoolOp::AvgPool2d(g.clone())), &[self], &out);
+        record(
+            || Op::Pool(Box::new(PoolOp::AvgPool2d(g.clone()))),
+            &[self],
+            &out,
+        );
         Ok(out)
     }
 
@@ -359,7 +367,11 @@ impl<T: Element> Tensor<T> {
         )?;
         let dx = kernel::avg_pool2d_grad(self.as_slice(), g);
         let out = Tensor::from_parts(dx, g.input_shape());
-        record(|| Op::Pool(PoolOp::AvgPool2dGrad(g.clone())), &[self], &out);
+        record(
+            || Op::Pool(Box::new(PoolOp::AvgPool2dGrad(g.clone()))),
+            &[self],
+            &out,
+        );
         Ok(out)
     }
 

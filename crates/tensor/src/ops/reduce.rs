@@ -44,7 +44,7 @@ pub struct ReduceOp {
     /// Which reduction.
     pub kind: ReduceKind,
     /// The reduced axes, sorted and non-negative.
-    pub axes: SmallVec<[usize; 4]>,
+    pub axes: Box<[usize]>,
     /// Whether the output keeps the reduced axes with size 1.
     pub keep_dims: bool,
 }
@@ -165,7 +165,7 @@ impl<T: Element> Tensor<T> {
             || {
                 Op::Reduce(ReduceOp {
                     kind,
-                    axes,
+                    axes: axes.as_slice().into(),
                     keep_dims,
                 })
             },
