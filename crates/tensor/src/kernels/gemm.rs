@@ -235,10 +235,12 @@ fn gemm_part_with<T: Element>(
     }
     // the own kernels, which run the epilogue inside their tasks
     #[cfg(target_arch = "x86_64")]
+    let is_split = split(parallel, m, k, n);
+    #[cfg(target_arch = "x86_64")]
     if !vector
         && k >= 2
         && OWN_GEMM.load(std::sync::atomic::Ordering::Relaxed)
-        && (epilogue.is_some() || split(parallel, m, k, n))
+        && (epilogue.is_some() || is_split)
     {
         assert!(fits(a.data.len(), m, k, a.rs, a.cs));
         assert!(fits(b.data.len(), k, n, b.rs, b.cs));
@@ -249,7 +251,7 @@ fn gemm_part_with<T: Element>(
         // as slices' are); C is exclusively borrowed, so it aliases neither
         // operand, and the kernels write every element before any read.
         let done = unsafe {
-            if split(parallel, m, k, n) {
+            if is_split {
                 super::blocked::gemm_par(m, k, n, pa, a.rs, a.cs, pb, b.rs, b.cs, pc, ldc, epilogue)
             } else {
                 super::blocked::gemm(
@@ -741,7 +743,8 @@ mod tests {
             let ldc = n + 3;
             let mut c = vec![MaybeUninit::new(f64::NAN); m * ldc];
             let bias: Vec<f64> = (0..n).map(|j| j as f64 * 0.5).collect();
-            // C + bias, then 1000·row + column added to prove where it ran
+            // C + bias, then 10⁶ × (the element's index in C) added to
+            // prove which element it ran on
             let epilogue = |i: usize, j0: usize, seg: &mut [f64]| {
                 for (j, v) in seg.iter_mut().enumerate() {
                     *v = (*v + bias[j0 + j]).max(0.0) + 1e6 * (i * n + j0 + j) as f64;

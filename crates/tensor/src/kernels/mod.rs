@@ -363,8 +363,8 @@ pub(crate) fn init_map<'a, T: Copy, F: Fn(T) -> T>(
 ) -> &'a mut [T] {
     write_map(dst, x, f);
     // SAFETY: `write_map` wrote every element of `dst` (it asserts the
-    // lengths), and `MaybeUninit<T>` has `T`'s layout.
-    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+    // lengths).
+    unsafe { assume_init_mut(dst) }
 }
 
 /// Writes `dst[i] = f(a[i], b[i])` and returns `dst`, now initialized.
@@ -377,7 +377,7 @@ pub(crate) fn init_zip<'a, T: Copy, F: Fn(T, T) -> T>(
 ) -> &'a mut [T] {
     write_zip(dst, a, b, f);
     // SAFETY: as in `init_map`.
-    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+    unsafe { assume_init_mut(dst) }
 }
 
 /// Writes `v` to every element of `dst` and returns it, now initialized.
@@ -385,7 +385,7 @@ pub(crate) fn init_zip<'a, T: Copy, F: Fn(T, T) -> T>(
 pub(crate) fn init_fill<T: Copy>(dst: &mut [MaybeUninit<T>], v: T) -> &mut [T] {
     write_fill(dst, v);
     // SAFETY: every element was just written.
-    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+    unsafe { assume_init_mut(dst) }
 }
 
 /// Views a buffer whose elements have all been written as initialized.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::kernels::reduce::axis_view;
 use crate::kernels::{
-    build_rows, init_map, init_zip, max_lanes, max_nan, sum_lanes, sum_map_lanes, vectorized,
+    assume_init_mut, build_rows, init_map, init_zip, max_lanes, max_nan, sum_lanes, sum_map_lanes,
+    vectorized,
 };
 use crate::record::{Op, record};
 use crate::{Element, Error, Indices, Result, Shape, Tensor};
@@ -126,8 +127,10 @@ fn softmax_kernel<T: Element>(x: &Tensor<T>, axis: usize, log: bool) -> Vec<T> {
                             *s += e;
                         }
                     }
-                    // every row of `d` is initialized now
-                    let d = assume_init_rows(d);
+                    // SAFETY: every row of `d` was written just above by
+                    // `init_zip` (which asserts the row lengths), and the
+                    // rows cover `d` (its length is a multiple of `inner`).
+                    let d = unsafe { assume_init_mut(d) };
                     if log {
                         s.iter_mut().for_each(|v| *v = v.ln());
                         for (drow, row) in d.chunks_exact_mut(inner).zip(xs.chunks_exact(inner)) {
@@ -165,15 +168,6 @@ fn shifted_rows<T: Element>(x: &[T], n: usize) -> Vec<T> {
         out.extend(row.iter().map(|&v| v - m));
     }
     out
-}
-
-/// Views a slab whose rows were all written by `init_zip` as initialized.
-#[inline(always)]
-fn assume_init_rows<T: Element>(d: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
-    // SAFETY: the caller wrote every element of `d` (each row through
-    // `init_zip`, which asserts the row lengths, and the rows cover `d`
-    // because `d.len()` is a multiple of the row length).
-    unsafe { &mut *(d as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
 }
 
 impl<T: Element> Tensor<T> {
