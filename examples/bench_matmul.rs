@@ -18,7 +18,11 @@
 //! time, giving a rate per core: on a machine shared with other work that
 //! is closer to what the kernel does on cores of its own, and with several
 //! threads it shows what a split costs (time spent waiting or yielding
-//! counts, idle parked threads do not).
+//! counts, idle parked threads do not). `--shapes` adds the 8 products of
+//! one training step of the bench MLP (784-256-256-10, batch 128) with the
+//! labels and transposes of `../shared/bench/py_peers_sweep.py --shapes`
+//! (and of `scripts/gemm_peer`), so rows join by label across frameworks;
+//! `--sizes ''` leaves out the square sizes.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -29,18 +33,33 @@ struct Args {
     sizes: Vec<usize>,
     reps: usize,
     mlp: bool,
+    shapes: bool,
     compare: bool,
     cpu: bool,
 }
 
+/// The peers' `MLP_SHAPES` (py_peers_sweep.py): `(label, m, k, n, ta, tb)`
+/// for `C = op(A)·op(B)`, `C` being `m×n`; with `ta`, `A` is stored `k×m`,
+/// with `tb`, `B` is stored `n×k`.
+const PEER_SHAPES: [(&str, usize, usize, usize, bool, bool); 8] = [
+    ("(128x784)(784x256)", 128, 784, 256, false, false), // forward, layer 1
+    ("(128x256)(256x256)", 128, 256, 256, false, false), // forward, layer 2
+    ("(128x256)(256x10)", 128, 256, 10, false, false),   // forward, layer 3
+    ("(784x128)^T(128x256)", 784, 128, 256, true, false), // dW1 = xᵀ·dy1
+    ("(256x128)^T(128x256)", 256, 128, 256, true, false), // dW2 = h1ᵀ·dy2
+    ("(256x128)^T(128x10)", 256, 128, 10, true, false),  // dW3 = h2ᵀ·dy3
+    ("(128x256)(256x256)^T", 128, 256, 256, false, true), // dh1 = dy2·W2ᵀ
+    ("(128x10)(256x10)^T", 128, 10, 256, false, true),   // dh2 = dy3·W3ᵀ
+];
+
 fn parse() -> Result<Args, String> {
     use lexopt::prelude::*;
-    const USAGE: &str =
-        "usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp] [--compare] [--cpu]";
+    const USAGE: &str = "usage: bench_matmul [--sizes 64,128,...] [--reps N] [--mlp] [--shapes] [--compare] [--cpu]";
     let mut a = Args {
         sizes: vec![64, 128, 256, 512, 1024, 2048],
         reps: 7,
         mlp: false,
+        shapes: false,
         compare: false,
         cpu: false,
     };
@@ -52,6 +71,7 @@ fn parse() -> Result<Args, String> {
                 let v = parser.value().map_err(err)?.string().map_err(err)?;
                 a.sizes = v
                     .split(',')
+                    .filter(|s| !s.trim().is_empty())
                     .map(|s| s.trim().parse().map_err(|e| format!("--sizes {v}: {e}")))
                     .collect::<Result<_, _>>()?;
             }
@@ -62,6 +82,7 @@ fn parse() -> Result<Args, String> {
                 }
             }
             Long("mlp") => a.mlp = true,
+            Long("shapes") => a.shapes = true,
             Long("compare") => a.compare = true,
             Long("cpu") => a.cpu = true,
             Short('h') | Long("help") => return Err(USAGE.into()),
@@ -181,6 +202,13 @@ fn run(args: &Args) -> Result<(), String> {
             &format!("n={n}"),
             measure(&a, &b, false, false, args.reps, own, args.cpu)?,
         );
+    }
+    if args.shapes {
+        for (label, m, k, n, ta, tb) in PEER_SHAPES {
+            let a = randn(if ta { [k, m] } else { [m, k] }, 7);
+            let b = randn(if tb { [n, k] } else { [k, n] }, 8);
+            print(label, measure(&a, &b, ta, tb, args.reps, own, args.cpu)?);
+        }
     }
     if args.mlp {
         for (batch, width) in [(128, 256), (2048, 256), (128, 1024), (128, 2048)] {
