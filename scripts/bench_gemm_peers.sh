@@ -15,6 +15,8 @@
 # THREADS=1 pins everything to one core (taskset -c 0, RAYON_NUM_THREADS=1,
 # gemm's Parallelism::None, the peers' --threads 1); 2 threads is
 # RAYON_NUM_THREADS=2, Parallelism::Rayon(2), --threads 2 (jax: XLA's default).
+# NO_BUILD=1 skips the cargo builds (under /tmp/quiet.sh, whose stopped builds
+# may hold cargo's locks).
 set -u
 PY=${PY:-python3}
 peers=${PEERS:-../shared/bench}
@@ -23,10 +25,12 @@ peers=${PEERS:-../shared/bench}
 sizes=${SIZES:-256,512,1024,2048}
 thread_counts=${THREADS:-1 2}
 peer_fws=${PEER_FWS:-torch numpy jax}
-cargo build --release --example bench_matmul --example bench_fma >/dev/null 2>&1 \
-  || { echo "cargo build --example bench_matmul/bench_fma failed"; exit 1; }
-cargo build --release --manifest-path scripts/gemm_peer/Cargo.toml --target-dir target/gemm_peer >/dev/null 2>&1 \
-  || { echo "cargo build of scripts/gemm_peer failed"; exit 1; }
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release --example bench_matmul --example bench_fma >/dev/null 2>&1 \
+    || { echo "cargo build --example bench_matmul/bench_fma failed"; exit 1; }
+  cargo build --release --manifest-path scripts/gemm_peer/Cargo.toml --target-dir target/gemm_peer >/dev/null 2>&1 \
+    || { echo "cargo build of scripts/gemm_peer failed"; exit 1; }
+fi
 ex=./target/release/examples
 echo "# $(uptime)"
 echo "# $(lscpu | grep 'Model name' | tr -s ' ')"
