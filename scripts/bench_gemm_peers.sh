@@ -15,13 +15,11 @@
 # THREADS=1 pins everything to one core (taskset -c 0, RAYON_NUM_THREADS=1,
 # gemm's Parallelism::None, the peers' --threads 1); 2 threads is
 # RAYON_NUM_THREADS=2, Parallelism::Rayon(2), --threads 2 (jax: XLA's default).
-# NO_BUILD=1 skips the cargo builds (under /tmp/quiet.sh, whose stopped builds
-# may hold cargo's locks).
+# NO_BUILD=1 skips the cargo builds (the binaries are already built).
+# PEERS=<dir> points at the peers' bench scripts (default ../shared/bench).
 set -u
 PY=${PY:-python3}
 peers=${PEERS:-../shared/bench}
-# from a worktree under /work/wt, the shared bench lives at /work/shared
-[ -f "$peers/py_peers_sweep.py" ] || peers=/work/shared/bench
 sizes=${SIZES:-256,512,1024,2048}
 thread_counts=${THREADS:-1 2}
 peer_fws=${PEER_FWS:-torch numpy jax}
