@@ -620,10 +620,8 @@ impl Common {
                     .map(ResolvedMask::frozen_runs)
                     .unwrap_or(&[]);
                 match product.outer_factors() {
-                    // a batch of one, no elements to zero or clamp
-                    Some((col, row)) if zero_at.is_empty() && clipvalue.is_none() => {
-                        Fusion::Outer { col, row }
-                    }
+                    // a batch of one, no elements to zero
+                    Some((col, row)) if zero_at.is_empty() => Fusion::Outer { col, row },
                     _ => Fusion::Blocks {
                         rows_per: block_rows(product),
                         zero_at,
@@ -667,14 +665,23 @@ impl Common {
                     // each gradient element computed where the rule reads it
                     let update = update(var);
                     var.update_exclusive(|w| {
-                        rime_tensor::vectorized_loop(OuterRuns {
+                        let outer = OuterRuns {
                             update,
                             w,
                             slots,
                             col,
                             row,
                             runs,
-                        })
+                            clip: NoClip,
+                        };
+                        // (each clipping a type of its own: no branch per
+                        // element)
+                        match clipvalue {
+                            None => rime_tensor::vectorized_loop(outer),
+                            Some((lo, hi)) => {
+                                rime_tensor::vectorized_loop(outer.clipped(ClipValue { lo, hi }))
+                            }
+                        }
                     })?;
                     continue;
                 }
@@ -775,24 +782,56 @@ impl<T: Element> GradientSource<T> for &[T] {
 /// inner dimension 1): element `i` is `scale * row[i]`, with the one
 /// rounding and operand order of the product kernel
 /// ([`GradientProduct::outer_factors`]), so the rule sees the bits a
-/// computed gradient holds.
+/// computed gradient holds; then clipped by `clip`.
 #[derive(Clone, Copy)]
-struct OuterRow<'a, T> {
+struct OuterRow<'a, T, C> {
     scale: T,
     row: &'a [T],
+    clip: C,
 }
 
-impl<T: Element> GradientSource<T> for OuterRow<'_, T> {
+impl<T: Element, C: Clip<T>> GradientSource<T> for OuterRow<'_, T, C> {
     #[inline(always)]
     fn first(self, n: usize) -> Self {
         OuterRow {
-            scale: self.scale,
             row: &self.row[..n],
+            ..self
         }
     }
     #[inline(always)]
     fn at(self, i: usize) -> T {
-        self.scale * self.row[i]
+        self.clip.clip(self.scale * self.row[i])
+    }
+}
+
+/// What is done to each gradient element before the rule reads it.
+trait Clip<T>: Copy {
+    /// The clipped element.
+    fn clip(self, x: T) -> T;
+}
+
+/// No clipping.
+#[derive(Clone, Copy)]
+struct NoClip;
+
+impl<T> Clip<T> for NoClip {
+    #[inline(always)]
+    fn clip(self, x: T) -> T {
+        x
+    }
+}
+
+/// `clipvalue`: each element clamped into `[lo, hi]`.
+#[derive(Clone, Copy)]
+struct ClipValue<T> {
+    lo: T,
+    hi: T,
+}
+
+impl<T: Element> Clip<T> for ClipValue<T> {
+    #[inline(always)]
+    fn clip(self, x: T) -> T {
+        x.max(self.lo).min(self.hi)
     }
 }
 
@@ -858,17 +897,42 @@ impl<T: Element, R: Rule> rime_tensor::VectorLoop for SliceRun<'_, T, R> {
 /// `g[r, c] = col[r] * row[c]`, each element computed where the rule reads
 /// it (no gradient buffer), in one vectorized call: each trainable run
 /// is split at row ends, and each piece is a run of [`RunUpdate`] over an
-/// [`OuterRow`].
-struct OuterRuns<'a, T: Element, R: Rule> {
+/// [`OuterRow`], each element clipped by `clip`.
+struct OuterRuns<'a, T: Element, R: Rule, C> {
     update: RunUpdate<T, R>,
     w: &'a mut [T],
     slots: &'a mut [Vec<T>],
     col: &'a [T],
     row: &'a [T],
     runs: &'a [Range<usize>],
+    clip: C,
 }
 
-impl<T: Element, R: Rule> rime_tensor::VectorLoop for OuterRuns<'_, T, R> {
+impl<'a, T: Element, R: Rule> OuterRuns<'a, T, R, NoClip> {
+    /// The same update with each element clipped by `clip`.
+    fn clipped<C: Clip<T>>(self, clip: C) -> OuterRuns<'a, T, R, C> {
+        let OuterRuns {
+            update,
+            w,
+            slots,
+            col,
+            row,
+            runs,
+            clip: NoClip,
+        } = self;
+        OuterRuns {
+            update,
+            w,
+            slots,
+            col,
+            row,
+            runs,
+            clip,
+        }
+    }
+}
+
+impl<T: Element, R: Rule, C: Clip<T>> rime_tensor::VectorLoop for OuterRuns<'_, T, R, C> {
     type Output = ();
 
     #[inline(always)]
@@ -880,6 +944,7 @@ impl<T: Element, R: Rule> rime_tensor::VectorLoop for OuterRuns<'_, T, R> {
             col,
             row,
             runs,
+            clip,
         } = self;
         let cols = row.len();
         for run in runs {
@@ -891,6 +956,7 @@ impl<T: Element, R: Rule> rime_tensor::VectorLoop for OuterRuns<'_, T, R> {
                 let g = OuterRow {
                     scale: col[r],
                     row: &row[c..],
+                    clip,
                 };
                 update.apply(&mut *w, g, &mut *slots, at..end);
                 (r, c, at) = (r + 1, 0, end);
@@ -899,15 +965,18 @@ impl<T: Element, R: Rule> rime_tensor::VectorLoop for OuterRuns<'_, T, R> {
     }
 }
 
-/// Clamps every element into `[lo, hi]` (clipvalue; both paths).
+/// Clamps every element into `[lo, hi]` (clipvalue, on a computed
+/// gradient or block; the outer-product path clamps each element as it is
+/// read, the same way).
 fn clamp<T: Element>(g: &mut [T], lo: T, hi: T) {
-    g.iter_mut().for_each(|x| *x = x.max(lo).min(hi));
+    let clip = ClipValue { lo, hi };
+    g.iter_mut().for_each(|x| *x = clip.clip(*x));
 }
 
 /// How a deferred product is applied.
 enum Fusion<'a, T> {
     /// Element by element from its two factors (inner dimension 1), with
-    /// no gradient buffer.
+    /// no gradient buffer (clipvalue applied to each element as read).
     Outer { col: &'a [T], row: &'a [T] },
     /// By blocks of `rows_per` rows written to a buffer, its elements
     /// `zero_at` zeroed (the product's own mask, when the step's differs).
