@@ -100,9 +100,9 @@ pub trait Optimizer<T: Element = f32>: Send {
     /// gradient (a Dense kernel's `xᵀδ`) is computed block by block and
     /// each block applied while it is in cache, with no buffer of the
     /// weight's size (for a batch of one, each element where the update
-    /// reads it, with no buffer at all); the weights end up the same, bit for bit, as with
-    /// `apply_gradients` on the computed gradients. Same errors, and an
-    /// error changes nothing.
+    /// reads it, with no buffer at all); the weights end up the same, bit
+    /// for bit, as with `apply_gradients` on the computed gradients. Same
+    /// errors, and an error changes nothing.
     ///
     /// The default (for optimizers outside rime) computes the gradients
     /// and calls [`apply_gradients_masked`](Optimizer::apply_gradients_masked).
@@ -529,7 +529,9 @@ impl Common {
         let iteration = self.iterations;
         let clipvalue = self.clipvalue.map(|c| (T::of(-c), T::of(c)));
         let (weight_decay, exclude) = (self.weight_decay, &self.exclude_from_weight_decay);
-        let (lr, step) = (T::of(lr), rule.step(T::of(lr), iteration));
+        // (every loop gets these by value: a constant captured by
+        // reference compiled to a scalar loop with a branch)
+        let (lr, consts) = (T::of(lr), rule.step(T::of(lr), iteration));
         let update = |var: &Variable<T>| {
             let decay = weight_decay
                 .filter(|&wd| wd > 0.0)
@@ -537,7 +539,7 @@ impl Common {
                 .map(T::of);
             RunUpdate::<T, R> {
                 rule: std::marker::PhantomData,
-                step,
+                step: consts,
                 lr,
                 decay,
             }
