@@ -20,14 +20,12 @@ pub(crate) mod math;
 pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod simd;
+mod team;
 
 use std::mem::MaybeUninit;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use rayon::prelude::*;
 
 pub(crate) use simd::vectorized;
+pub(crate) use team::par_tasks;
 
 use crate::{Element, Result, Scalar};
 
@@ -52,176 +50,6 @@ pub(crate) const LIBM: usize = 8;
 /// not one of them, takes one piece and the pool the others).
 pub(crate) fn threads() -> usize {
     rayon::current_num_threads()
-}
-
-/// Runs `f(i)` for `i in 0..tasks` across the pool. Inside the pool: as
-/// rayon tasks. From outside it (a user's training loop): the calling
-/// thread and the pool's workers claim tasks one at a time from a shared
-/// counter, so a worker that is slow to start (its core busy with another
-/// process) leaves its share to the others; the call returns once every
-/// task is done and no worker holds `f`, without waiting for workers that
-/// never started (see [`Team`]).
-///
-/// Why not plain rayon from outside the pool: rayon parks the calling
-/// thread until every spawned job has run, and a job queued behind a
-/// descheduled worker holds the caller for a whole scheduler slice
-/// (measured with one core busy: 25–93 steps/s on two threads against
-/// 106–251 on one), and waking the parked caller costs tens of
-/// microseconds on its own.
-pub(crate) fn par_tasks(tasks: usize, f: impl Fn(usize) + Sync) {
-    if tasks <= 1 || threads() <= 1 {
-        (0..tasks).for_each(&f);
-        return;
-    }
-    if rayon::current_thread_index().is_some() {
-        (0..tasks).into_par_iter().for_each(&f);
-        return;
-    }
-    Team::run(tasks, &f);
-}
-
-/// Hands `job` to the pool that helps callers from outside any rayon pool:
-/// `threads() - 1` workers, since the caller works too. Handing it to the
-/// global pool (`threads()` workers) ran three threads on two cores: the
-/// worker without a task spun in `sched_yield` against the two with one
-/// (`perf record`: 3 threads on 2 cores, ~10% of a two-thread batch-128 MLP
-/// step in `sched_yield` and task switches; with the helpers' pool, 2
-/// threads and about half the system time). Falls
-/// back to the global pool if the helpers' threads cannot be started.
-fn helpers(job: impl FnOnce() + Send + 'static) {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    let pool = POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads().saturating_sub(1).max(1))
-            .thread_name(|i| format!("rime-kernels-{i}"))
-            .build()
-            .ok()
-    });
-    match pool {
-        Some(pool) => pool.spawn(job),
-        None => rayon::spawn(job),
-    }
-}
-
-/// The state a caller shares with the workers it invites to a
-/// [`par_tasks`] call.
-struct Team {
-    /// The next unclaimed task.
-    next: AtomicUsize,
-    tasks: usize,
-    /// Workers between [`Team::enter`] and [`Team::leave`]: they may call `f`.
-    active: AtomicUsize,
-    /// Set by the caller once it waits: no worker enters after this.
-    closed: AtomicBool,
-    /// A task panicked on a worker (re-raised on the caller).
-    panicked: AtomicBool,
-    /// The caller, unparked by the last worker to leave after `closed`.
-    caller: std::thread::Thread,
-    /// The caller's closure, its lifetime erased: only called between
-    /// `enter` and `leave`, which the caller outlives (see [`Team::run`]).
-    f: *const (dyn Fn(usize) + Sync),
-}
-
-// SAFETY: `f` points to a `Sync` closure and is only called between
-// `enter` and `leave`, while the caller (which owns it) waits in
-// `TeamGuard::drop`; the other fields are atomics or `Send + Sync`.
-unsafe impl Send for Team {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for Team {}
-
-impl Team {
-    fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        let f: *const (dyn Fn(usize) + Sync + '_) = f;
-        // SAFETY: erases the borrow's lifetime only (same layout); the guard
-        // below keeps this function from returning (or unwinding) while a
-        // worker may call `f`.
-        let f: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(f) };
-        let team = Arc::new(Team {
-            next: AtomicUsize::new(0),
-            tasks,
-            active: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            panicked: AtomicBool::new(false),
-            caller: std::thread::current(),
-            f,
-        });
-        let guard = TeamGuard(&team);
-        for _ in 1..threads().min(tasks) {
-            let team = Arc::clone(&team);
-            helpers(move || {
-                if team.enter() {
-                    let ran =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| team.work()));
-                    if ran.is_err() {
-                        team.panicked.store(true, Ordering::Relaxed);
-                    }
-                    team.leave();
-                }
-            });
-        }
-        team.work();
-        drop(guard);
-        if team.panicked.load(Ordering::Relaxed) {
-            panic!("a parallel kernel task panicked");
-        }
-    }
-
-    /// Claims and runs tasks until none is left.
-    fn work(&self) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.tasks {
-                return;
-            }
-            // SAFETY: called by the caller itself, or by a worker between
-            // `enter` and `leave`, while the caller still waits.
-            unsafe { (*self.f)(i) };
-        }
-    }
-
-    /// Registers a worker; `false` if the caller has stopped waiting (then
-    /// the worker must not touch `f`).
-    fn enter(&self) -> bool {
-        // SeqCst pairs with the guard's store of `closed` and load of
-        // `active`: either the caller sees this worker active and waits,
-        // or the worker sees the team closed and leaves
-        self.active.fetch_add(1, Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
-            self.leave();
-            return false;
-        }
-        true
-    }
-
-    fn leave(&self) {
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.closed.load(Ordering::SeqCst) {
-            self.caller.unpark();
-        }
-    }
-}
-
-/// Closes a [`Team`] and waits for its active workers when dropped (also
-/// while the caller unwinds from a panicking task): a short spin, then
-/// parking until the last worker leaves — never waiting for a worker that
-/// has not started.
-struct TeamGuard<'a>(&'a Arc<Team>);
-
-impl Drop for TeamGuard<'_> {
-    fn drop(&mut self) {
-        let team = self.0;
-        // a worker entering from now on finds no task to claim
-        team.next.store(usize::MAX / 2, Ordering::Relaxed);
-        team.closed.store(true, Ordering::SeqCst);
-        let mut spins = 0u32;
-        while team.active.load(Ordering::SeqCst) != 0 {
-            if spins < 1 << 12 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::park_timeout(std::time::Duration::from_micros(200));
-            }
-        }
-    }
 }
 
 /// Runs `f(i, chunk)` over the `size`-element chunks of `data` (chunk `i`
@@ -626,45 +454,6 @@ fn fold_lanes<T: Element>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn par_tasks_runs_each_task_once_from_many_callers() {
-        // several outside threads share the pool at once; every task of
-        // every call runs exactly once, and the call returns only after
-        std::thread::scope(|s| {
-            for caller in 0..4 {
-                s.spawn(move || {
-                    for round in 0..50 {
-                        let tasks = 1 + (caller * 7 + round) % 37;
-                        let counts: Vec<AtomicUsize> =
-                            (0..tasks).map(|_| AtomicUsize::new(0)).collect();
-                        par_tasks(tasks, |i| {
-                            counts[i].fetch_add(1, Ordering::Relaxed);
-                        });
-                        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
-                    }
-                });
-            }
-        });
-    }
-
-    #[test]
-    fn par_tasks_reraises_a_panicking_task() {
-        let r = std::panic::catch_unwind(|| {
-            par_tasks(16, |i| {
-                if i == 11 {
-                    panic!("task 11");
-                }
-            })
-        });
-        assert!(r.is_err());
-        // the pool still works afterwards
-        let sum = AtomicUsize::new(0);
-        par_tasks(8, |i| {
-            sum.fetch_add(i, Ordering::Relaxed);
-        });
-        assert_eq!(sum.load(Ordering::Relaxed), 28);
-    }
 
     #[test]
     fn lane_sums_match_naive() {
