@@ -551,6 +551,14 @@ mod fused {
                     Box::new(o.apply_rms(RmsProp::new().learning_rate(0.01))),
                 ),
                 (
+                    "rmsprop momentum",
+                    Box::new(o.apply_rms(RmsProp::new().learning_rate(0.01).momentum(0.5))),
+                ),
+                (
+                    "rmsprop centered",
+                    Box::new(o.apply_rms(RmsProp::new().learning_rate(0.01).centered(true))),
+                ),
+                (
                     "rmsprop centered momentum",
                     Box::new(
                         o.apply_rms(
@@ -654,14 +662,16 @@ mod fused {
             .collect()
     }
 
-    /// Trains two copies of one model, fused and unfused, `steps` steps
-    /// with each optimizer, and asserts the same weights and optimizer
-    /// state bit for bit.
+    /// Trains two copies of one model, fused and unfused, one step per
+    /// batch size in `batches` with each optimizer, and asserts the same
+    /// weights and optimizer state bit for bit. (A batch of one makes the
+    /// kernel gradients outer products, which the fused path computes
+    /// element by element inside the update.)
     fn same_as_unfused<T: Element>(
         conv: bool,
         opts: Opts,
         mask: Option<TrainableMask>,
-        steps: usize,
+        batches: &[usize],
     ) {
         let n = all_optimizers!(opts).len();
         for k in 0..n {
@@ -684,8 +694,8 @@ mod fused {
             let mut plain =
                 TrainStep::new(&b, opt_b, MeanSquaredError::new()).with_fused_updates(false);
             assert!(fused.fused_updates() && !plain.fused_updates());
-            for s in 0..steps {
-                let (x, y) = data::<T>(conv, 1 + 2 * s, s as u64);
+            for (s, &batch) in batches.iter().enumerate() {
+                let (x, y) = data::<T>(conv, batch, s as u64);
                 let la = fused.run(&x, &y).unwrap();
                 let lb = plain.run(&x, &y).unwrap();
                 assert_eq!(
@@ -694,7 +704,7 @@ mod fused {
                 );
             }
             let what = format!(
-                "{name} {opts:?} conv={conv} mask={} steps={steps}",
+                "{name} {opts:?} conv={conv} mask={} batches={batches:?}",
                 mask.is_some()
             );
             assert_eq!(
@@ -744,29 +754,35 @@ mod fused {
         ];
         for conv in [false, true] {
             for opts in cases {
-                for steps in [1, 3] {
-                    same_as_unfused::<T>(conv, opts, None, steps);
+                for batches in [&[1][..], &[1, 3, 5], &[4, 1, 1]] {
+                    same_as_unfused::<T>(conv, opts, None, batches);
                 }
             }
         }
-        // masks on the first kernel: row blocks (skipped blocks), columns,
-        // an irregular one, across both gradient blocks of the 300×64 kernel
+        // masks on the first kernel (300×64): row blocks (skipped blocks,
+        // a frozen leading block), columns (runs starting and ending
+        // mid-row), an irregular one, and one flat range starting mid-row
+        // and ending mid-row 78 rows on, across both gradient blocks
         let irregular = || TrainableMask::predicate(|ix| (ix[0] * 7 + ix[1]) % 3 == 0);
+        let flat = || TrainableMask::predicate(|ix| (100..5_100).contains(&(ix[0] * 64 + ix[1])));
         for mask in [
             TrainableMask::freeze_rows(0..260),
             TrainableMask::cols(3..9),
             irregular(),
+            flat(),
         ] {
             let decay = Opts {
                 weight_decay: Some(0.01),
                 ..none
             };
-            same_as_unfused::<T>(false, decay, Some(mask.clone()), 3);
+            // batch 1 (outer products) after batch 3 and twice in a row,
+            // so the outer path also meets slots it wrote itself
+            same_as_unfused::<T>(false, decay, Some(mask.clone()), &[3, 1, 1]);
             let clip = Opts {
                 clipvalue: Some(0.01),
                 ..none
             };
-            same_as_unfused::<T>(false, clip, Some(mask), 1);
+            same_as_unfused::<T>(false, clip, Some(mask), &[1]);
         }
         // the head of the conv model: 48×4
         for mask in [
@@ -774,7 +790,7 @@ mod fused {
             TrainableMask::cols(1..3),
             irregular(),
         ] {
-            same_as_unfused::<T>(true, none, Some(mask), 2);
+            same_as_unfused::<T>(true, none, Some(mask), &[1, 2]);
         }
     }
 

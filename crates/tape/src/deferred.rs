@@ -142,6 +142,47 @@ impl<T: Element> GradientProduct<T> {
         self.mask.as_deref()
     }
 
+    /// The two factors of an outer product: for inner dimension 1 (a batch
+    /// of one), the column `a` (`rows` long) and the row `b` (`cols` long)
+    /// such that gradient element `(r, c)` is `a[r] * b[c]`, one rounding
+    /// in that operand order: the bits [`rows_into`](GradientProduct::rows_into)
+    /// writes, so a consumer can compute each element where it uses it,
+    /// with no buffer.
+    ///
+    /// With inner dimension 1 both operands are contiguous whatever their
+    /// transposes (a `1×n` or `n×1` matrix has stride 1 along its length).
+    /// `None` for inner dimension ≠ 1, and for a gradient with one row or
+    /// one column (computed as a matrix-vector product, whose sum
+    /// `0 + a·b` differs from `a·b` in the sign of a zero).
+    ///
+    /// ```
+    /// use rime_tape::{DeferredGradient, GradientTape, Variable};
+    /// use rime_tensor::Tensor;
+    /// let w = Variable::new("w", Tensor::<f32>::ones([3, 2])?);
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [1, 3])?; // a batch of one
+    /// let tape = GradientTape::new();
+    /// let loss = x.matmul(&w.value())?.square().sum_all(); // δ = 2·x·w = [12, 12]
+    /// let g = tape.gradient_deferred(&loss, &[&w])?.pop().flatten().unwrap();
+    /// let DeferredGradient::Product(p) = &g else { panic!("deferred") };
+    /// let (a, b) = p.outer_factors().expect("inner dimension 1");
+    /// assert_eq!((a, b), (&[1.0f32, 2.0, 3.0][..], &[12.0f32, 12.0][..]));
+    /// let mut all = [0.0f32; 6];
+    /// p.rows_into(0..3, &mut all);
+    /// assert_eq!(all, [12.0, 12.0, 24.0, 24.0, 36.0, 36.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn outer_factors(&self) -> Option<(&[T], &[T])> {
+        if self.inner != 1 || self.rows == 1 || self.cols == 1 {
+            return None;
+        }
+        // (the shapes were checked when the product was deferred: `l` holds
+        // rows × 1 elements and `r` holds 1 × cols)
+        Some((
+            &self.l.as_slice()[..self.rows],
+            &self.r.as_slice()[..self.cols],
+        ))
+    }
+
     /// Writes rows `rows` of the gradient to `out` (`rows.len() × cols`,
     /// row-major), without masking.
     ///

@@ -215,6 +215,68 @@ mod deferred {
         );
     }
 
+    /// For a batch of one the product is an outer product: its factors
+    /// give each element with `gradient`'s bits, whatever the transposes.
+    #[test]
+    fn outer_factors_give_the_gradient_bits_for_a_batch_of_one() {
+        let factors_match = |f: &dyn Fn() -> Tensor<f64>, w: &Variable<f64>, some: bool| {
+            let tape = GradientTape::new();
+            let loss = f();
+            let got = tape.gradient_deferred(&loss, &[w]).unwrap();
+            let Some(DeferredGradient::Product(p)) = &got[0] else {
+                panic!("deferred")
+            };
+            let Some((a, b)) = p.outer_factors() else {
+                assert!(!some, "factors of a {}x{} product", p.rows(), p.cols());
+                return;
+            };
+            assert!(some);
+            assert_eq!((a.len(), b.len()), (p.rows(), p.cols()));
+            let elements: Vec<f64> = a
+                .iter()
+                .flat_map(|&s| b.iter().map(move |&v| s * v))
+                .collect();
+            let tape = GradientTape::new();
+            let loss = f();
+            let want = tape.gradient(&loss, &[w]).unwrap().pop().flatten().unwrap();
+            let elements = Tensor::from_vec(elements, want.shape().clone()).unwrap();
+            assert_eq!(bits(&elements), bits(&want));
+        };
+        let w = Variable::new("w", iota([37, 5], 0.3));
+        let x = iota([1, 37], 0.11);
+        factors_match(&|| x.matmul(&w.value()).unwrap().sin().sum_all(), &w, true);
+        let wt = Variable::new("wt", iota([5, 37], 0.3));
+        let f = || {
+            x.matmul_t(&wt.value(), false, true)
+                .unwrap()
+                .sin()
+                .sum_all()
+        };
+        factors_match(&f, &wt, true);
+        let xt = iota([37, 1], 0.2);
+        let f = || {
+            w.value()
+                .matmul_t(&xt, true, false)
+                .unwrap()
+                .sin()
+                .sum_all()
+        };
+        factors_match(&f, &w, true);
+        // a batch of two, and a one-column weight (a matrix-vector product)
+        let x2 = iota([2, 37], 0.11);
+        factors_match(
+            &|| x2.matmul(&w.value()).unwrap().sin().sum_all(),
+            &w,
+            false,
+        );
+        let w1 = Variable::new("w1", iota([37, 1], 0.3));
+        factors_match(
+            &|| x.matmul(&w1.value()).unwrap().sin().sum_all(),
+            &w1,
+            false,
+        );
+    }
+
     #[test]
     fn a_second_contribution_falls_back_to_the_computed_gradient() {
         let w = Variable::new("w", iota([4, 4], 0.3));

@@ -6,7 +6,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{AnyRule, Common, Rule, check_decay, check_positive, optimizer_common};
+use super::{AnyRule, Common, GradientSource, Rule, check_decay, check_positive, optimizer_common};
 use crate::Result;
 
 /// Adam (Keras 3's `Adam`; defaults: learning rate 0.001, β₁ 0.9, β₂ 0.999,
@@ -168,32 +168,45 @@ impl Rule for AdamRule {
         check_positive(name, "epsilon", self.epsilon)
     }
 
+    type Step<T: Element> = AdamStep<T>;
+
+    fn step<T: Element>(&self, lr: T, iteration: u64) -> AdamStep<T> {
+        let (b1, b2) = (T::of(self.beta_1), T::of(self.beta_2));
+        let t = T::of((iteration + 1) as f64);
+        AdamStep {
+            alpha: lr * (T::one() - b2.powf(t)).sqrt() / (T::one() - b1.powf(t)),
+            // Keras computes `1 - beta` on the Python float, then rounds: with
+            // the default beta_2 = 0.999, `1 - (beta_2 as f32)` is 1.3e-5 off
+            one_minus_b1: T::of(1.0 - self.beta_1),
+            one_minus_b2: T::of(1.0 - self.beta_2),
+            eps: T::of(self.epsilon),
+        }
+    }
+
     #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
-    fn update<T: Element>(
-        &self,
-        lr: T,
-        iteration: u64,
+    fn update<T: Element, G: GradientSource<T>>(
+        s: AdamStep<T>,
         w: &mut [T],
-        g: &[T],
+        g: G,
         slots: &mut [Vec<T>],
         run: Range<usize>,
     ) {
-        let (b1, b2, eps) = (T::of(self.beta_1), T::of(self.beta_2), T::of(self.epsilon));
-        let t = T::of((iteration + 1) as f64);
-        let alpha = lr * (T::one() - b2.powf(t)).sqrt() / (T::one() - b1.powf(t));
-        // Keras computes `1 - beta` on the Python float, then rounds: with
-        // the default beta_2 = 0.999, `1 - (beta_2 as f32)` is 1.3e-5 off
-        let (one_minus_b1, one_minus_b2) = (T::of(1.0 - self.beta_1), T::of(1.0 - self.beta_2));
-        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
+        let AdamStep {
+            alpha,
+            one_minus_b1,
+            one_minus_b2,
+            eps,
+        } = s;
+        let w = &mut w[run.clone()];
         // every slice exactly `n` long: the indexing below is then
         // check-free and the loops vectorize
         let n = w.len();
-        let g = &g[..n];
+        let g = g.first(n);
         match slots {
             [m, v] => {
                 let (m, v) = (&mut m[run.clone()][..n], &mut v[run][..n]);
                 for i in 0..n {
-                    let gi = g[i];
+                    let gi = g.at(i);
                     m[i] += (gi - m[i]) * one_minus_b1;
                     v[i] += (gi * gi - v[i]) * one_minus_b2;
                     w[i] -= (m[i] * alpha) / (v[i].sqrt() + eps);
@@ -206,7 +219,7 @@ impl Rule for AdamRule {
                     &mut v_hat[run][..n],
                 );
                 for i in 0..n {
-                    let gi = g[i];
+                    let gi = g.at(i);
                     m[i] += (gi - m[i]) * one_minus_b1;
                     v[i] += (gi * gi - v[i]) * one_minus_b2;
                     v_hat[i] = v_hat[i].max(v[i]);
@@ -242,20 +255,34 @@ impl Rule for AdamWRule {
         self.0.validate(name)
     }
 
+    type Step<T: Element> = AdamStep<T>;
+
+    fn step<T: Element>(&self, lr: T, iteration: u64) -> AdamStep<T> {
+        self.0.step(lr, iteration)
+    }
+
     #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
-    fn update<T: Element>(
-        &self,
-        lr: T,
-        iteration: u64,
+    fn update<T: Element, G: GradientSource<T>>(
+        s: AdamStep<T>,
         w: &mut [T],
-        g: &[T],
+        g: G,
         slots: &mut [Vec<T>],
         run: Range<usize>,
     ) {
-        self.0.update(lr, iteration, w, g, slots, run)
+        AdamRule::update(s, w, g, slots, run)
     }
 
     fn config(&self) -> Value {
         self.0.config()
     }
+}
+
+/// Adam's constants for one step (its bias correction folded into the
+/// step size `alpha`, as Keras does).
+#[derive(Clone, Copy)]
+pub(crate) struct AdamStep<T> {
+    alpha: T,
+    one_minus_b1: T,
+    one_minus_b2: T,
+    eps: T,
 }

@@ -99,9 +99,10 @@ pub trait Optimizer<T: Element = f32>: Send {
     /// when the optimizer is their only consumer: a deferred weight
     /// gradient (a Dense kernel's `xᵀδ`) is computed block by block and
     /// each block applied while it is in cache, with no buffer of the
-    /// weight's size; the weights end up the same, bit for bit, as with
-    /// `apply_gradients` on the computed gradients. Same errors, and an
-    /// error changes nothing.
+    /// weight's size (for a batch of one, each element where the update
+    /// reads it, with no buffer at all); the weights end up the same, bit
+    /// for bit, as with `apply_gradients` on the computed gradients. Same
+    /// errors, and an error changes nothing.
     ///
     /// The default (for optimizers outside rime) computes the gradients
     /// and calls [`apply_gradients_masked`](Optimizer::apply_gradients_masked).
@@ -251,17 +252,23 @@ pub(crate) trait Rule: Send {
     /// rule shared by two optimizers, Adam's by AdamW, reports the caller).
     fn validate(&self, name: &str) -> Result<()>;
 
+    /// The constants of one step (hyperparameters as `T`, Adam's bias
+    /// correction), computed once per step rather than once per run.
+    type Step<T: Element>: Copy;
+
+    /// This step's constants at learning rate `lr`; `iteration` is the
+    /// number of updates before this one.
+    fn step<T: Element>(&self, lr: T, iteration: u64) -> Self::Step<T>;
+
     /// Updates `w[run]` from `g` (the gradient of those elements,
     /// `run.len()` long) and the slots' `run` elements.
-    /// `iteration` is the number of updates before this one. Implementations
-    /// are `#[inline(always)]` loops over exactly-sized slices, so they
-    /// vectorize inside [`rime_tensor::vectorized`].
-    fn update<T: Element>(
-        &self,
-        lr: T,
-        iteration: u64,
+    /// Implementations are `#[inline(always)]` loops over exactly-sized
+    /// slices and [`GradientSource::first`], so they vectorize inside
+    /// [`rime_tensor::vectorized_loop`] whatever the source.
+    fn update<T: Element, G: GradientSource<T>>(
+        step: Self::Step<T>,
         w: &mut [T],
-        g: &[T],
+        g: G,
         slots: &mut [Vec<T>],
         run: Range<usize>,
     );
@@ -445,10 +452,12 @@ impl Common {
     /// One optimizer step with [deferred](rime_tape::DeferredGradient)
     /// gradients: each deferred product of an unconstrained variable is
     /// computed block by block and the block applied while in cache (no
-    /// buffer of the weight's size); every other gradient is computed and
-    /// applied as by [`apply`](Common::apply). The result is the same, bit
-    /// for bit: a block holds the same values as the whole product, and
-    /// the rule runs on the same elements in the same order.
+    /// buffer of the weight's size), or, for an outer product (a batch of
+    /// one), element by element where the rule reads it (no buffer at
+    /// all: one pass over the weight); every other gradient is computed
+    /// and applied as by [`apply`](Common::apply). The result is the same,
+    /// bit for bit: a block or element holds the same value as the whole
+    /// product, and the rule runs on the same elements in the same order.
     ///
     /// With `clipnorm` or `global_clipnorm` the norms are needed before
     /// any update, so such a step computes every gradient first (the
@@ -520,21 +529,31 @@ impl Common {
         let iteration = self.iterations;
         let clipvalue = self.clipvalue.map(|c| (T::of(-c), T::of(c)));
         let (weight_decay, exclude) = (self.weight_decay, &self.exclude_from_weight_decay);
-        let decay = |var: &Variable<T>| -> Option<T> {
-            let wd = weight_decay.filter(|&wd| wd > 0.0)?;
-            let excluded = exclude.iter().any(|pat| var.name().contains(pat.as_str()));
-            (!excluded).then(|| T::of(wd))
+        // (every loop gets these by value: a constant captured by
+        // reference compiled to a scalar loop with a branch)
+        let (lr, consts) = (T::of(lr), rule.step(T::of(lr), iteration));
+        let update = |var: &Variable<T>| {
+            let decay = weight_decay
+                .filter(|&wd| wd > 0.0)
+                .filter(|_| !exclude.iter().any(|pat| var.name().contains(pat.as_str())))
+                .map(T::of);
+            RunUpdate::<T, R> {
+                rule: std::marker::PhantomData,
+                step: consts,
+                lr,
+                decay,
+            }
         };
         // The update of the elements `runs` (inside `g_at..g_at + g.len()`)
-        // from `g`, the gradient of those elements: the one code path of
-        // both the whole-gradient and the block-by-block updates.
+        // from `g`, the gradient of those elements: the whole-gradient and
+        // the block-by-block updates.
         let step = |var: &Variable<T>,
                     w: &mut [T],
                     g: &[T],
                     g_at: usize,
                     slots: &mut [Vec<T>],
                     runs: &mut dyn Iterator<Item = Range<usize>>| {
-            let decay = decay(var);
+            let update = update(var);
             for run in runs {
                 let g = &g[run.start - g_at..run.end - g_at];
                 // compiled for AVX2/AVX-512 when the CPU has it (a
@@ -542,11 +561,8 @@ impl Common {
                 // large to be inlined there and ran 4-wide SSE);
                 // elementwise IEEE operations in the same order, so the
                 // results are the same bits
-                rime_tensor::vectorized_loop(UpdateRun {
-                    rule,
-                    lr: T::of(lr),
-                    decay,
-                    iteration,
+                rime_tensor::vectorized_loop(SliceRun {
+                    update,
                     w: &mut *w,
                     g,
                     slots: &mut *slots,
@@ -592,12 +608,36 @@ impl Common {
             }
             staged.push((i, merged, slots));
         }
-        // The fused products' block buffer, reserved before any write.
-        let block_rows: Vec<usize> = fused.iter().map(|(_, p)| block_rows(p)).collect();
+        // How each fused product is applied, and the block buffer of those
+        // applied by blocks, reserved before any write.
+        let plans: Vec<Fusion<'_, T>> = fused
+            .iter()
+            .map(|(i, product)| {
+                // the product's own mask, when the step was given another
+                // one (a custom loop): the unfused gradient is zero at its
+                // frozen elements
+                let zero_at = product
+                    .mask()
+                    .filter(|pm| masks[*i].as_deref().is_none_or(|m| !std::ptr::eq(*pm, m)))
+                    .map(ResolvedMask::frozen_runs)
+                    .unwrap_or(&[]);
+                match product.outer_factors() {
+                    // a batch of one, no elements to zero
+                    Some((col, row)) if zero_at.is_empty() => Fusion::Outer { col, row },
+                    _ => Fusion::Blocks {
+                        rows_per: block_rows(product),
+                        zero_at,
+                    },
+                }
+            })
+            .collect();
         let block_len = fused
             .iter()
-            .zip(&block_rows)
-            .map(|((_, p), &r)| r * p.cols())
+            .zip(&plans)
+            .map(|((_, p), plan)| match plan {
+                Fusion::Blocks { rows_per, .. } => rows_per * p.cols(),
+                Fusion::Outer { .. } => 0,
+            })
             .max()
             .unwrap_or(0);
         // (a tensor: its buffer comes from, and returns to, rime_tensor's
@@ -617,19 +657,38 @@ impl Common {
             let g = effective[k].as_slice();
             var.update_exclusive(|w| step(var, w, g, 0, slots, &mut runs.iter().cloned()))?;
         }
-        for ((i, product), &rows_per) in fused.iter().zip(&block_rows) {
+        for ((i, product), plan) in fused.iter().zip(plans) {
             let var = &vars[*i];
             let all = 0..var.len();
             let runs = runs_of(masks[*i].as_deref(), &all);
-            // the product's own mask, when the step was given another one
-            // (a custom loop): the unfused gradient is zero at its frozen
-            // elements
-            let zero_at = product
-                .mask()
-                .filter(|pm| masks[*i].as_deref().is_none_or(|m| !std::ptr::eq(*pm, m)))
-                .map(ResolvedMask::frozen_runs)
-                .unwrap_or(&[]);
             let slots = slots_mut::<T>(&mut self.state, var, n_slots);
+            let (rows_per, zero_at) = match plan {
+                Fusion::Outer { col, row } => {
+                    // each gradient element computed where the rule reads it
+                    let update = update(var);
+                    var.update_exclusive(|w| {
+                        let outer = OuterRuns {
+                            update,
+                            w,
+                            slots,
+                            col,
+                            row,
+                            runs,
+                            clip: NoClip,
+                        };
+                        // (each clipping a type of its own: no branch per
+                        // element)
+                        match clipvalue {
+                            None => rime_tensor::vectorized_loop(outer),
+                            Some((lo, hi)) => {
+                                rime_tensor::vectorized_loop(outer.clipped(ClipValue { lo, hi }))
+                            }
+                        }
+                    })?;
+                    continue;
+                }
+                Fusion::Blocks { rows_per, zero_at } => (rows_per, zero_at),
+            };
             let cols = product.cols();
             var.update_exclusive(|w| {
                 let mut first = 0; // the first run not entirely before the block
@@ -698,47 +757,235 @@ impl Common {
     }
 }
 
-/// One run's update: the weight decay, then the rule (a
-/// [`VectorLoop`](rime_tensor::VectorLoop), so that both loops are
-/// compiled for the CPU's widest vector unit).
-struct UpdateRun<'a, T, R> {
-    rule: &'a R,
+/// Where a rule reads the gradient of the run it updates: a slice (a
+/// computed gradient, or a block of a deferred product) or an
+/// [`OuterRow`], computed as it is read. Both are `#[inline(always)]`
+/// element reads, so a rule's loop vectorizes over either.
+pub(crate) trait GradientSource<T>: Copy {
+    /// The first `n` elements (panics past the end, as slicing does: the
+    /// reads of `0..n` are then check-free).
+    fn first(self, n: usize) -> Self;
+    /// Element `i`.
+    fn at(self, i: usize) -> T;
+}
+
+impl<T: Element> GradientSource<T> for &[T] {
+    #[inline(always)]
+    fn first(self, n: usize) -> Self {
+        &self[..n]
+    }
+    #[inline(always)]
+    fn at(self, i: usize) -> T {
+        self[i]
+    }
+}
+
+/// Part of a row of an outer-product gradient (a deferred product with
+/// inner dimension 1): element `i` is `scale * row[i]`, with the one
+/// rounding and operand order of the product kernel
+/// ([`GradientProduct::outer_factors`]), so the rule sees the bits a
+/// computed gradient holds; then clipped by `clip`.
+#[derive(Clone, Copy)]
+struct OuterRow<'a, T, C> {
+    scale: T,
+    row: &'a [T],
+    clip: C,
+}
+
+impl<T: Element, C: Clip<T>> GradientSource<T> for OuterRow<'_, T, C> {
+    #[inline(always)]
+    fn first(self, n: usize) -> Self {
+        OuterRow {
+            row: &self.row[..n],
+            ..self
+        }
+    }
+    #[inline(always)]
+    fn at(self, i: usize) -> T {
+        self.clip.clip(self.scale * self.row[i])
+    }
+}
+
+/// What is done to each gradient element before the rule reads it.
+trait Clip<T>: Copy {
+    /// The clipped element.
+    fn clip(self, x: T) -> T;
+}
+
+/// No clipping.
+#[derive(Clone, Copy)]
+struct NoClip;
+
+impl<T> Clip<T> for NoClip {
+    #[inline(always)]
+    fn clip(self, x: T) -> T {
+        x
+    }
+}
+
+/// `clipvalue`: each element clamped into `[lo, hi]`.
+#[derive(Clone, Copy)]
+struct ClipValue<T> {
+    lo: T,
+    hi: T,
+}
+
+impl<T: Element> Clip<T> for ClipValue<T> {
+    #[inline(always)]
+    fn clip(self, x: T) -> T {
+        x.max(self.lo).min(self.hi)
+    }
+}
+
+/// What every run of one variable's update shares: the rule and its step
+/// constants, the learning rate, the variable's weight decay.
+struct RunUpdate<T: Element, R: Rule> {
+    rule: std::marker::PhantomData<R>,
+    step: R::Step<T>,
     lr: T,
     decay: Option<T>,
-    iteration: u64,
+}
+
+impl<T: Element, R: Rule> Clone for RunUpdate<T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Element, R: Rule> Copy for RunUpdate<T, R> {}
+
+impl<T: Element, R: Rule> RunUpdate<T, R> {
+    /// One run's update from `g`: the weight decay, then the rule (the
+    /// one per-run code path of the whole-gradient, block and outer
+    /// product updates).
+    #[inline(always)]
+    fn apply<G: GradientSource<T>>(
+        self,
+        w: &mut [T],
+        g: G,
+        slots: &mut [Vec<T>],
+        run: Range<usize>,
+    ) {
+        if let Some(wd) = self.decay {
+            let lr = self.lr;
+            // Keras: variable - variable * wd * lr, before the rule (in
+            // that order, so f32 results match bit for bit)
+            w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
+        }
+        R::update(self.step, w, g, slots, run);
+    }
+}
+
+/// One run's update from a slice of its gradient (a
+/// [`VectorLoop`](rime_tensor::VectorLoop), so that both loops are
+/// compiled for the CPU's widest vector unit).
+struct SliceRun<'a, T: Element, R: Rule> {
+    update: RunUpdate<T, R>,
     w: &'a mut [T],
     g: &'a [T],
     slots: &'a mut [Vec<T>],
     run: Range<usize>,
 }
 
-impl<T: Element, R: Rule> rime_tensor::VectorLoop for UpdateRun<'_, T, R> {
+impl<T: Element, R: Rule> rime_tensor::VectorLoop for SliceRun<'_, T, R> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let UpdateRun {
-            rule,
-            lr,
-            decay,
-            iteration,
-            w,
-            g,
-            slots,
-            run,
-        } = self;
-        if let Some(wd) = decay {
-            // Keras: variable - variable * wd * lr, before the rule (in
-            // that order, so f32 results match bit for bit)
-            w[run.clone()].iter_mut().for_each(|w| *w -= *w * wd * lr);
-        }
-        rule.update(lr, iteration, w, g, slots, run);
+        self.update.apply(self.w, self.g, self.slots, self.run);
     }
 }
 
-/// Clamps every element into `[lo, hi]` (clipvalue; both paths).
+/// A whole variable's update from an outer-product gradient
+/// `g[r, c] = col[r] * row[c]`, each element computed where the rule reads
+/// it (no gradient buffer), in one vectorized call: each trainable run
+/// is split at row ends, and each piece is a run of [`RunUpdate`] over an
+/// [`OuterRow`], each element clipped by `clip`.
+struct OuterRuns<'a, T: Element, R: Rule, C> {
+    update: RunUpdate<T, R>,
+    w: &'a mut [T],
+    slots: &'a mut [Vec<T>],
+    col: &'a [T],
+    row: &'a [T],
+    runs: &'a [Range<usize>],
+    clip: C,
+}
+
+impl<'a, T: Element, R: Rule> OuterRuns<'a, T, R, NoClip> {
+    /// The same update with each element clipped by `clip`.
+    fn clipped<C: Clip<T>>(self, clip: C) -> OuterRuns<'a, T, R, C> {
+        let OuterRuns {
+            update,
+            w,
+            slots,
+            col,
+            row,
+            runs,
+            clip: NoClip,
+        } = self;
+        OuterRuns {
+            update,
+            w,
+            slots,
+            col,
+            row,
+            runs,
+            clip,
+        }
+    }
+}
+
+impl<T: Element, R: Rule, C: Clip<T>> rime_tensor::VectorLoop for OuterRuns<'_, T, R, C> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let OuterRuns {
+            update,
+            w,
+            slots,
+            col,
+            row,
+            runs,
+            clip,
+        } = self;
+        let cols = row.len();
+        for run in runs {
+            // row `r` of the gradient, from column `c`, at flat index `at`
+            let (mut r, mut c) = (run.start / cols, run.start % cols);
+            let mut at = run.start;
+            while at < run.end {
+                let end = run.end.min(at - c + cols);
+                let g = OuterRow {
+                    scale: col[r],
+                    row: &row[c..],
+                    clip,
+                };
+                update.apply(&mut *w, g, &mut *slots, at..end);
+                (r, c, at) = (r + 1, 0, end);
+            }
+        }
+    }
+}
+
+/// Clamps every element into `[lo, hi]` (clipvalue, on a computed
+/// gradient or block; the outer-product path clamps each element as it is
+/// read, the same way).
 fn clamp<T: Element>(g: &mut [T], lo: T, hi: T) {
-    g.iter_mut().for_each(|x| *x = x.max(lo).min(hi));
+    let clip = ClipValue { lo, hi };
+    g.iter_mut().for_each(|x| *x = clip.clip(*x));
+}
+
+/// How a deferred product is applied.
+enum Fusion<'a, T> {
+    /// Element by element from its two factors (inner dimension 1), with
+    /// no gradient buffer (clipvalue applied to each element as read).
+    Outer { col: &'a [T], row: &'a [T] },
+    /// By blocks of `rows_per` rows written to a buffer, its elements
+    /// `zero_at` zeroed (the product's own mask, when the step's differs).
+    Blocks {
+        rows_per: usize,
+        zero_at: &'a [Range<usize>],
+    },
 }
 
 /// Elements of a fused gradient block: 16 K (64 KB of f32), so that a

@@ -6,7 +6,10 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{AnyRule, Common, Rule, check_decay, check_positive, check_range, optimizer_common};
+use super::{
+    AnyRule, Common, GradientSource, Rule, check_decay, check_positive, check_range,
+    optimizer_common,
+};
 use crate::Result;
 
 /// RMSprop (Keras 3's `RMSprop`; defaults: learning rate 0.001, rho 0.9,
@@ -112,55 +115,78 @@ impl Rule for RmsPropRule {
         check_positive(name, "epsilon", self.epsilon)
     }
 
+    type Step<T: Element> = RmsPropStep<T>;
+
+    fn step<T: Element>(&self, lr: T, _iteration: u64) -> RmsPropStep<T> {
+        RmsPropStep {
+            lr,
+            rho: T::of(self.rho),
+            // as Keras: `1 - rho` on the f64 value, then rounded
+            one_minus_rho: T::of(1.0 - self.rho),
+            eps: T::of(self.epsilon),
+            mu: T::of(self.momentum),
+            momentum: self.momentum > 0.0,
+            centered: self.centered,
+        }
+    }
+
     #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
-    fn update<T: Element>(
-        &self,
-        lr: T,
-        _iteration: u64,
+    fn update<T: Element, G: GradientSource<T>>(
+        s: RmsPropStep<T>,
         w: &mut [T],
-        g: &[T],
+        g: G,
         slots: &mut [Vec<T>],
         run: Range<usize>,
     ) {
-        let (rho, eps, mu) = (T::of(self.rho), T::of(self.epsilon), T::of(self.momentum));
-        // as Keras: `1 - rho` on the f64 value, then rounded
-        let one_minus_rho = T::of(1.0 - self.rho);
-        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
+        let RmsPropStep {
+            lr,
+            rho,
+            one_minus_rho,
+            eps,
+            mu,
+            momentum,
+            centered,
+        } = s;
+        let w = &mut w[run.clone()];
         let n = w.len();
         let (v, rest) = slots.split_first_mut().expect("velocity slot");
         // every slice exactly `n` long: the indexing below is then
         // check-free and the loops vectorize
-        let (g, v) = (&g[..n], &mut v[run.clone()][..n]);
+        let (g, v) = (g.first(n), &mut v[run.clone()][..n]);
         let mean_sq = |v: &mut T, gi: T| *v = rho * *v + one_minus_rho * (gi * gi);
-        match (self.momentum > 0.0, self.centered, rest) {
+        match (momentum, centered, rest) {
             (false, false, []) => {
                 for i in 0..n {
-                    mean_sq(&mut v[i], g[i]);
-                    w[i] -= lr * g[i] / (v[i] + eps).sqrt();
+                    let gi = g.at(i);
+                    mean_sq(&mut v[i], gi);
+                    w[i] -= lr * gi / (v[i] + eps).sqrt();
                 }
             }
             (true, false, [m]) => {
                 let m = &mut m[run][..n];
                 for i in 0..n {
-                    mean_sq(&mut v[i], g[i]);
-                    m[i] = mu * m[i] + lr * g[i] / (v[i] + eps).sqrt();
+                    let gi = g.at(i);
+                    mean_sq(&mut v[i], gi);
+                    m[i] = mu * m[i] + lr * gi / (v[i] + eps).sqrt();
                     w[i] -= m[i];
                 }
             }
             (false, true, [a]) => {
                 let a = &mut a[run][..n];
                 for i in 0..n {
-                    mean_sq(&mut v[i], g[i]);
-                    a[i] = rho * a[i] + one_minus_rho * g[i];
-                    w[i] -= lr * g[i] / (v[i] - a[i] * a[i] + eps).sqrt();
+                    let gi = g.at(i);
+                    mean_sq(&mut v[i], gi);
+                    a[i] = rho * a[i] + one_minus_rho * gi;
+                    w[i] -= lr * gi / (v[i] - a[i] * a[i] + eps).sqrt();
                 }
             }
             (true, true, [m, a]) => {
                 let (m, a) = (&mut m[run.clone()][..n], &mut a[run][..n]);
                 for i in 0..n {
-                    mean_sq(&mut v[i], g[i]);
-                    a[i] = rho * a[i] + one_minus_rho * g[i];
-                    m[i] = mu * m[i] + lr * g[i] / (v[i] - a[i] * a[i] + eps).sqrt();
+                    let gi = g.at(i);
+                    mean_sq(&mut v[i], gi);
+                    a[i] = rho * a[i] + one_minus_rho * gi;
+                    m[i] = mu * m[i] + lr * gi / (v[i] - a[i] * a[i] + eps).sqrt();
                     w[i] -= m[i];
                 }
             }
@@ -176,4 +202,16 @@ impl Rule for RmsPropRule {
             "centered": self.centered,
         })
     }
+}
+
+/// RMSprop's constants for one step.
+#[derive(Clone, Copy)]
+pub(crate) struct RmsPropStep<T> {
+    lr: T,
+    rho: T,
+    one_minus_rho: T,
+    eps: T,
+    mu: T,
+    momentum: bool,
+    centered: bool,
 }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use rime_tensor::Element;
 use serde_json::{Value, json};
 
-use super::{AnyRule, Common, Rule, check_range, optimizer_common};
+use super::{AnyRule, Common, GradientSource, Rule, check_range, optimizer_common};
 use crate::Result;
 
 /// Stochastic gradient descent (Keras 3's `SGD`; defaults: learning rate
@@ -92,33 +92,49 @@ impl Rule for SgdRule {
         check_range(name, "momentum", self.momentum, 0.0, 1.0)
     }
 
+    type Step<T: Element> = SgdStep<T>;
+
+    fn step<T: Element>(&self, lr: T, _iteration: u64) -> SgdStep<T> {
+        SgdStep {
+            lr,
+            mu: T::of(self.momentum),
+            nesterov: self.nesterov,
+        }
+    }
+
     #[inline(always)] // into the caller's vectorized (AVX2/AVX-512) code
-    fn update<T: Element>(
-        &self,
-        lr: T,
-        _iteration: u64,
+    fn update<T: Element, G: GradientSource<T>>(
+        s: SgdStep<T>,
         w: &mut [T],
-        g: &[T],
+        g: G,
         slots: &mut [Vec<T>],
         run: Range<usize>,
     ) {
-        let (w, g) = (&mut w[run.clone()], &g[..run.len()]);
+        let SgdStep { lr, mu, nesterov } = s;
+        let w = &mut w[run.clone()];
+        // every slice exactly `n` long: the indexing below is then
+        // check-free and the loops vectorize
+        let n = w.len();
+        let g = g.first(n);
         match slots {
-            [] => w.iter_mut().zip(g).for_each(|(w, &g)| *w -= g * lr),
+            [] => {
+                for (i, w) in w.iter_mut().enumerate() {
+                    *w -= g.at(i) * lr;
+                }
+            }
             [m, ..] => {
-                let mu = T::of(self.momentum);
-                let m = &mut m[run];
-                let moments = w.iter_mut().zip(g).zip(m.iter_mut());
+                let m = &mut m[run][..n];
                 // one loop per form, each branch-free (vectorized)
-                if self.nesterov {
-                    for ((w, &g), m) in moments {
-                        *m = *m * mu - g * lr;
-                        *w += *m * mu - g * lr;
+                if nesterov {
+                    for i in 0..n {
+                        let gi = g.at(i);
+                        m[i] = m[i] * mu - gi * lr;
+                        w[i] += m[i] * mu - gi * lr;
                     }
                 } else {
-                    for ((w, &g), m) in moments {
-                        *m = *m * mu - g * lr;
-                        *w += *m;
+                    for i in 0..n {
+                        m[i] = m[i] * mu - g.at(i) * lr;
+                        w[i] += m[i];
                     }
                 }
             }
@@ -128,4 +144,12 @@ impl Rule for SgdRule {
     fn config(&self) -> Value {
         json!({ "momentum": self.momentum, "nesterov": self.nesterov })
     }
+}
+
+/// SGD's constants for one step.
+#[derive(Clone, Copy)]
+pub(crate) struct SgdStep<T> {
+    lr: T,
+    mu: T,
+    nesterov: bool,
 }
