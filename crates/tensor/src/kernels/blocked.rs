@@ -209,6 +209,10 @@ unsafe fn blocked<T: Micro>(
         }
         return;
     }
+    // SAFETY: the caller's contract.
+    if !acc && unsafe { narrow::<T>(m, k, n, a, rsa, csa, b, rsb, csb, c, ldc, epilogue) } {
+        return;
+    }
     let mut fresh = PackBufs::default();
     BUFS.with(|bufs| {
         // a nested call on this thread (none today) would get fresh buffers
@@ -247,6 +251,79 @@ unsafe fn blocked<T: Micro>(
             }
         }
     });
+}
+
+/// `C = A·B` for a C narrower than a micro-panel, computed as its
+/// transpose `Cᵀ = Bᵀ·Aᵀ` into a buffer and copied back; `false` (having
+/// done nothing) when that does not pay or the buffer cannot be had.
+///
+/// The bench MLP's output layer has 10 columns: the `MR×NR` (6×16) tiles
+/// compute 16 of which 6 are padding, where the transpose's tiles cover
+/// its 10 rows with 12 (`bench_matmul --shapes`: 128×256·256×10 ran at
+/// 0.66–0.70 of the `gemm` crate's speed). Each element of the transpose
+/// is the same chain of fused multiply-adds over the same depth blocks
+/// (`fma(a, b, c) = fma(b, a, c)`), so C gets the same bits either way.
+///
+/// # Safety
+/// As [`gemm`], and the CPU has AVX2+FMA.
+#[allow(clippy::too_many_arguments)]
+unsafe fn narrow<T: Micro>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: usize,
+    csa: usize,
+    b: *const T,
+    rsb: usize,
+    csb: usize,
+    c: *mut T,
+    ldc: usize,
+    epilogue: Option<Epilogue<'_, T>>,
+) -> bool {
+    // worth it when the transpose's row panels waste less than C's column
+    // panel (f32: n ≤ 12), and C is tall enough to fill the transpose's
+    // column panels
+    if n.next_multiple_of(T::MR) >= T::NR || m < 2 * T::NR {
+        return false;
+    }
+    let mut t: Vec<T> = Vec::new();
+    if t.try_reserve_exact(m * n).is_err() {
+        return false;
+    }
+    // SAFETY: Bᵀ (n×k) and Aᵀ (k×m) are B and A read with their strides
+    // swapped, inside them (the contract); `t` holds m·n writable elements
+    // (n rows of stride m), written by the product before `set_len`; the
+    // nested call takes the other branch (its C is m ≥ 2·NR wide).
+    unsafe {
+        blocked::<T>(
+            n,
+            k,
+            m,
+            b,
+            csb,
+            rsb,
+            a,
+            csa,
+            rsa,
+            t.as_mut_ptr(),
+            m,
+            false,
+            None,
+        );
+        t.set_len(m * n);
+    }
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: (i, j) is inside C (the contract).
+            unsafe { c.add(i * ldc + j).write(t[j * m + i]) };
+        }
+    }
+    if let Some(epilogue) = epilogue {
+        // SAFETY: all of C, final, exclusively the caller's.
+        unsafe { run_epilogue(epilogue, 0, m, 0, n, c, ldc) };
+    }
+    true
 }
 
 /// Packs the `mc×kc` block of A at `a` into micro-panels of `MR` rows:
@@ -1092,6 +1169,67 @@ unsafe fn run_epilogue<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `C = A·B` through [`gemm`] (row-major operands, `ldc = n`).
+    fn product<T: Element>(m: usize, k: usize, n: usize, a: &[T], b: &[T]) -> Vec<T> {
+        let mut c = vec![T::zero(); m * n];
+        // SAFETY: A is m×k, B k×n, C m×n, all row-major and distinct.
+        let done = unsafe {
+            gemm(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                k,
+                1,
+                b.as_ptr(),
+                n,
+                1,
+                c.as_mut_ptr(),
+                n,
+                false,
+                None,
+            )
+        };
+        assert!(done || !available());
+        c
+    }
+
+    fn narrow_products_keep_the_bits_of_wide_ones<T: Element>() {
+        // a narrow C (taking the transposed route) against the first
+        // columns of a wide one (the direct route), over two depth blocks
+        if !available() {
+            return;
+        }
+        let (m, k, wide) = (40, 300, 32);
+        let val = |i: usize| T::of(((i * 7919) % 1013) as f64 / 97.0 - 5.0);
+        let a: Vec<T> = (0..m * k).map(val).collect();
+        let bw: Vec<T> = (0..k * wide).map(|i| val(i + 17)).collect();
+        let cw = product(m, k, wide, &a, &bw);
+        for n in 1..=wide {
+            let b: Vec<T> = (0..k * n).map(|i| bw[i / n * wide + i % n]).collect();
+            let c = product(m, k, n, &a, &b);
+            for i in 0..m {
+                for j in 0..n {
+                    assert_eq!(
+                        c[i * n + j].to_f64().unwrap().to_bits(),
+                        cw[i * wide + j].to_f64().unwrap().to_bits(),
+                        "n = {n}, ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_products_keep_the_bits_of_wide_ones_f32() {
+        narrow_products_keep_the_bits_of_wide_ones::<f32>();
+    }
+
+    #[test]
+    fn narrow_products_keep_the_bits_of_wide_ones_f64() {
+        narrow_products_keep_the_bits_of_wide_ones::<f64>();
+    }
 
     #[test]
     fn grids_split_the_longer_side_of_c() {
